@@ -1,0 +1,46 @@
+//! The apm wire protocol.
+//!
+//! Every frame is a big-endian `u32` length, a fixed 8-byte [`Header`] and a
+//! body. Bodies are [postcard](https://docs.rs/postcard) encodings of the
+//! structs in [`message`]; the four message types that carry an application
+//! payload (`Publish`, `Direct`, `Broadcast`, `Deliver`) put the raw payload
+//! after the postcard part so it can be split off the read buffer without a
+//! copy. `PROTOCOL.md` beside this crate is the normative description.
+//!
+//! This crate does no I/O: [`codec::ApmCodec`] plugs into
+//! `tokio_util::codec::Framed`, and [`Frame::to_bytes`] encodes a frame once
+//! into a [`bytes::Bytes`] that many connections can share.
+//!
+//! # Examples
+//!
+//! ```
+//! use apm_core::{Frame, Message, message::Publish};
+//! use bytes::{Bytes, BytesMut};
+//!
+//! let frame = Frame::new(7, Message::Publish(Publish {
+//!     channel: "news".into(),
+//!     kind: 1,
+//!     msg_id: 0,
+//!     payload: Bytes::from_static(b"hello"),
+//! }));
+//! let wire = frame.to_bytes().unwrap();
+//! let mut buf = BytesMut::from(&wire[..]);
+//! let decoded = apm_core::codec::decode_frame(&mut buf, &Default::default()).unwrap().unwrap();
+//! assert_eq!(decoded, frame);
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod fuzzing;
+pub mod limits;
+pub mod message;
+pub mod names;
+pub mod samples;
+
+pub use codec::ApmCodec;
+pub use error::{DecodeError, EncodeError, ErrorCode};
+pub use frame::{Flags, Frame, HEADER_LEN, Header, LENGTH_LEN, MessageType, PROTOCOL_VERSION};
+pub use limits::Limits;
+pub use message::Message;

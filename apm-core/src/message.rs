@@ -1,0 +1,670 @@
+//! Message bodies, one struct per message type, and their body encoding.
+//!
+//! Bodies are postcard. The payload-carrying types (`Publish`, `Direct`,
+//! `Broadcast`, `Deliver`) encode their other fields with postcard and then
+//! append the payload as raw bytes to the end of the frame, so a decoder
+//! hands the payload out as a slice of the read buffer.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecodeError, EncodeError, ErrorCode};
+use crate::frame::MessageType;
+use crate::limits::Limits;
+use crate::names::validate_name;
+
+/// Well-known values of the `kind` field that says what a payload holds.
+/// Values from 16 up are free for applications.
+pub mod content_kind {
+    /// Opaque bytes.
+    pub const BINARY: u16 = 0;
+    /// UTF-8 text.
+    pub const TEXT: u16 = 1;
+    /// A JSON document.
+    pub const JSON: u16 = 2;
+}
+
+/// Every message the protocol knows, with its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`ErrorBody`].
+    Error(ErrorBody),
+    /// Heartbeat request; empty body.
+    Ping,
+    /// Heartbeat reply; empty body.
+    Pong,
+    /// See [`CloseBody`].
+    Close(CloseBody),
+    /// See [`Sub`].
+    Sub(Sub),
+    /// See [`Unsub`].
+    Unsub(Unsub),
+    /// See [`SubOk`].
+    SubOk(SubOk),
+    /// See [`UnsubOk`].
+    UnsubOk(UnsubOk),
+    /// See [`Publish`].
+    Publish(Publish),
+    /// See [`Direct`].
+    Direct(Direct),
+    /// See [`Broadcast`].
+    Broadcast(Broadcast),
+    /// See [`Deliver`].
+    Deliver(Deliver),
+    /// See [`Receipt`].
+    Receipt(Receipt),
+    /// See [`Ack`].
+    Ack(Ack),
+    /// See [`HistoryRequest`].
+    HistoryRequest(HistoryRequest),
+    /// See [`HistoryResponse`].
+    HistoryResponse(HistoryResponse),
+    /// See [`PresenceQuery`].
+    PresenceQuery(PresenceQuery),
+    /// See [`PresenceResponse`].
+    PresenceResponse(PresenceResponse),
+    /// See [`PresenceEvent`].
+    PresenceEvent(PresenceEvent),
+}
+
+/// The session's privileges, carried in tokens and `Welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Role {
+    /// An ordinary user.
+    #[default]
+    User,
+    /// May `Broadcast`.
+    Admin,
+}
+
+/// Client to server, the first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The user id to act as. With token auth it may be empty; if not, it
+    /// must equal the token's user.
+    pub user: String,
+    /// A signed token; empty when the server runs in dev mode.
+    pub token: String,
+    /// Free-form client name and version, for logs.
+    pub client: String,
+}
+
+/// Server to client: the handshake succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The server-assigned id of this connection.
+    pub session_id: u64,
+    /// The authenticated user id; the sender of everything this connection
+    /// publishes.
+    pub user: String,
+    /// The session's role.
+    pub role: Role,
+    /// Server clock, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+    /// How often the client should send something (a `Ping` if idle).
+    pub heartbeat_ms: u32,
+    /// After this long with nothing received the server closes.
+    pub idle_timeout_ms: u32,
+    /// The server's frame limit.
+    pub max_frame_len: u32,
+}
+
+/// A request failed, or (for fatal codes) the connection is closing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// A human-readable detail.
+    pub message: String,
+}
+
+/// An orderly close with a reason, sent by either side before it closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseBody {
+    /// Why.
+    pub code: ErrorCode,
+    /// A human-readable detail.
+    pub reason: String,
+}
+
+/// Join a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sub {
+    /// The channel.
+    pub channel: String,
+    /// Resume: replay messages with a seq greater than this before going
+    /// live. `None` goes live at once.
+    pub since: Option<u64>,
+}
+
+/// Leave a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsub {
+    /// The channel.
+    pub channel: String,
+}
+
+/// The subscription is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubOk {
+    /// The channel.
+    pub channel: String,
+    /// The seq of the last message sequenced in the channel (0 if none); the
+    /// next live message has a greater seq.
+    pub seq: u64,
+    /// The oldest seq the server can still replay. When a resume asked for
+    /// more than that, the messages below it are lost to this client.
+    pub oldest: u64,
+}
+
+/// The subscription is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubOk {
+    /// The channel.
+    pub channel: String,
+}
+
+/// Publish to every member of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The channel.
+    pub channel: String,
+    /// What the payload holds, see [`content_kind`].
+    pub kind: u16,
+    /// Client message id for de-duplicating retries; 0 for none.
+    pub msg_id: u64,
+    /// The application payload (the rest of the frame).
+    pub payload: Bytes,
+}
+
+/// Send to every connection of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Direct {
+    /// The recipient.
+    pub user: String,
+    /// What the payload holds.
+    pub kind: u16,
+    /// Client message id; 0 for none.
+    pub msg_id: u64,
+    /// The application payload.
+    pub payload: Bytes,
+}
+
+/// Send to every connection on the server (admin role only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    /// What the payload holds.
+    pub kind: u16,
+    /// Client message id; 0 for none.
+    pub msg_id: u64,
+    /// The application payload.
+    pub payload: Bytes,
+}
+
+/// Which ordered stream a message belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Conversation {
+    /// A channel.
+    Channel(String),
+    /// A user's private inbox: messages sent to that user with `Direct`.
+    User(String),
+    /// Server-wide broadcasts.
+    Broadcast,
+}
+
+/// One message of a conversation, server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliver {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Position in the conversation, starting at 1, increasing by 1.
+    pub seq: u64,
+    /// Server time when sequenced, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The authenticated user who sent it.
+    pub sender: String,
+    /// What the payload holds.
+    pub kind: u16,
+    /// The sender's client message id; 0 for none.
+    pub msg_id: u64,
+    /// The application payload.
+    pub payload: Bytes,
+}
+
+/// A publish was sequenced (correlated by the header's request id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The conversation it went to.
+    pub conversation: Conversation,
+    /// The assigned seq.
+    pub seq: u64,
+    /// The assigned server time.
+    pub ts_ms: u64,
+}
+
+/// The client has everything of a conversation up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Delivered up to and including this seq.
+    pub seq: u64,
+}
+
+/// Read a page of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Only messages with a seq below this.
+    pub before: Option<u64>,
+    /// Only messages with a seq above this.
+    pub after: Option<u64>,
+    /// At most this many (the server caps it further).
+    pub limit: u32,
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The oldest seq still retained.
+    pub oldest: u64,
+    /// The newest seq.
+    pub last: u64,
+    /// The messages, in seq order.
+    pub messages: Vec<HistoryItem>,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// Its seq.
+    pub seq: u64,
+    /// Its server time.
+    pub ts_ms: u64,
+    /// Who sent it.
+    pub sender: String,
+    /// What the payload holds.
+    pub kind: u16,
+    /// The sender's client message id.
+    pub msg_id: u64,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// A presence question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PresenceQuery {
+    /// Is this user connected anywhere?
+    IsOnline {
+        /// The user.
+        user: String,
+    },
+    /// Online users, sorted, after a cursor.
+    OnlineUsers {
+        /// Start after this user id (exclusive).
+        after: Option<String>,
+        /// Page size (the server caps it).
+        limit: u32,
+    },
+    /// Users subscribed to a channel, sorted, after a cursor.
+    ChannelMembers {
+        /// The channel.
+        channel: String,
+        /// Start after this user id (exclusive).
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Channels with at least one member, sorted, after a cursor.
+    Channels {
+        /// Start after this channel (exclusive).
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// This connection's channels.
+    MyChannels,
+}
+
+/// The answer to a [`PresenceQuery`], correlated by request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PresenceResponse {
+    /// Answers `IsOnline`.
+    IsOnline {
+        /// The user.
+        user: String,
+        /// How many connections the user holds (0 = offline).
+        connections: u32,
+    },
+    /// Answers `OnlineUsers`.
+    Users {
+        /// A page of user ids.
+        users: Vec<String>,
+        /// Cursor for the next page, if there is one.
+        next: Option<String>,
+    },
+    /// Answers `ChannelMembers`.
+    Members {
+        /// The channel.
+        channel: String,
+        /// A page of user ids.
+        users: Vec<String>,
+        /// Cursor for the next page.
+        next: Option<String>,
+    },
+    /// Answers `Channels`.
+    Channels {
+        /// Channels with their member counts (distinct users).
+        channels: Vec<(String, u32)>,
+        /// Cursor for the next page.
+        next: Option<String>,
+    },
+    /// Answers `MyChannels`.
+    MyChannels {
+        /// The channels, sorted.
+        channels: Vec<String>,
+    },
+}
+
+/// Presence news, pushed by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PresenceEvent {
+    /// The user's first connection came up (sent on `$presence`).
+    Online {
+        /// The user.
+        user: String,
+    },
+    /// The user's last connection went away (sent on `$presence`).
+    Offline {
+        /// The user.
+        user: String,
+    },
+    /// The user joined the channel (first connection of that user).
+    Join {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user: String,
+    },
+    /// The user left the channel (last connection of that user).
+    Leave {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user: String,
+    },
+}
+
+/// Appends postcard output straight into a `BytesMut`.
+struct BytesMutFlavor<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
+    type Output = ();
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+fn put<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    postcard::serialize_with_flavor(value, BytesMutFlavor(dst))?;
+    Ok(())
+}
+
+/// Decodes a whole body; trailing bytes are an error.
+fn whole<'a, T: Deserialize<'a>>(kind: MessageType, body: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| malformed(kind, e))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed {
+            kind,
+            reason: format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes the postcard head of a payload-carrying body; the rest of the
+/// body, shared with `body`, is the payload.
+fn head<'a, T: Deserialize<'a>>(
+    kind: MessageType,
+    body: &'a Bytes,
+) -> Result<(T, Bytes), DecodeError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| malformed(kind, e))?;
+    let payload = body.slice(body.len() - rest.len()..);
+    Ok((value, payload))
+}
+
+fn malformed(kind: MessageType, e: postcard::Error) -> DecodeError {
+    DecodeError::Malformed {
+        kind,
+        reason: e.to_string(),
+    }
+}
+
+fn empty(kind: MessageType, body: &[u8]) -> Result<(), DecodeError> {
+    if body.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::Malformed {
+            kind,
+            reason: "body must be empty".into(),
+        })
+    }
+}
+
+impl Message {
+    /// The header type byte for this message.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Message::Hello(_) => MessageType::Hello,
+            Message::Welcome(_) => MessageType::Welcome,
+            Message::Error(_) => MessageType::Error,
+            Message::Ping => MessageType::Ping,
+            Message::Pong => MessageType::Pong,
+            Message::Close(_) => MessageType::Close,
+            Message::Sub(_) => MessageType::Sub,
+            Message::Unsub(_) => MessageType::Unsub,
+            Message::SubOk(_) => MessageType::SubOk,
+            Message::UnsubOk(_) => MessageType::UnsubOk,
+            Message::Publish(_) => MessageType::Publish,
+            Message::Direct(_) => MessageType::Direct,
+            Message::Broadcast(_) => MessageType::Broadcast,
+            Message::Deliver(_) => MessageType::Deliver,
+            Message::Receipt(_) => MessageType::Receipt,
+            Message::Ack(_) => MessageType::Ack,
+            Message::HistoryRequest(_) => MessageType::HistoryRequest,
+            Message::HistoryResponse(_) => MessageType::HistoryResponse,
+            Message::PresenceQuery(_) => MessageType::PresenceQuery,
+            Message::PresenceResponse(_) => MessageType::PresenceResponse,
+            Message::PresenceEvent(_) => MessageType::PresenceEvent,
+        }
+    }
+
+    /// A guess at the encoded body size, for buffer reservation.
+    pub fn size_hint(&self) -> usize {
+        64 + match self {
+            Message::Publish(m) => m.channel.len() + m.payload.len(),
+            Message::Direct(m) => m.user.len() + m.payload.len(),
+            Message::Broadcast(m) => m.payload.len(),
+            Message::Deliver(m) => m.sender.len() + 32 + m.payload.len(),
+            _ => 64,
+        }
+    }
+
+    /// Appends the body (everything after the header) to `dst`.
+    pub fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Message::Hello(m) => put(m, dst),
+            Message::Welcome(m) => put(m, dst),
+            Message::Error(m) => put(m, dst),
+            Message::Ping | Message::Pong => Ok(()),
+            Message::Close(m) => put(m, dst),
+            Message::Sub(m) => put(m, dst),
+            Message::Unsub(m) => put(m, dst),
+            Message::SubOk(m) => put(m, dst),
+            Message::UnsubOk(m) => put(m, dst),
+            Message::Publish(m) => {
+                put(&(&m.channel, m.kind, m.msg_id), dst)?;
+                dst.extend_from_slice(&m.payload);
+                Ok(())
+            }
+            Message::Direct(m) => {
+                put(&(&m.user, m.kind, m.msg_id), dst)?;
+                dst.extend_from_slice(&m.payload);
+                Ok(())
+            }
+            Message::Broadcast(m) => {
+                put(&(m.kind, m.msg_id), dst)?;
+                dst.extend_from_slice(&m.payload);
+                Ok(())
+            }
+            Message::Deliver(m) => {
+                put(
+                    &(
+                        &m.conversation,
+                        m.seq,
+                        m.ts_ms,
+                        &m.sender,
+                        m.kind,
+                        m.msg_id,
+                    ),
+                    dst,
+                )?;
+                dst.extend_from_slice(&m.payload);
+                Ok(())
+            }
+            Message::Receipt(m) => put(m, dst),
+            Message::Ack(m) => put(m, dst),
+            Message::HistoryRequest(m) => put(m, dst),
+            Message::HistoryResponse(m) => put(m, dst),
+            Message::PresenceQuery(m) => put(m, dst),
+            Message::PresenceResponse(m) => put(m, dst),
+            Message::PresenceEvent(m) => put(m, dst),
+        }
+    }
+
+    /// Decodes the body of a message of type `kind`. Payloads are slices of
+    /// `body`, not copies.
+    pub fn decode_body(kind: MessageType, body: Bytes) -> Result<Message, DecodeError> {
+        use MessageType as T;
+        Ok(match kind {
+            T::Hello => Message::Hello(whole(kind, &body)?),
+            T::Welcome => Message::Welcome(whole(kind, &body)?),
+            T::Error => Message::Error(whole(kind, &body)?),
+            T::Ping => {
+                empty(kind, &body)?;
+                Message::Ping
+            }
+            T::Pong => {
+                empty(kind, &body)?;
+                Message::Pong
+            }
+            T::Close => Message::Close(whole(kind, &body)?),
+            T::Sub => Message::Sub(whole(kind, &body)?),
+            T::Unsub => Message::Unsub(whole(kind, &body)?),
+            T::SubOk => Message::SubOk(whole(kind, &body)?),
+            T::UnsubOk => Message::UnsubOk(whole(kind, &body)?),
+            T::Publish => {
+                let ((channel, kind, msg_id), payload) = head(kind, &body)?;
+                Message::Publish(Publish {
+                    channel,
+                    kind,
+                    msg_id,
+                    payload,
+                })
+            }
+            T::Direct => {
+                let ((user, kind, msg_id), payload) = head(kind, &body)?;
+                Message::Direct(Direct {
+                    user,
+                    kind,
+                    msg_id,
+                    payload,
+                })
+            }
+            T::Broadcast => {
+                let ((kind, msg_id), payload) = head(kind, &body)?;
+                Message::Broadcast(Broadcast {
+                    kind,
+                    msg_id,
+                    payload,
+                })
+            }
+            T::Deliver => {
+                let ((conversation, seq, ts_ms, sender, kind, msg_id), payload) =
+                    head(kind, &body)?;
+                Message::Deliver(Deliver {
+                    conversation,
+                    seq,
+                    ts_ms,
+                    sender,
+                    kind,
+                    msg_id,
+                    payload,
+                })
+            }
+            T::Receipt => Message::Receipt(whole(kind, &body)?),
+            T::Ack => Message::Ack(whole(kind, &body)?),
+            T::HistoryRequest => Message::HistoryRequest(whole(kind, &body)?),
+            T::HistoryResponse => Message::HistoryResponse(whole(kind, &body)?),
+            T::PresenceQuery => Message::PresenceQuery(whole(kind, &body)?),
+            T::PresenceResponse => Message::PresenceResponse(whole(kind, &body)?),
+            T::PresenceEvent => Message::PresenceEvent(whole(kind, &body)?),
+        })
+    }
+
+    /// Checks the channel names and user ids of client-to-server requests
+    /// against the naming rules. Server-to-client messages are not checked.
+    pub fn validate(&self, limits: &Limits) -> Result<(), DecodeError> {
+        let conv = |c: &Conversation| match c {
+            Conversation::Channel(n) | Conversation::User(n) => validate_name(n, limits),
+            Conversation::Broadcast => Ok(()),
+        };
+        match self {
+            Message::Hello(m) if !m.user.is_empty() => validate_name(&m.user, limits),
+            Message::Sub(m) => validate_name(&m.channel, limits),
+            Message::Unsub(m) => validate_name(&m.channel, limits),
+            Message::Publish(m) => validate_name(&m.channel, limits),
+            Message::Direct(m) => validate_name(&m.user, limits),
+            Message::Ack(m) => conv(&m.conversation),
+            Message::HistoryRequest(m) => conv(&m.conversation),
+            Message::PresenceQuery(PresenceQuery::IsOnline { user }) => {
+                validate_name(user, limits)
+            }
+            Message::PresenceQuery(PresenceQuery::ChannelMembers { channel, .. }) => {
+                validate_name(channel, limits)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An `Error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error(ErrorBody {
+            code,
+            message: message.into(),
+        })
+    }
+
+    /// A `Close` message.
+    pub fn close(code: ErrorCode, reason: impl Into<String>) -> Message {
+        Message::Close(CloseBody {
+            code,
+            reason: reason.into(),
+        })
+    }
+}
