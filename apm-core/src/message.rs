@@ -216,6 +216,97 @@ pub enum Conversation {
     Broadcast,
 }
 
+/// A borrowed [`Conversation`]; encodes to the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum ConversationRef<'a> {
+    /// A channel.
+    Channel(&'a str),
+    /// A user's private inbox.
+    User(&'a str),
+    /// Server-wide broadcasts.
+    Broadcast,
+}
+
+impl Conversation {
+    /// The borrowed form.
+    pub fn as_ref(&self) -> ConversationRef<'_> {
+        match self {
+            Conversation::Channel(c) => ConversationRef::Channel(c),
+            Conversation::User(u) => ConversationRef::User(u),
+            Conversation::Broadcast => ConversationRef::Broadcast,
+        }
+    }
+}
+
+impl ConversationRef<'_> {
+    /// The owned form.
+    pub fn to_owned(self) -> Conversation {
+        match self {
+            ConversationRef::Channel(c) => Conversation::Channel(c.to_owned()),
+            ConversationRef::User(u) => Conversation::User(u.to_owned()),
+            ConversationRef::Broadcast => Conversation::Broadcast,
+        }
+    }
+}
+
+/// The fields of a `Deliver` frame, borrowed, for encoding one without
+/// building an owned [`Deliver`] first (the server's per-message path).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverRef<'a> {
+    /// The conversation.
+    pub conversation: ConversationRef<'a>,
+    /// Its seq.
+    pub seq: u64,
+    /// Its server time.
+    pub ts_ms: u64,
+    /// The sender.
+    pub sender: &'a str,
+    /// What the payload holds.
+    pub kind: u16,
+    /// The sender's client message id.
+    pub msg_id: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl DeliverRef<'_> {
+    /// Encodes a whole `Deliver` frame (request id 0, no flags) into
+    /// shareable bytes, byte for byte what [`crate::Frame::to_bytes`] gives
+    /// for the owned message.
+    pub fn to_frame_bytes(&self, max_frame_len: u32) -> Result<Bytes, EncodeError> {
+        use crate::frame::{HEADER_LEN, LENGTH_LEN, PROTOCOL_VERSION};
+        let mut dst = BytesMut::with_capacity(
+            LENGTH_LEN + HEADER_LEN + 48 + self.sender.len() + self.payload.len(),
+        );
+        dst.put_u32(0);
+        dst.put_u8(PROTOCOL_VERSION);
+        dst.put_u8(MessageType::Deliver as u8);
+        dst.put_u16(0);
+        dst.put_u32(0);
+        put(
+            &(
+                self.conversation,
+                self.seq,
+                self.ts_ms,
+                self.sender,
+                self.kind,
+                self.msg_id,
+            ),
+            &mut dst,
+        )?;
+        dst.extend_from_slice(self.payload);
+        let len = dst.len() - LENGTH_LEN;
+        if len > max_frame_len as usize {
+            return Err(EncodeError::FrameTooLarge {
+                len,
+                max: max_frame_len,
+            });
+        }
+        dst[..LENGTH_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(dst.freeze())
+    }
+}
+
 /// One message of a conversation, server to client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deliver {
@@ -534,14 +625,7 @@ impl Message {
             }
             Message::Deliver(m) => {
                 put(
-                    &(
-                        &m.conversation,
-                        m.seq,
-                        m.ts_ms,
-                        &m.sender,
-                        m.kind,
-                        m.msg_id,
-                    ),
+                    &(&m.conversation, m.seq, m.ts_ms, &m.sender, m.kind, m.msg_id),
                     dst,
                 )?;
                 dst.extend_from_slice(&m.payload);
@@ -642,9 +726,7 @@ impl Message {
             Message::Direct(m) => validate_name(&m.user, limits),
             Message::Ack(m) => conv(&m.conversation),
             Message::HistoryRequest(m) => conv(&m.conversation),
-            Message::PresenceQuery(PresenceQuery::IsOnline { user }) => {
-                validate_name(user, limits)
-            }
+            Message::PresenceQuery(PresenceQuery::IsOnline { user }) => validate_name(user, limits),
             Message::PresenceQuery(PresenceQuery::ChannelMembers { channel, .. }) => {
                 validate_name(channel, limits)
             }

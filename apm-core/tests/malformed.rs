@@ -36,7 +36,10 @@ fn length_shorter_than_header() {
     let mut b = BytesMut::new();
     b.put_u32(3);
     b.extend_from_slice(&[1, 4, 0]);
-    assert!(matches!(decode(b.clone()), Err(DecodeError::BadLength { len: 3 })));
+    assert!(matches!(
+        decode(b.clone()),
+        Err(DecodeError::BadLength { len: 3 })
+    ));
     assert_eq!(code_of(b), ErrorCode::Malformed);
 }
 
@@ -75,16 +78,25 @@ fn bad_header_reported_before_body_arrives() {
 #[test]
 fn unknown_types() {
     for t in [0x00, 0x07, 0x26, 0x7f, 0x80, 0xbf, 0xc0, 0xff] {
-        assert_eq!(code_of(raw(PROTOCOL_VERSION, t, &[])), ErrorCode::UnknownType);
+        assert_eq!(
+            code_of(raw(PROTOCOL_VERSION, t, &[])),
+            ErrorCode::UnknownType
+        );
     }
 }
 
 #[test]
 fn garbage_bodies() {
     // Sub with a channel length far past the body.
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x10, &[0x7f, b'a'])), ErrorCode::Malformed);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x10, &[0x7f, b'a'])),
+        ErrorCode::Malformed
+    );
     // Ping must be empty.
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x04, &[0])), ErrorCode::Malformed);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x04, &[0])),
+        ErrorCode::Malformed
+    );
     // Trailing bytes after a whole Unsub.
     assert_eq!(
         code_of(raw(PROTOCOL_VERSION, 0x11, &[1, b'a', 9, 9])),
@@ -97,13 +109,25 @@ fn garbage_bodies() {
     );
     // A varint that never ends.
     assert_eq!(
-        code_of(raw(PROTOCOL_VERSION, 0x25, &[0, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])),
+        code_of(raw(
+            PROTOCOL_VERSION,
+            0x25,
+            &[
+                0, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+            ]
+        )),
         ErrorCode::Malformed
     );
     // An enum variant that does not exist.
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x40, &[9])), ErrorCode::Malformed);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x40, &[9])),
+        ErrorCode::Malformed
+    );
     // Empty Publish body.
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x20, &[])), ErrorCode::Malformed);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x20, &[])),
+        ErrorCode::Malformed
+    );
 }
 
 #[test]
@@ -121,7 +145,10 @@ fn invalid_utf8_in_names() {
 #[test]
 fn names_break_rules() {
     // Empty channel.
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x10, &[0, 0])), ErrorCode::InvalidName);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x10, &[0, 0])),
+        ErrorCode::InvalidName
+    );
     // Space in a channel.
     assert_eq!(
         code_of(raw(PROTOCOL_VERSION, 0x11, &[3, b'a', b' ', b'b'])),
@@ -131,7 +158,10 @@ fn names_break_rules() {
     let mut body = vec![129, 1];
     body.extend(std::iter::repeat_n(b'x', 129));
     body.push(0);
-    assert_eq!(code_of(raw(PROTOCOL_VERSION, 0x10, &body)), ErrorCode::InvalidName);
+    assert_eq!(
+        code_of(raw(PROTOCOL_VERSION, 0x10, &body)),
+        ErrorCode::InvalidName
+    );
 }
 
 #[test]

@@ -73,12 +73,13 @@ fn message() -> impl Strategy<Value = Message> {
         (name(), prop::option::of(any::<u64>()))
             .prop_map(|(channel, since)| Message::Sub(Sub { channel, since })),
         name().prop_map(|channel| Message::Unsub(Unsub { channel })),
-        (name(), any::<u64>(), any::<u64>())
-            .prop_map(|(channel, seq, oldest)| Message::SubOk(SubOk {
+        (name(), any::<u64>(), any::<u64>()).prop_map(|(channel, seq, oldest)| Message::SubOk(
+            SubOk {
                 channel,
                 seq,
                 oldest
-            })),
+            }
+        )),
         name().prop_map(|channel| Message::UnsubOk(UnsubOk { channel })),
         (name(), any::<u16>(), any::<u64>(), payload()).prop_map(
             |(channel, kind, msg_id, payload)| Message::Publish(Publish {
@@ -112,17 +113,19 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             payload()
         )
-            .prop_map(|(conversation, seq, ts_ms, sender, kind, msg_id, payload)| {
-                Message::Deliver(Deliver {
-                    conversation,
-                    seq,
-                    ts_ms,
-                    sender,
-                    kind,
-                    msg_id,
-                    payload,
-                })
-            }),
+            .prop_map(
+                |(conversation, seq, ts_ms, sender, kind, msg_id, payload)| {
+                    Message::Deliver(Deliver {
+                        conversation,
+                        seq,
+                        ts_ms,
+                        sender,
+                        kind,
+                        msg_id,
+                        payload,
+                    })
+                }
+            ),
         (conversation(), any::<u64>(), any::<u64>()).prop_map(|(conversation, seq, ts_ms)| {
             Message::Receipt(Receipt {
                 conversation,
@@ -208,7 +211,10 @@ fn message() -> impl Strategy<Value = Message> {
                     next
                 }
             ),
-            (prop::collection::vec((name(), any::<u32>()), 0..5), cursor())
+            (
+                prop::collection::vec((name(), any::<u32>()), 0..5),
+                cursor()
+            )
                 .prop_map(|(channels, next)| PresenceResponse::Channels { channels, next }),
             prop::collection::vec(name(), 0..5)
                 .prop_map(|channels| PresenceResponse::MyChannels { channels }),
@@ -292,9 +298,34 @@ fn payload_is_zero_copy() {
     let wire = frame.to_bytes().unwrap();
     let mut buf = BytesMut::from(&wire[..]);
     let range = buf.as_ptr_range();
-    let Message::Publish(p) = ApmCodec::default().decode(&mut buf).unwrap().unwrap().message
+    let Message::Publish(p) = ApmCodec::default()
+        .decode(&mut buf)
+        .unwrap()
+        .unwrap()
+        .message
     else {
         panic!("not a publish");
     };
     assert!(range.contains(&p.payload.as_ptr()));
+}
+
+proptest! {
+    #[test]
+    fn deliver_ref_matches_owned(frame in frame()) {
+        if let Message::Deliver(d) = &frame.message {
+            let owned = Frame::new(0, frame.message.clone()).to_bytes().unwrap();
+            let borrowed = DeliverRef {
+                conversation: d.conversation.as_ref(),
+                seq: d.seq,
+                ts_ms: d.ts_ms,
+                sender: &d.sender,
+                kind: d.kind,
+                msg_id: d.msg_id,
+                payload: &d.payload,
+            }
+            .to_frame_bytes(u32::MAX)
+            .unwrap();
+            prop_assert_eq!(owned, borrowed);
+        }
+    }
 }

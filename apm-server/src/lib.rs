@@ -1,1 +1,127 @@
-//! placeholder
+//! The apm push server.
+//!
+//! Clients hold one TCP connection each and speak the protocol in
+//! `apm-core`. Each connection is served by one task ([`connection`]) that
+//! decodes frames into commands for the shard owning the channel or user
+//! they name. Each shard runs one forwarding loop ([`shard`]) that alone
+//! owns its tables, sequences its conversations, encodes each message once
+//! and queues the same bytes to every member's bounded outbound queue
+//! ([`conn`]).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use apm_server::{Config, Server};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = Server::new(Config::default()).expect("valid config");
+//! let shutdown = CancellationToken::new();
+//! tokio::spawn(server.run(listener, shutdown.clone()));
+//! // ... later:
+//! shutdown.cancel();
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+mod connection;
+mod hub;
+mod listener;
+pub mod metrics;
+mod shard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{Config, ConfigError, Overrides};
+pub use metrics::Metrics;
+
+use hub::Hub;
+
+/// File descriptors kept back from the connection limit for the listener,
+/// the runtime, storage and the brief socket used to refuse a connection.
+const FD_RESERVE: usize = 64;
+
+/// A configured server, ready to run on a listener.
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Checks `config` and prepares the shards.
+    pub fn new(config: Config) -> Result<Server, ConfigError> {
+        config.validate()?;
+        Ok(Server {
+            hub: Arc::new(Hub::new(config, Arc::new(Metrics::default()))),
+        })
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.hub.metrics.clone()
+    }
+
+    /// The connection limit in force: the configured one, or the open-file
+    /// limit less a reserve.
+    pub fn max_connections(&self) -> usize {
+        let configured = self.hub.config.max_connections;
+        let by_files = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            Ok((soft, _)) => (soft as usize).saturating_sub(FD_RESERVE),
+            Err(_) => usize::MAX,
+        };
+        if configured == 0 {
+            by_files
+        } else {
+            configured.min(by_files)
+        }
+    }
+
+    /// Serves clients on `listener` until `shutdown` fires, then closes
+    /// every connection with `ServerShutdown` after flushing what was queued
+    /// for it, waiting at most the configured shutdown timeout.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let max_connections = self.max_connections();
+        let hub = self.hub;
+        let stop_shards = CancellationToken::new();
+        let shards = TaskTracker::new();
+        for index in 0..hub.shards.len() {
+            shards.spawn(shard::run(hub.clone(), index, stop_shards.clone()));
+        }
+        shards.close();
+        let connections = TaskTracker::new();
+        listener::accept_loop(
+            listener,
+            hub.clone(),
+            max_connections,
+            shutdown.clone(),
+            connections.clone(),
+        )
+        .await;
+        connections.close();
+        let grace = Duration::from_millis(hub.config.shutdown_timeout_ms) + Duration::from_secs(1);
+        if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+            warn!(open = connections.len(), "shutdown timeout: connections still open");
+        }
+        stop_shards.cancel();
+        shards.wait().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit, returning the new
+/// soft limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}

@@ -1,0 +1,247 @@
+//! Server settings: built-in defaults, overridden by a TOML file, then by
+//! environment variables and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What to do with a message for a connection whose outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with `slow_consumer` (nothing is silently lost).
+    Disconnect,
+    /// Drop the message for that connection and count it (QoS 0).
+    Drop,
+}
+
+macro_rules! settings {
+    ($($(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr;)*) => {
+        /// The server's settings, all resolved.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($name: $default,)* }
+            }
+        }
+
+        /// Settings given in a file or on the command line; unset ones keep
+        /// the value from the layer below.
+        #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+        #[serde(deny_unknown_fields)]
+        pub struct Overrides {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = concat!("APM_", stringify!($name)))]
+                #[serde(default)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl Config {
+            /// Applies every setting `o` has.
+            pub fn apply(&mut self, o: Overrides) {
+                $(if let Some(v) = o.$name { self.$name = v; })*
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on for clients.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7600));
+    /// HMAC-SHA256 secret for client tokens. Without one the server runs in
+    /// dev mode (any user id accepted), which it allows only on loopback.
+    secret: Option<String> = None;
+    /// Accept any user id without a token even when not bound to loopback.
+    /// Insecure: for trusted test networks only.
+    allow_dev_mode: bool = false;
+    /// Number of forwarding loops (shards); 0 means one per core.
+    shards: usize = 0;
+    /// Largest frame accepted, in bytes (length prefix value).
+    max_frame_len: u32 = apm_core::Limits::DEFAULT_MAX_FRAME_LEN;
+    /// Longest channel name or user id, in bytes.
+    max_name_len: usize = apm_core::Limits::DEFAULT_MAX_NAME_LEN;
+    /// Subscriptions one connection may hold.
+    max_subscriptions: usize = 1024;
+    /// Connections in total; 0 means the open-file limit less a reserve.
+    max_connections: usize = 0;
+    /// Connections one user may hold at once.
+    max_connections_per_user: usize = 64;
+    /// Frames queued for one connection before it is a slow consumer.
+    outbound_queue: usize = 4096;
+    /// Bytes queued for one connection before it is a slow consumer.
+    outbound_bytes: usize = 8 * 1024 * 1024;
+    /// What happens to a slow consumer.
+    slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy::Disconnect;
+    /// Commands queued for one forwarding loop before readers wait.
+    ingress_queue: usize = 65_536;
+    /// Milliseconds a new connection has to send Hello.
+    handshake_timeout_ms: u64 = 5_000;
+    /// Milliseconds without any frame from a client before it is closed.
+    idle_timeout_ms: u64 = 60_000;
+    /// Heartbeat interval suggested to clients, in milliseconds.
+    heartbeat_ms: u64 = 20_000;
+    /// Deliver a publisher's own messages back to it.
+    echo: bool = false;
+    /// Channel patterns whose members get join/leave events: exact names, or
+    /// a prefix ending in `*` (`*` alone is every channel).
+    join_leave_channels: Vec<String> = vec!["*".to_owned()];
+    /// Largest page a presence query returns.
+    presence_page_max: u32 = 1000;
+    /// Members above which a fan-out is split across threads.
+    fanout_parallel_threshold: usize = 4096;
+    /// Milliseconds a graceful shutdown waits for connections to drain.
+    shutdown_timeout_ms: u64 = 5_000;
+}
+
+impl Config {
+    /// Loads `path` as TOML over the defaults.
+    pub fn from_file(path: &PathBuf) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            source: e,
+        })?;
+        let overrides: Overrides = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        let mut config = Config::default();
+        config.apply(overrides);
+        Ok(config)
+    }
+
+    /// Shard count after resolving 0 to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Whether clients authenticate without tokens.
+    pub fn dev_mode(&self) -> bool {
+        self.secret.is_none()
+    }
+
+    /// Checks the settings that can be judged on their own.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Invalid(why.to_owned()));
+        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_dev_mode {
+            return bad(
+                "no secret is set, so clients would authenticate without tokens; \
+                 set --secret, bind to loopback, or pass --allow-dev-mode",
+            );
+        }
+        if matches!(&self.secret, Some(s) if s.len() < 16) {
+            return bad("the secret must be at least 16 bytes");
+        }
+        if self.max_frame_len < 64 {
+            return bad("max_frame_len must be at least 64");
+        }
+        if self.outbound_queue == 0 || self.ingress_queue == 0 {
+            return bad("queue sizes must be positive");
+        }
+        if self.handshake_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return bad("timeouts must be positive");
+        }
+        Ok(())
+    }
+
+    /// The protocol limits the decoder enforces.
+    pub fn limits(&self) -> apm_core::Limits {
+        apm_core::Limits {
+            max_frame_len: self.max_frame_len,
+            max_name_len: self.max_name_len,
+        }
+    }
+
+    /// Handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Whether `channel` emits join/leave events.
+    pub fn join_leave_for(&self, channel: &str) -> bool {
+        self.join_leave_channels.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => channel.starts_with(prefix),
+            None => p == channel,
+        })
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let o: Overrides = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\necho = true\njoin_leave_channels = [\"room.*\"]\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        c.apply(o);
+        assert_eq!(c.listen.port(), 9000);
+        assert!(c.echo);
+        assert!(c.join_leave_for("room.1"));
+        assert!(!c.join_leave_for("news"));
+        c.apply(Overrides {
+            echo: Some(false),
+            ..Default::default()
+        });
+        assert!(!c.echo);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Overrides>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn dev_mode_only_on_loopback() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.listen = "0.0.0.0:7600".parse().unwrap();
+        assert!(c.validate().is_err());
+        c.secret = Some("0123456789abcdef".into());
+        assert!(c.validate().is_ok());
+    }
+}

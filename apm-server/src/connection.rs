@@ -1,0 +1,611 @@
+//! One client connection: the handshake, then a single task that reads
+//! frames into commands and writes whatever the shards queued for it.
+//!
+//! One task per connection (not a reader and a writer) keeps an idle
+//! connection down to one task and no buffers: read and write buffers exist
+//! only while there is something in them.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apm_core::codec::decode_frame;
+use apm_core::message::{Hello, PresenceQuery, PresenceResponse, Role, Welcome};
+use apm_core::names::{is_system_channel, validate_name};
+use apm_core::{DecodeError, ErrorCode, Frame, Message};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use crate::auth;
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shard::{Answer, Command, now_ms};
+
+/// Read at least this much room per read call.
+const READ_CHUNK: usize = 8 * 1024;
+/// Coalesce queued frames into writes of up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = BytesMut::new();
+    let hello = match timeout(
+        hub.config.handshake_timeout(),
+        first_frame(&stream, &mut rbuf, &hub),
+    )
+    .await
+    {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(&mut stream, 0, e.code(), &e.to_string()).await;
+            return;
+        }
+        Err(_) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(&mut stream, 0, ErrorCode::HandshakeTimeout, "no Hello in time").await;
+            return;
+        }
+    };
+    let request_id = hello.request_id;
+    let Message::Hello(hello) = hello.message else {
+        Metrics::add(&hub.metrics.auth_failures, 1);
+        refuse(&mut stream, request_id, ErrorCode::AuthRequired, "the first frame must be Hello").await;
+        return;
+    };
+    let (user, role) = match authenticate(&hub, &hello) {
+        Ok(identity) => identity,
+        Err((code, why)) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(&mut stream, request_id, code, why).await;
+            return;
+        }
+    };
+    let config = &hub.config;
+    let conn = Arc::new(Conn::new(
+        hub.next_conn_id(),
+        user,
+        role,
+        config.outbound_queue,
+        config.outbound_bytes,
+        config.slow_consumer,
+    ));
+    let (tx, rx) = oneshot::channel();
+    hub.submit(
+        hub.shard_of(&conn.user),
+        Command::Register {
+            conn: conn.clone(),
+            reply: tx,
+        },
+    )
+    .await;
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(code)) => {
+            refuse(&mut stream, request_id, code, "too many connections for this user").await;
+            return;
+        }
+        Err(_) => return,
+    }
+    let span = info_span!("session", id = conn.id, user = %conn.user, %peer);
+    async {
+        debug!(client = %hello.client, "connected");
+        let mut session = Session {
+            hub: hub.clone(),
+            conn: conn.clone(),
+            stream,
+            rbuf,
+            out: Bytes::new(),
+            subs: BTreeSet::new(),
+            last_read: Instant::now(),
+            reading: true,
+        };
+        let welcome = Frame::new(
+            request_id,
+            Message::Welcome(Welcome {
+                session_id: conn.id,
+                user: conn.user.to_string(),
+                role,
+                server_time_ms: now_ms(),
+                heartbeat_ms: config.heartbeat_ms as u32,
+                idle_timeout_ms: config.idle_timeout_ms as u32,
+                max_frame_len: config.max_frame_len,
+            }),
+        );
+        session.reply(welcome);
+        let result = session.run(&shutdown).await;
+        debug!(reason = ?conn.close_code(), ?result, "closed");
+        session.leave_all();
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads until one whole frame is buffered (`None` on a clean EOF).
+async fn first_frame(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    hub: &Hub,
+) -> Result<Option<Frame>, DecodeError> {
+    loop {
+        if let Some(frame) = decode_frame(rbuf, &hub.limits)? {
+            return Ok(Some(frame));
+        }
+        stream.readable().await?;
+        rbuf.reserve(READ_CHUNK.min(4 * 1024));
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => Metrics::add(&hub.metrics.bytes_in, n as u64),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends an `Error` and closes a connection that never got a session.
+async fn refuse(stream: &mut TcpStream, request_id: u32, code: ErrorCode, why: &str) {
+    debug!(%code, why, "handshake refused");
+    if let Ok(frame) = Frame::new(request_id, Message::error(code, why)).to_bytes() {
+        let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    }
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+fn authenticate(hub: &Hub, hello: &Hello) -> Result<(Arc<str>, Role), (ErrorCode, &'static str)> {
+    let Some(secret) = &hub.config.secret else {
+        if hello.user.is_empty() {
+            return Err((ErrorCode::AuthFailed, "dev mode needs a user id in Hello"));
+        }
+        return Ok((Arc::from(hello.user.as_str()), Role::User));
+    };
+    if hello.token.is_empty() {
+        return Err((ErrorCode::AuthFailed, "this server needs a token"));
+    }
+    let claims = auth::verify(secret.as_bytes(), &hello.token).map_err(|code| match code {
+        ErrorCode::TokenExpired => (code, "the token has expired"),
+        _ => (code, "the token does not verify"),
+    })?;
+    if validate_name(&claims.user, &hub.limits).is_err() {
+        return Err((ErrorCode::AuthFailed, "the token's user id is not a valid name"));
+    }
+    if !hello.user.is_empty() && hello.user != claims.user {
+        return Err((ErrorCode::AuthFailed, "user does not match the token"));
+    }
+    Ok((Arc::from(claims.user.as_str()), claims.role))
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    /// Bytes taken off the queue and not yet written.
+    out: Bytes,
+    /// The channels this connection holds.
+    subs: BTreeSet<Arc<str>>,
+    last_read: Instant,
+    reading: bool,
+}
+
+/// What woke the session.
+enum Event {
+    Woken,
+    Writable,
+    Readable,
+    Shutdown,
+    /// The idle check, or the end of the grace period while closing.
+    Timer,
+}
+
+impl Session {
+    async fn run(&mut self, shutdown: &CancellationToken) -> io::Result<()> {
+        let idle = self.hub.config.idle_timeout();
+        // The futures below are made once and kept across iterations, so a
+        // wake-up costs no timer or waiter re-registration.
+        let conn = self.conn.clone();
+        let woken = conn.notified();
+        let stop = shutdown.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(self.last_read + idle);
+        tokio::pin!(woken, stop, timer);
+        let mut closing = false;
+        loop {
+            if let Some(code) = conn.close_code() {
+                if code == ErrorCode::SlowConsumer {
+                    // Whatever is queued is abandoned; say why if the socket
+                    // has room, and go.
+                    conn.clear();
+                    self.out = Bytes::new();
+                    self.try_close_frame(code);
+                    return Ok(());
+                }
+                if !closing {
+                    closing = true;
+                    self.reading = false;
+                    let grace = Duration::from_millis(self.hub.config.shutdown_timeout_ms);
+                    timer.as_mut().reset(Instant::now() + grace);
+                }
+            }
+            self.flush()?;
+            if closing && self.out.is_empty() {
+                let code = conn.close_code().unwrap_or(ErrorCode::Normal);
+                if matches!(code, ErrorCode::ServerShutdown | ErrorCode::IdleTimeout) {
+                    let frame = Frame::new(0, Message::close(code, code.as_str()))
+                        .to_bytes()
+                        .expect("small frame");
+                    let _ = timeout(Duration::from_secs(1), self.stream.write_all(&frame)).await;
+                }
+                let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+                return Ok(());
+            }
+            let event = tokio::select! {
+                biased;
+                _ = &mut woken => {
+                    woken.set(conn.notified());
+                    Event::Woken
+                }
+                r = self.stream.writable(), if !self.out.is_empty() => { r?; Event::Writable }
+                r = self.stream.readable(), if self.reading => { r?; Event::Readable }
+                _ = &mut stop, if !closing => Event::Shutdown,
+                _ = &mut timer => Event::Timer,
+            };
+            match event {
+                Event::Woken | Event::Writable => {}
+                Event::Readable => {
+                    if !self.read().await? {
+                        return Ok(());
+                    }
+                }
+                Event::Shutdown => conn.close(ErrorCode::ServerShutdown),
+                Event::Timer if closing => return Ok(()),
+                Event::Timer => {
+                    let idle_at = self.last_read + idle;
+                    if idle_at <= Instant::now() {
+                        Metrics::add(&self.hub.metrics.idle_timeouts, 1);
+                        conn.close(ErrorCode::IdleTimeout);
+                    } else {
+                        timer.as_mut().reset(idle_at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves queued frames out and writes as much as the socket takes
+    /// without waiting. A lone frame is written straight from its shared
+    /// bytes; several are coalesced into one buffer and one syscall.
+    fn flush(&mut self) -> io::Result<()> {
+        loop {
+            if self.out.is_empty() {
+                let Some(first) = self.conn.pop() else {
+                    return Ok(());
+                };
+                match self.conn.pop() {
+                    None => self.out = first,
+                    Some(second) => {
+                        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+                        batch.extend_from_slice(&first);
+                        batch.extend_from_slice(&second);
+                        while batch.len() < WRITE_BATCH {
+                            let Some(next) = self.conn.pop() else { break };
+                            batch.extend_from_slice(&next);
+                        }
+                        self.out = batch.freeze();
+                    }
+                }
+            }
+            match self.stream.try_write(&self.out) {
+                Ok(n) => {
+                    Metrics::add(&self.hub.metrics.bytes_out, n as u64);
+                    self.out.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Best effort: a `Close` frame if the socket takes it right now.
+    fn try_close_frame(&mut self, code: ErrorCode) {
+        if let Ok(frame) = Frame::new(0, Message::close(code, code.as_str())).to_bytes() {
+            let _ = self.stream.try_write(&frame);
+        }
+    }
+
+    /// Reads what is there and handles every whole frame. `false` on EOF.
+    async fn read(&mut self) -> io::Result<bool> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                Metrics::add(&self.hub.metrics.bytes_in, n as u64);
+                self.last_read = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        loop {
+            if !self.reading {
+                self.rbuf.clear();
+                break;
+            }
+            match decode_frame(&mut self.rbuf, &self.hub.limits) {
+                Ok(Some(frame)) => {
+                    Metrics::add(&self.hub.metrics.frames_in, 1);
+                    self.handle(frame).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fatal(0, e.code(), &e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.rbuf.is_empty() {
+            // An idle connection keeps no read buffer.
+            self.rbuf = BytesMut::new();
+        }
+        Ok(true)
+    }
+
+    fn reply(&self, frame: Frame) {
+        if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
+            self.conn.push(bytes);
+        }
+    }
+
+    fn error(&self, request_id: u32, code: ErrorCode, message: &str) {
+        self.reply(Frame::new(request_id, Message::error(code, message)));
+    }
+
+    /// Reports a violation and closes once the report is written.
+    fn fatal(&mut self, request_id: u32, code: ErrorCode, message: &str) {
+        debug!(%code, message, "protocol violation");
+        Metrics::add(&self.hub.metrics.protocol_errors, 1);
+        self.error(request_id, code, message);
+        self.reading = false;
+        self.conn.close(code);
+    }
+
+    async fn handle(&mut self, frame: Frame) {
+        let Frame {
+            request_id,
+            flags,
+            message,
+        } = frame;
+        let hub = self.hub.clone();
+        let conn = &self.conn;
+        match message {
+            Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
+            Message::Pong | Message::Error(_) => {}
+            Message::Close(_) => {
+                self.reading = false;
+                conn.close(ErrorCode::Normal);
+            }
+            Message::Sub(sub) => {
+                if !self.subs.contains(sub.channel.as_str()) {
+                    if self.subs.len() >= hub.config.max_subscriptions {
+                        let limit = hub.config.max_subscriptions;
+                        return self.fatal(
+                            request_id,
+                            ErrorCode::TooManySubscriptions,
+                            &format!("at most {limit} subscriptions per connection"),
+                        );
+                    }
+                    self.subs.insert(Arc::from(sub.channel.as_str()));
+                }
+                let shard = hub.shard_of(&sub.channel);
+                let cmd = Command::Sub {
+                    conn: conn.clone(),
+                    channel: sub.channel,
+                    request_id,
+                };
+                hub.submit(shard, cmd).await;
+            }
+            Message::Unsub(unsub) => match self.subs.take(unsub.channel.as_str()) {
+                Some(channel) => {
+                    let shard = hub.shard_of(&channel);
+                    let cmd = Command::Unsub {
+                        conn: conn.clone(),
+                        channel,
+                        request_id: Some(request_id),
+                    };
+                    hub.submit(shard, cmd).await;
+                }
+                None => self.reply(Frame::new(
+                    request_id,
+                    Message::UnsubOk(apm_core::message::UnsubOk {
+                        channel: unsub.channel,
+                    }),
+                )),
+            },
+            Message::Publish(msg) => {
+                if is_system_channel(&msg.channel) {
+                    return self.error(request_id, ErrorCode::Forbidden, "channels starting with $ belong to the server");
+                }
+                let shard = hub.shard_of(&msg.channel);
+                let cmd = Command::Publish {
+                    conn: conn.clone(),
+                    request_id,
+                    flags,
+                    msg,
+                };
+                hub.submit(shard, cmd).await;
+            }
+            Message::Direct(msg) => {
+                let shard = hub.shard_of(&msg.user);
+                let cmd = Command::Direct {
+                    conn: conn.clone(),
+                    request_id,
+                    flags,
+                    msg,
+                };
+                hub.submit(shard, cmd).await;
+            }
+            Message::Broadcast(msg) => {
+                if conn.role != Role::Admin {
+                    return self.error(request_id, ErrorCode::Forbidden, "broadcast needs the admin role");
+                }
+                let cmd = Command::Broadcast {
+                    conn: conn.clone(),
+                    request_id,
+                    flags,
+                    msg,
+                };
+                hub.submit(Hub::BROADCAST_SHARD, cmd).await;
+            }
+            Message::Ack(_) | Message::HistoryRequest(_) => self.error(
+                request_id,
+                ErrorCode::Unsupported,
+                "history and acks are not enabled on this server",
+            ),
+            Message::PresenceQuery(query) => {
+                let response = self.presence(query).await;
+                self.reply(Frame::new(request_id, Message::PresenceResponse(response)));
+            }
+            other => {
+                let kind = other.message_type();
+                self.fatal(
+                    request_id,
+                    ErrorCode::UnexpectedMessage,
+                    &format!("{kind:?} is not valid here"),
+                );
+            }
+        }
+    }
+
+    async fn ask(&self, shard: usize, query: PresenceQuery) -> Option<Answer> {
+        let (reply, rx) = oneshot::channel();
+        self.hub.submit(shard, Command::Query { query, reply }).await;
+        rx.await.ok()
+    }
+
+    async fn ask_all(&self, query: PresenceQuery) -> Vec<Answer> {
+        let mut answers = Vec::with_capacity(self.hub.shards.len());
+        for shard in 0..self.hub.shards.len() {
+            answers.extend(self.ask(shard, query.clone()).await);
+        }
+        answers
+    }
+
+    async fn presence(&self, query: PresenceQuery) -> PresenceResponse {
+        let cap = self.hub.config.presence_page_max;
+        match query {
+            PresenceQuery::IsOnline { user } => {
+                let shard = self.hub.shard_of(&user);
+                let connections = match self.ask(shard, PresenceQuery::IsOnline { user: user.clone() }).await {
+                    Some(Answer::Connections(n)) => n,
+                    _ => 0,
+                };
+                PresenceResponse::IsOnline { user, connections }
+            }
+            PresenceQuery::OnlineUsers { after, limit } => {
+                let limit = limit.min(cap);
+                let mut users: Vec<String> = self
+                    .ask_all(PresenceQuery::OnlineUsers { after, limit })
+                    .await
+                    .into_iter()
+                    .flat_map(|a| match a {
+                        Answer::Names(n) => n,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                users.sort_unstable();
+                let next = page(&mut users, limit, |u| u.clone());
+                PresenceResponse::Users { users, next }
+            }
+            PresenceQuery::ChannelMembers {
+                channel,
+                after,
+                limit,
+            } => {
+                let limit = limit.min(cap);
+                let shard = self.hub.shard_of(&channel);
+                let q = PresenceQuery::ChannelMembers {
+                    channel: channel.clone(),
+                    after,
+                    limit,
+                };
+                let mut users = match self.ask(shard, q).await {
+                    Some(Answer::Names(n)) => n,
+                    _ => Vec::new(),
+                };
+                let next = page(&mut users, limit, |u| u.clone());
+                PresenceResponse::Members {
+                    channel,
+                    users,
+                    next,
+                }
+            }
+            PresenceQuery::Channels { after, limit } => {
+                let limit = limit.min(cap);
+                let mut channels: Vec<(String, u32)> = self
+                    .ask_all(PresenceQuery::Channels { after, limit })
+                    .await
+                    .into_iter()
+                    .flat_map(|a| match a {
+                        Answer::Counts(c) => c,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                channels.sort_unstable();
+                let next = page(&mut channels, limit, |(c, _)| c.clone());
+                PresenceResponse::Channels { channels, next }
+            }
+            PresenceQuery::MyChannels => PresenceResponse::MyChannels {
+                channels: self.subs.iter().map(|c| c.to_string()).collect(),
+            },
+        }
+    }
+
+    /// Takes the connection out of every channel and off its user.
+    fn leave_all(&mut self) {
+        let hub = &self.hub;
+        for channel in std::mem::take(&mut self.subs) {
+            hub.submit_now(
+                hub.shard_of(&channel),
+                Command::Unsub {
+                    conn: self.conn.clone(),
+                    channel,
+                    request_id: None,
+                },
+            );
+        }
+        hub.submit_now(
+            hub.shard_of(&self.conn.user),
+            Command::Unregister {
+                conn: self.conn.clone(),
+            },
+        );
+        // Frames still queued hold payloads; free them now.
+        self.conn.close(ErrorCode::Normal);
+        self.conn.clear();
+    }
+}
+
+/// Cuts a sorted list to one page; the cursor for the next page if more
+/// remain.
+fn page<T>(items: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Option<String> {
+    if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(key)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,601 @@
+//! A shard's forwarding loop: the only owner of its part of the session
+//! dictionary (channel -> members, user -> connections), and the sequencer
+//! of every conversation it owns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use apm_core::message::{
+    Broadcast, ConversationRef, DeliverRef, Direct, PresenceEvent, PresenceQuery, Publish,
+    Receipt, SubOk, UnsubOk,
+};
+use apm_core::names::PRESENCE_CHANNEL;
+use apm_core::{ErrorCode, Flags, Frame, Message};
+use bytes::Bytes;
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{Conn, Pushed};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Work for a forwarding loop. Everything that touches a shard's tables
+/// arrives this way, so commands from one connection take effect in the
+/// order they were sent.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A handshake completed: add the connection to its user.
+    Register {
+        conn: Arc<Conn>,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    },
+    /// The connection is gone.
+    Unregister { conn: Arc<Conn> },
+    Sub {
+        conn: Arc<Conn>,
+        channel: String,
+        request_id: u32,
+    },
+    /// `request_id` is `None` when a closing connection leaves: no reply.
+    Unsub {
+        conn: Arc<Conn>,
+        channel: Arc<str>,
+        request_id: Option<u32>,
+    },
+    Publish {
+        conn: Arc<Conn>,
+        request_id: u32,
+        flags: Flags,
+        msg: Publish,
+    },
+    Direct {
+        conn: Arc<Conn>,
+        request_id: u32,
+        flags: Flags,
+        msg: Direct,
+    },
+    Broadcast {
+        conn: Arc<Conn>,
+        request_id: u32,
+        flags: Flags,
+        msg: Broadcast,
+    },
+    /// A sequenced broadcast for every connection registered here.
+    ToAll { frame: Bytes, except: u64 },
+    /// A frame for every connection of one user registered here.
+    ToUser {
+        user: Arc<str>,
+        except: u64,
+        frame: Bytes,
+    },
+    /// A frame for every member of one channel owned here.
+    ToChannel { channel: &'static str, frame: Bytes },
+    Query {
+        query: PresenceQuery,
+        reply: oneshot::Sender<Answer>,
+    },
+}
+
+/// A shard's part of the answer to a presence query.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Connections(u32),
+    /// Sorted names, at most the page size plus one.
+    Names(Vec<String>),
+    /// Sorted names with counts, at most the page size plus one.
+    Counts(Vec<(String, u32)>),
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    /// The last seq sequenced.
+    seq: u64,
+    /// Connection id -> connection. An `IndexMap` keeps members in one
+    /// contiguous array for the fan-out and removes in O(1).
+    members: IndexMap<u64, Arc<Conn>>,
+    /// Distinct users among the members, with their connection counts.
+    users: BTreeMap<Arc<str>, u32>,
+    join_leave: bool,
+}
+
+struct ShardState {
+    index: usize,
+    hub: Arc<Hub>,
+    channels: HashMap<Arc<str>, Channel>,
+    users: BTreeMap<Arc<str>, Vec<Arc<Conn>>>,
+    inbox_seq: HashMap<Arc<str>, u64>,
+    broadcast_seq: u64,
+}
+
+fn after(cursor: &Option<String>) -> Bound<&str> {
+    match cursor {
+        Some(a) => Bound::Excluded(a.as_str()),
+        None => Bound::Unbounded,
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs shard `index`'s forwarding loop until `stop` fires and its queue
+/// is empty.
+pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
+    let mut state = ShardState {
+        index,
+        hub: hub.clone(),
+        channels: HashMap::new(),
+        users: BTreeMap::new(),
+        inbox_seq: HashMap::new(),
+        broadcast_seq: 0,
+    };
+    let ingress = &hub.shards[index];
+    loop {
+        let mut handled = 0usize;
+        while let Some(cmd) = ingress.pop() {
+            state.handle(cmd);
+            handled += 1;
+            if handled % 512 == 0 {
+                ingress.space.notify_waiters();
+                // Let connection tasks on this worker write what was queued.
+                tokio::task::yield_now().await;
+            }
+        }
+        if handled > 0 {
+            ingress.space.notify_waiters();
+        }
+        tokio::select! {
+            _ = ingress.wake.notified() => {}
+            _ = stop.cancelled() => {
+                if ingress.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Queues `frame` to `conn` unless it is `except`; counts the outcome.
+fn deliver(metrics: &Metrics, conn: &Conn, frame: &Bytes, except: u64) -> u64 {
+    if conn.id == except {
+        return 0;
+    }
+    match conn.push(frame.clone()) {
+        Pushed::Queued => 1,
+        Pushed::Dropped => {
+            Metrics::add(&metrics.messages_dropped, 1);
+            0
+        }
+        Pushed::SlowConsumer => {
+            Metrics::add(&metrics.slow_consumers, 1);
+            0
+        }
+        Pushed::Closed => 0,
+    }
+}
+
+/// Connection ids start at 1, so 0 excludes nobody.
+const NOBODY: u64 = 0;
+
+impl ShardState {
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Register { conn, reply } => self.register(conn, reply),
+            Command::Unregister { conn } => self.unregister(&conn),
+            Command::Sub {
+                conn,
+                channel,
+                request_id,
+            } => self.sub(conn, channel, request_id),
+            Command::Unsub {
+                conn,
+                channel,
+                request_id,
+            } => self.unsub(&conn, &channel, request_id),
+            Command::Publish {
+                conn,
+                request_id,
+                flags,
+                msg,
+            } => self.publish(&conn, request_id, flags, msg),
+            Command::Direct {
+                conn,
+                request_id,
+                flags,
+                msg,
+            } => self.direct(&conn, request_id, flags, msg),
+            Command::Broadcast {
+                conn,
+                request_id,
+                flags,
+                msg,
+            } => self.broadcast(&conn, request_id, flags, msg),
+            Command::ToAll { frame, except } => self.to_all(&frame, except),
+            Command::ToUser {
+                user,
+                except,
+                frame,
+            } => self.to_user(&user, &frame, except),
+            Command::ToChannel { channel, frame } => {
+                if let Some(ch) = self.channels.get(channel) {
+                    self.fan_out(&ch.members, &frame, NOBODY);
+                }
+            }
+            Command::Query { query, reply } => {
+                let _ = reply.send(self.query(query));
+            }
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.hub.metrics
+    }
+
+    /// Queues `frame` to every member but `except`, across threads when the
+    /// channel is large.
+    fn fan_out(&self, members: &IndexMap<u64, Arc<Conn>>, frame: &Bytes, except: u64) -> u64 {
+        let metrics = self.metrics();
+        let n = if members.len() >= self.hub.config.fanout_parallel_threshold {
+            members
+                .par_values()
+                .map(|c| deliver(metrics, c, frame, except))
+                .sum()
+        } else {
+            members
+                .values()
+                .map(|c| deliver(metrics, c, frame, except))
+                .sum()
+        };
+        Metrics::add(&metrics.messages_out, n);
+        n
+    }
+
+    fn reply(&self, conn: &Conn, frame: Frame) {
+        if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
+            deliver(self.metrics(), conn, &bytes, NOBODY);
+        }
+    }
+
+    /// Sends a presence event to `$presence`, wherever that channel lives.
+    fn presence_event(&mut self, event: PresenceEvent) {
+        let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX)
+        else {
+            return;
+        };
+        let shard = self.hub.shard_of(PRESENCE_CHANNEL);
+        if shard == self.index {
+            self.handle(Command::ToChannel {
+                channel: PRESENCE_CHANNEL,
+                frame,
+            });
+        } else {
+            self.hub.submit_now(
+                shard,
+                Command::ToChannel {
+                    channel: PRESENCE_CHANNEL,
+                    frame,
+                },
+            );
+        }
+    }
+
+    fn register(&mut self, conn: Arc<Conn>, reply: oneshot::Sender<Result<(), ErrorCode>>) {
+        let conns = self.users.entry(conn.user.clone()).or_default();
+        if conns.len() >= self.hub.config.max_connections_per_user {
+            let _ = reply.send(Err(ErrorCode::TooManyUserConnections));
+            return;
+        }
+        let user = conn.user.clone();
+        conns.push(conn);
+        let first = conns.len() == 1;
+        if reply.send(Ok(())).is_err() {
+            // The handshake gave up; its connection will not unregister.
+            if let Some(conns) = self.users.get_mut(&user) {
+                conns.pop();
+                if conns.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+            return;
+        }
+        if first {
+            self.presence_event(PresenceEvent::Online {
+                user: user.to_string(),
+            });
+        }
+    }
+
+    fn unregister(&mut self, conn: &Conn) {
+        let Some(conns) = self.users.get_mut(&conn.user) else {
+            return;
+        };
+        conns.retain(|c| c.id != conn.id);
+        if conns.is_empty() {
+            self.users.remove(&conn.user);
+            self.presence_event(PresenceEvent::Offline {
+                user: conn.user.to_string(),
+            });
+        }
+    }
+
+    fn channel_mut(&mut self, name: &str) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            let join_leave = self.hub.config.join_leave_for(name);
+            self.channels.insert(
+                Arc::from(name),
+                Channel {
+                    join_leave,
+                    ..Channel::default()
+                },
+            );
+        }
+        self.channels.get_mut(name).expect("inserted above")
+    }
+
+    fn sub(&mut self, conn: Arc<Conn>, name: String, request_id: u32) {
+        let ch = self.channel_mut(&name);
+        let mut joined = false;
+        if ch.members.insert(conn.id, conn.clone()).is_none() {
+            let count = ch.users.entry(conn.user.clone()).or_insert(0);
+            *count += 1;
+            joined = *count == 1 && ch.join_leave;
+        }
+        let seq = ch.seq;
+        self.reply(
+            &conn,
+            Frame::new(
+                request_id,
+                Message::SubOk(SubOk {
+                    channel: name.clone(),
+                    seq,
+                    oldest: seq + 1,
+                }),
+            ),
+        );
+        if joined {
+            self.channel_event(
+                &name,
+                PresenceEvent::Join {
+                    channel: name.clone(),
+                    user: conn.user.to_string(),
+                },
+            );
+        }
+    }
+
+    fn unsub(&mut self, conn: &Conn, name: &str, request_id: Option<u32>) {
+        let mut left = false;
+        if let Some(ch) = self.channels.get_mut(name) {
+            if ch.members.swap_remove(&conn.id).is_some() {
+                if let Some(count) = ch.users.get_mut(&conn.user) {
+                    *count -= 1;
+                    if *count == 0 {
+                        ch.users.remove(&conn.user);
+                        left = ch.join_leave;
+                    }
+                }
+            }
+            if ch.members.is_empty() && ch.seq == 0 {
+                self.channels.remove(name);
+            }
+        }
+        if let Some(request_id) = request_id {
+            self.reply(
+                conn,
+                Frame::new(
+                    request_id,
+                    Message::UnsubOk(UnsubOk {
+                        channel: name.to_owned(),
+                    }),
+                ),
+            );
+        }
+        if left {
+            self.channel_event(
+                name,
+                PresenceEvent::Leave {
+                    channel: name.to_owned(),
+                    user: conn.user.to_string(),
+                },
+            );
+        }
+    }
+
+    fn channel_event(&self, name: &str, event: PresenceEvent) {
+        let Some(ch) = self.channels.get(name) else {
+            return;
+        };
+        if let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX) {
+            self.fan_out(&ch.members, &frame, NOBODY);
+        }
+    }
+
+    fn receipt(&self, conn: &Conn, request_id: u32, conversation: ConversationRef<'_>, seq: u64, ts_ms: u64) {
+        self.reply(
+            conn,
+            Frame::new(
+                request_id,
+                Message::Receipt(Receipt {
+                    conversation: conversation.to_owned(),
+                    seq,
+                    ts_ms,
+                }),
+            ),
+        );
+    }
+
+    fn publish(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Publish) {
+        let echo = self.hub.config.echo || flags.contains(Flags::ECHO);
+        let ch = self.channel_mut(&msg.channel);
+        ch.seq += 1;
+        let seq = ch.seq;
+        let ts_ms = now_ms();
+        let conversation = ConversationRef::Channel(&msg.channel);
+        let frame = DeliverRef {
+            conversation,
+            seq,
+            ts_ms,
+            sender: &conn.user,
+            kind: msg.kind,
+            msg_id: msg.msg_id,
+            payload: &msg.payload,
+        }
+        .to_frame_bytes(u32::MAX)
+        .expect("no frame limit");
+        let except = if echo { NOBODY } else { conn.id };
+        let ch = &self.channels[msg.channel.as_str()];
+        self.fan_out(&ch.members, &frame, except);
+        Metrics::add(&self.metrics().messages_in, 1);
+        if flags.contains(Flags::RECEIPT) {
+            self.receipt(conn, request_id, conversation, seq, ts_ms);
+        }
+    }
+
+    fn direct(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Direct) {
+        let seq = match self.inbox_seq.get_mut(msg.user.as_str()) {
+            Some(seq) => {
+                *seq += 1;
+                *seq
+            }
+            None => {
+                self.inbox_seq.insert(Arc::from(msg.user.as_str()), 1);
+                1
+            }
+        };
+        let ts_ms = now_ms();
+        let conversation = ConversationRef::User(&msg.user);
+        let frame = DeliverRef {
+            conversation,
+            seq,
+            ts_ms,
+            sender: &conn.user,
+            kind: msg.kind,
+            msg_id: msg.msg_id,
+            payload: &msg.payload,
+        }
+        .to_frame_bytes(u32::MAX)
+        .expect("no frame limit");
+        self.to_user(&msg.user, &frame, conn.id);
+        if *conn.user != *msg.user {
+            let shard = self.hub.shard_of(&conn.user);
+            if shard == self.index {
+                self.to_user(&conn.user, &frame, conn.id);
+            } else {
+                self.hub.submit_now(
+                    shard,
+                    Command::ToUser {
+                        user: conn.user.clone(),
+                        except: conn.id,
+                        frame,
+                    },
+                );
+            }
+        }
+        Metrics::add(&self.metrics().messages_in, 1);
+        if flags.contains(Flags::RECEIPT) {
+            self.receipt(conn, request_id, conversation, seq, ts_ms);
+        }
+    }
+
+    fn broadcast(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Broadcast) {
+        self.broadcast_seq += 1;
+        let seq = self.broadcast_seq;
+        let ts_ms = now_ms();
+        let frame = DeliverRef {
+            conversation: ConversationRef::Broadcast,
+            seq,
+            ts_ms,
+            sender: &conn.user,
+            kind: msg.kind,
+            msg_id: msg.msg_id,
+            payload: &msg.payload,
+        }
+        .to_frame_bytes(u32::MAX)
+        .expect("no frame limit");
+        for shard in 0..self.hub.shards.len() {
+            if shard == self.index {
+                self.to_all(&frame, conn.id);
+            } else {
+                self.hub.submit_now(
+                    shard,
+                    Command::ToAll {
+                        frame: frame.clone(),
+                        except: conn.id,
+                    },
+                );
+            }
+        }
+        Metrics::add(&self.metrics().messages_in, 1);
+        if flags.contains(Flags::RECEIPT) {
+            self.receipt(conn, request_id, ConversationRef::Broadcast, seq, ts_ms);
+        }
+    }
+
+    fn to_all(&self, frame: &Bytes, except: u64) {
+        let metrics = self.metrics();
+        let n: u64 = self
+            .users
+            .values()
+            .flatten()
+            .map(|c| deliver(metrics, c, frame, except))
+            .sum();
+        Metrics::add(&metrics.messages_out, n);
+    }
+
+    fn to_user(&self, user: &str, frame: &Bytes, except: u64) {
+        if let Some(conns) = self.users.get(user) {
+            let metrics = self.metrics();
+            let n: u64 = conns
+                .iter()
+                .map(|c| deliver(metrics, c, frame, except))
+                .sum();
+            Metrics::add(&metrics.messages_out, n);
+        }
+    }
+
+    fn query(&self, query: PresenceQuery) -> Answer {
+        match query {
+            PresenceQuery::IsOnline { user } => {
+                Answer::Connections(self.users.get(user.as_str()).map_or(0, |c| c.len() as u32))
+            }
+            PresenceQuery::OnlineUsers { after: a, limit } => Answer::Names(
+                self.users
+                    .range::<str, _>((after(&a), Bound::Unbounded))
+                    .take(limit as usize + 1)
+                    .map(|(u, _)| u.to_string())
+                    .collect(),
+            ),
+            PresenceQuery::ChannelMembers {
+                channel,
+                after: a,
+                limit,
+            } => Answer::Names(self.channels.get(channel.as_str()).map_or_else(Vec::new, |ch| {
+                ch.users
+                    .range::<str, _>((after(&a), Bound::Unbounded))
+                    .take(limit as usize + 1)
+                    .map(|(u, _)| u.to_string())
+                    .collect()
+            })),
+            PresenceQuery::Channels { after: a, limit } => {
+                let mut page: Vec<(String, u32)> = self
+                    .channels
+                    .iter()
+                    .filter(|(name, ch)| {
+                        !ch.users.is_empty() && a.as_deref().is_none_or(|a| &***name > a)
+                    })
+                    .map(|(name, ch)| (name.to_string(), ch.users.len() as u32))
+                    .collect();
+                page.sort_unstable();
+                page.truncate(limit as usize + 1);
+                Answer::Counts(page)
+            }
+            PresenceQuery::MyChannels => Answer::Names(Vec::new()),
+        }
+    }
+}
