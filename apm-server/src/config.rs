@@ -80,6 +80,10 @@ settings! {
     outbound_bytes: usize = 8 * 1024 * 1024;
     /// What happens to a slow consumer.
     slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy::Disconnect;
+    /// Kernel send buffer per client socket (SO_SNDBUF) in bytes; 0 leaves
+    /// the OS default. A small one bounds kernel memory per connection and
+    /// finds slow consumers sooner.
+    socket_send_buffer: usize = 0;
     /// Commands queued for one forwarding loop before readers wait.
     ingress_queue: usize = 65_536;
     /// Milliseconds a new connection has to send Hello.
@@ -173,12 +177,16 @@ impl Config {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// Whether `channel` emits join/leave events.
+    /// Whether `channel` emits join/leave events (never a `$` channel).
     pub fn join_leave_for(&self, channel: &str) -> bool {
-        self.join_leave_channels.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => channel.starts_with(prefix),
-            None => p == channel,
-        })
+        !apm_core::names::is_system_channel(channel)
+            && self
+                .join_leave_channels
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => channel.starts_with(prefix),
+                    None => p == channel,
+                })
     }
 }
 

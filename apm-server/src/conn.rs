@@ -118,9 +118,9 @@ impl Conn {
     /// Marks the connection as closing for `code` (the first reason wins)
     /// and wakes its task.
     pub fn close(&self, code: ErrorCode) {
-        let _ = self
-            .close_code
-            .compare_exchange(0, code as u16, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.close_code
+                .compare_exchange(0, code as u16, Ordering::AcqRel, Ordering::Acquire);
         self.wake.notify_one();
     }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, Instrument};
+use tracing::{Instrument, debug, info_span};
 
 use crate::auth;
 use crate::conn::Conn;
@@ -42,6 +42,9 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    if hub.config.socket_send_buffer > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(hub.config.socket_send_buffer);
+    }
     let mut rbuf = BytesMut::new();
     let hello = match timeout(
         hub.config.handshake_timeout(),
@@ -58,14 +61,26 @@ pub(crate) async fn serve(
         }
         Err(_) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
-            refuse(&mut stream, 0, ErrorCode::HandshakeTimeout, "no Hello in time").await;
+            refuse(
+                &mut stream,
+                0,
+                ErrorCode::HandshakeTimeout,
+                "no Hello in time",
+            )
+            .await;
             return;
         }
     };
     let request_id = hello.request_id;
     let Message::Hello(hello) = hello.message else {
         Metrics::add(&hub.metrics.auth_failures, 1);
-        refuse(&mut stream, request_id, ErrorCode::AuthRequired, "the first frame must be Hello").await;
+        refuse(
+            &mut stream,
+            request_id,
+            ErrorCode::AuthRequired,
+            "the first frame must be Hello",
+        )
+        .await;
         return;
     };
     let (user, role) = match authenticate(&hub, &hello) {
@@ -97,7 +112,13 @@ pub(crate) async fn serve(
     match rx.await {
         Ok(Ok(())) => {}
         Ok(Err(code)) => {
-            refuse(&mut stream, request_id, code, "too many connections for this user").await;
+            refuse(
+                &mut stream,
+                request_id,
+                code,
+                "too many connections for this user",
+            )
+            .await;
             return;
         }
         Err(_) => return,
@@ -181,7 +202,10 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<(Arc<str>, Role), (ErrorCode
         _ => (code, "the token does not verify"),
     })?;
     if validate_name(&claims.user, &hub.limits).is_err() {
-        return Err((ErrorCode::AuthFailed, "the token's user id is not a valid name"));
+        return Err((
+            ErrorCode::AuthFailed,
+            "the token's user id is not a valid name",
+        ));
     }
     if !hello.user.is_empty() && hello.user != claims.user {
         return Err((ErrorCode::AuthFailed, "user does not match the token"));
@@ -437,7 +461,11 @@ impl Session {
             },
             Message::Publish(msg) => {
                 if is_system_channel(&msg.channel) {
-                    return self.error(request_id, ErrorCode::Forbidden, "channels starting with $ belong to the server");
+                    return self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "channels starting with $ belong to the server",
+                    );
                 }
                 let shard = hub.shard_of(&msg.channel);
                 let cmd = Command::Publish {
@@ -460,7 +488,11 @@ impl Session {
             }
             Message::Broadcast(msg) => {
                 if conn.role != Role::Admin {
-                    return self.error(request_id, ErrorCode::Forbidden, "broadcast needs the admin role");
+                    return self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "broadcast needs the admin role",
+                    );
                 }
                 let cmd = Command::Broadcast {
                     conn: conn.clone(),
@@ -492,7 +524,9 @@ impl Session {
 
     async fn ask(&self, shard: usize, query: PresenceQuery) -> Option<Answer> {
         let (reply, rx) = oneshot::channel();
-        self.hub.submit(shard, Command::Query { query, reply }).await;
+        self.hub
+            .submit(shard, Command::Query { query, reply })
+            .await;
         rx.await.ok()
     }
 
@@ -509,7 +543,10 @@ impl Session {
         match query {
             PresenceQuery::IsOnline { user } => {
                 let shard = self.hub.shard_of(&user);
-                let connections = match self.ask(shard, PresenceQuery::IsOnline { user: user.clone() }).await {
+                let connections = match self
+                    .ask(shard, PresenceQuery::IsOnline { user: user.clone() })
+                    .await
+                {
                     Some(Answer::Connections(n)) => n,
                     _ => 0,
                 };

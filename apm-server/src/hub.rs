@@ -1,7 +1,7 @@
 //! The hub: the shards' ingress queues, how names map to shards, and the
 //! settings every task shares.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -57,7 +57,9 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(config: Config, metrics: Arc<Metrics>) -> Hub {
-        let shards = (0..config.shard_count()).map(|_| Ingress::default()).collect();
+        let shards = (0..config.shard_count())
+            .map(|_| Ingress::default())
+            .collect();
         Hub {
             limits: config.limits(),
             config,
@@ -74,9 +76,7 @@ impl Hub {
 
     /// The shard that owns a channel or a user.
     pub(crate) fn shard_of(&self, name: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        name.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+        (self.hasher.hash_one(name) % self.shards.len() as u64) as usize
     }
 
     /// The shard that sequences broadcasts.

@@ -30,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 mod connection;
+pub mod fanout;
 mod hub;
 mod listener;
 pub mod metrics;
@@ -90,7 +91,11 @@ impl Server {
     /// Serves clients on `listener` until `shutdown` fires, then closes
     /// every connection with `ServerShutdown` after flushing what was queued
     /// for it, waiting at most the configured shutdown timeout.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
         let hub = self.hub;
         let stop_shards = CancellationToken::new();
@@ -110,8 +115,14 @@ impl Server {
         .await;
         connections.close();
         let grace = Duration::from_millis(hub.config.shutdown_timeout_ms) + Duration::from_secs(1);
-        if tokio::time::timeout(grace, connections.wait()).await.is_err() {
-            warn!(open = connections.len(), "shutdown timeout: connections still open");
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = connections.len(),
+                "shutdown timeout: connections still open"
+            );
         }
         stop_shards.cancel();
         shards.wait().await;

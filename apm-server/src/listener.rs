@@ -21,7 +21,10 @@ struct OpenGuard(Arc<Hub>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -59,8 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = match load(cli.config.as_ref(), cli.overrides) {
@@ -82,7 +81,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let role = if admin { Role::Admin } else { Role::User };
-            println!("{}", apm_server::auth::mint(secret.as_bytes(), &user, role, ttl));
+            println!(
+                "{}",
+                apm_server::auth::mint(secret.as_bytes(), &user, role, ttl)
+            );
             ExitCode::SUCCESS
         }
         None => serve(config),
@@ -94,7 +96,10 @@ fn serve(config: Config) -> ExitCode {
         Ok(n) => info!(open_files = n, "file limit"),
         Err(e) => warn!(error = %e, "could not raise the open-file limit"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");

@@ -8,18 +8,17 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use apm_core::message::{
-    Broadcast, ConversationRef, DeliverRef, Direct, PresenceEvent, PresenceQuery, Publish,
-    Receipt, SubOk, UnsubOk,
+    Broadcast, ConversationRef, DeliverRef, Direct, PresenceEvent, PresenceQuery, Publish, Receipt,
+    SubOk, UnsubOk,
 };
 use apm_core::names::PRESENCE_CHANNEL;
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
-use indexmap::IndexMap;
-use rayon::prelude::*;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Conn, Pushed};
+use crate::conn::Conn;
+use crate::fanout::{Members, deliver, fan_out};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -96,7 +95,7 @@ struct Channel {
     seq: u64,
     /// Connection id -> connection. An `IndexMap` keeps members in one
     /// contiguous array for the fan-out and removes in O(1).
-    members: IndexMap<u64, Arc<Conn>>,
+    members: Members,
     /// Distinct users among the members, with their connection counts.
     users: BTreeMap<Arc<str>, u32>,
     join_leave: bool,
@@ -161,25 +160,6 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     }
 }
 
-/// Queues `frame` to `conn` unless it is `except`; counts the outcome.
-fn deliver(metrics: &Metrics, conn: &Conn, frame: &Bytes, except: u64) -> u64 {
-    if conn.id == except {
-        return 0;
-    }
-    match conn.push(frame.clone()) {
-        Pushed::Queued => 1,
-        Pushed::Dropped => {
-            Metrics::add(&metrics.messages_dropped, 1);
-            0
-        }
-        Pushed::SlowConsumer => {
-            Metrics::add(&metrics.slow_consumers, 1);
-            0
-        }
-        Pushed::Closed => 0,
-    }
-}
-
 /// Connection ids start at 1, so 0 excludes nobody.
 const NOBODY: u64 = 0;
 
@@ -237,23 +217,9 @@ impl ShardState {
         &self.hub.metrics
     }
 
-    /// Queues `frame` to every member but `except`, across threads when the
-    /// channel is large.
-    fn fan_out(&self, members: &IndexMap<u64, Arc<Conn>>, frame: &Bytes, except: u64) -> u64 {
-        let metrics = self.metrics();
-        let n = if members.len() >= self.hub.config.fanout_parallel_threshold {
-            members
-                .par_values()
-                .map(|c| deliver(metrics, c, frame, except))
-                .sum()
-        } else {
-            members
-                .values()
-                .map(|c| deliver(metrics, c, frame, except))
-                .sum()
-        };
-        Metrics::add(&metrics.messages_out, n);
-        n
+    fn fan_out(&self, members: &Members, frame: &Bytes, except: u64) -> u64 {
+        let parallel = members.len() >= self.hub.config.fanout_parallel_threshold;
+        fan_out(self.metrics(), members, frame, except, parallel)
     }
 
     fn reply(&self, conn: &Conn, frame: Frame) {
@@ -359,12 +325,14 @@ impl ShardState {
             ),
         );
         if joined {
+            // The joiner has its SubOk; the news is for the others.
             self.channel_event(
                 &name,
                 PresenceEvent::Join {
                     channel: name.clone(),
                     user: conn.user.to_string(),
                 },
+                conn.id,
             );
         }
     }
@@ -403,20 +371,28 @@ impl ShardState {
                     channel: name.to_owned(),
                     user: conn.user.to_string(),
                 },
+                NOBODY,
             );
         }
     }
 
-    fn channel_event(&self, name: &str, event: PresenceEvent) {
+    fn channel_event(&self, name: &str, event: PresenceEvent, except: u64) {
         let Some(ch) = self.channels.get(name) else {
             return;
         };
         if let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX) {
-            self.fan_out(&ch.members, &frame, NOBODY);
+            self.fan_out(&ch.members, &frame, except);
         }
     }
 
-    fn receipt(&self, conn: &Conn, request_id: u32, conversation: ConversationRef<'_>, seq: u64, ts_ms: u64) {
+    fn receipt(
+        &self,
+        conn: &Conn,
+        request_id: u32,
+        conversation: ConversationRef<'_>,
+        seq: u64,
+        ts_ms: u64,
+    ) {
         self.reply(
             conn,
             Frame::new(
@@ -575,13 +551,17 @@ impl ShardState {
                 channel,
                 after: a,
                 limit,
-            } => Answer::Names(self.channels.get(channel.as_str()).map_or_else(Vec::new, |ch| {
-                ch.users
-                    .range::<str, _>((after(&a), Bound::Unbounded))
-                    .take(limit as usize + 1)
-                    .map(|(u, _)| u.to_string())
-                    .collect()
-            })),
+            } => Answer::Names(
+                self.channels
+                    .get(channel.as_str())
+                    .map_or_else(Vec::new, |ch| {
+                        ch.users
+                            .range::<str, _>((after(&a), Bound::Unbounded))
+                            .take(limit as usize + 1)
+                            .map(|(u, _)| u.to_string())
+                            .collect()
+                    }),
+            ),
             PresenceQuery::Channels { after: a, limit } => {
                 let mut page: Vec<(String, u32)> = self
                     .channels

@@ -1,1 +1,257 @@
-//! placeholder
+//! Helpers for the end-to-end tests: a real server on an ephemeral port and
+//! a raw protocol client that sends and expects exact frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apm_core::message::{Hello, Publish, Sub};
+use apm_core::{ApmCodec, Flags, Frame, Message};
+use apm_server::{Config, Metrics, Server};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for an event before it calls the event missing.
+/// A guard against hangs, not a sleep: waits end as soon as the event comes.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A secret for tests that use token auth.
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// A server running in this process on 127.0.0.1 and an ephemeral port.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Fires the graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Its counters.
+    pub metrics: Arc<Metrics>,
+    /// Resolves when the server has stopped.
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with dev auth and `tweak` applied to the defaults.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let server = Server::new(config).expect("config");
+        let metrics = server.metrics();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(listener, shutdown.clone()));
+        TestServer {
+            addr,
+            shutdown,
+            metrics,
+            task,
+        }
+    }
+
+    /// Starts a server with token auth.
+    pub async fn start_with_tokens(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start(|c| {
+            c.secret = Some(SECRET.to_owned());
+            tweak(c);
+        })
+        .await
+    }
+
+    /// Dev-mode client for `user`, past the handshake.
+    pub async fn client(&self, user: &str) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.hello(user, "").await;
+        c
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A token signed with [`SECRET`].
+pub fn token(user: &str, admin: bool, ttl: Duration) -> String {
+    let role = if admin {
+        apm_core::message::Role::Admin
+    } else {
+        apm_core::message::Role::User
+    };
+    apm_server::auth::mint(SECRET.as_bytes(), user, role, ttl)
+}
+
+/// A raw protocol client.
+pub struct Client {
+    io: Framed<TcpStream, ApmCodec>,
+    next_id: u32,
+    /// The authenticated user.
+    pub user: String,
+}
+
+impl Client {
+    /// Connects without saying anything.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::over(stream)
+    }
+
+    /// Connects with a small receive buffer, to play a slow reader.
+    pub async fn connect_small_buffer(addr: SocketAddr, bytes: u32) -> Client {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("rcvbuf");
+        let stream = socket.connect(addr).await.expect("connect");
+        Client::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> Client {
+        // Server frames may be a little over the client-bound limit.
+        let limits = apm_core::Limits {
+            max_frame_len: 2 * apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
+            ..Default::default()
+        };
+        Client {
+            io: Framed::new(stream, ApmCodec::new(limits)),
+            next_id: 1,
+            user: String::new(),
+        }
+    }
+
+    /// Sends Hello and expects Welcome.
+    pub async fn hello(&mut self, user: &str, token: &str) -> apm_core::message::Welcome {
+        let id = self
+            .send(Message::Hello(Hello {
+                user: user.to_owned(),
+                token: token.to_owned(),
+                client: "apm-tests".to_owned(),
+            }))
+            .await;
+        let reply = self.recv().await;
+        assert_eq!(reply.request_id, id);
+        match reply.message {
+            Message::Welcome(w) => {
+                self.user = w.user.clone();
+                w
+            }
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// Sends a message with a fresh request id, which it returns.
+    pub async fn send(&mut self, message: Message) -> u32 {
+        self.send_flags(message, Flags::empty()).await
+    }
+
+    /// Sends a message with flags.
+    pub async fn send_flags(&mut self, message: Message, flags: Flags) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.io
+            .send(Frame::new(id, message).with_flags(flags))
+            .await
+            .expect("send");
+        id
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.io.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame; panics on EOF, error or after [`PATIENCE`].
+    pub async fn recv(&mut self) -> Frame {
+        match self.next().await {
+            Some(f) => f,
+            None => panic!("{}: connection closed", self.user),
+        }
+    }
+
+    /// The next frame, or `None` at EOF (a reset counts as EOF).
+    pub async fn next(&mut self) -> Option<Frame> {
+        match tokio::time::timeout(PATIENCE, self.io.next()).await {
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(apm_core::DecodeError::Io(_)))) | Ok(None) => None,
+            Ok(Some(Err(e))) => panic!("{}: bad frame from server: {e}", self.user),
+            Err(_) => panic!("{}: nothing within {PATIENCE:?}", self.user),
+        }
+    }
+
+    /// Expects the connection to close, with no more frames.
+    pub async fn expect_eof(&mut self) {
+        if let Some(f) = self.next().await {
+            panic!("{}: expected EOF, got {f:?}", self.user);
+        }
+    }
+
+    /// Subscribes and waits for SubOk.
+    pub async fn sub(&mut self, channel: &str) -> apm_core::message::SubOk {
+        let id = self
+            .send(Message::Sub(Sub {
+                channel: channel.to_owned(),
+                since: None,
+            }))
+            .await;
+        loop {
+            let f = self.recv().await;
+            if let (true, Message::SubOk(ok)) = (f.request_id == id, &f.message) {
+                return ok.clone();
+            }
+            assert!(
+                matches!(f.message, Message::PresenceEvent(_)),
+                "{}: expected SubOk, got {f:?}",
+                self.user
+            );
+        }
+    }
+
+    /// Publishes text.
+    pub async fn publish(&mut self, channel: &str, text: &str, flags: Flags) -> u32 {
+        self.send_flags(
+            Message::Publish(Publish {
+                channel: channel.to_owned(),
+                kind: apm_core::message::content_kind::TEXT,
+                msg_id: 0,
+                payload: Bytes::copy_from_slice(text.as_bytes()),
+            }),
+            flags,
+        )
+        .await
+    }
+
+    /// The next Deliver, skipping presence events.
+    pub async fn deliver(&mut self) -> apm_core::message::Deliver {
+        loop {
+            let f = self.recv().await;
+            match f.message {
+                Message::Deliver(d) => return d,
+                Message::PresenceEvent(_) => continue,
+                other => panic!("{}: expected Deliver, got {other:?}", self.user),
+            }
+        }
+    }
+
+    /// Sends Ping and waits for its Pong, returning what came before it.
+    pub async fn round_trip(&mut self) -> Vec<Frame> {
+        let id = self.send(Message::Ping).await;
+        let mut before = Vec::new();
+        loop {
+            let f = self.recv().await;
+            if f.request_id == id && f.message == Message::Pong {
+                return before;
+            }
+            before.push(f);
+        }
+    }
+}
