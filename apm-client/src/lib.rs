@@ -1,1 +1,36 @@
-//! placeholder
+//! Async client SDK for the apm push server.
+//!
+//! A [`Client`] holds one connection, driven by a single background task
+//! that batches what the handles send and routes what the server pushes:
+//! channel messages to their [`Subscription`] streams, private messages
+//! and broadcasts to the [`Inbox`], presence and connection news to
+//! [`Events`]. It answers heartbeats, and after a lost connection it
+//! reconnects with jittered exponential back-off, re-authenticates and
+//! re-subscribes each channel from the last seq it saw, dropping any
+//! message it has already delivered.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), apm_client::Error> {
+//! use apm_client::Client;
+//!
+//! let alice = Client::builder("127.0.0.1:7600").credentials("alice", "").connect().await?;
+//! let receipt = alice.send_to("bob", "hi bob").await?;
+//! println!("bob's inbox #{}", receipt.seq);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+
+mod builder;
+mod client;
+mod error;
+mod streams;
+mod task;
+
+pub use apm_core::message::{Conversation, Deliver, PresenceEvent, Receipt, Role, content_kind};
+pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
+pub use client::{Client, Page, SendOptions};
+pub use error::Error;
+pub use streams::{Event, Events, Inbox, Subscription};

@@ -1,0 +1,161 @@
+//! Connection options and the builder that connects.
+
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// How the client reconnects after losing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Delay before the first retry.
+    pub initial_delay: Duration,
+    /// Longest delay between retries; delays double up to it, each jittered
+    /// to between half and all of its value.
+    pub max_delay: Duration,
+    /// Give up after this many failed attempts in a row; `None` retries
+    /// forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl ReconnectPolicy {
+    /// Never reconnect: a lost connection closes the client.
+    pub const NEVER: ReconnectPolicy = ReconnectPolicy {
+        initial_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+        max_attempts: Some(0),
+    };
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            max_attempts: None,
+        }
+    }
+}
+
+/// What a call does when the send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Wait for room.
+    #[default]
+    Wait,
+    /// Fail at once with [`Error::QueueFull`].
+    Fail,
+}
+
+/// Settings for a [`Client`]; start with [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    pub(crate) addr: String,
+    pub(crate) user: String,
+    pub(crate) token: String,
+    pub(crate) client_name: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) queue_size: usize,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) stream_capacity: usize,
+    pub(crate) max_frame_len: u32,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(addr: impl Into<String>) -> Self {
+        ClientBuilder {
+            addr: addr.into(),
+            user: String::new(),
+            token: String::new(),
+            client_name: concat!("apm-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            heartbeat: None,
+            reconnect: ReconnectPolicy::default(),
+            queue_size: 1024,
+            backpressure: Backpressure::Wait,
+            stream_capacity: 4096,
+            max_frame_len: apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+
+    /// The user id and token. On a dev-mode server the token may be empty;
+    /// with a token the user may be empty (the token names it).
+    pub fn credentials(mut self, user: impl Into<String>, token: impl Into<String>) -> Self {
+        self.user = user.into();
+        self.token = token.into();
+        self
+    }
+
+    /// A name and version for the server's logs.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// How long connecting plus the handshake may take (default 5 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// How long a request waits for its reply (default 10 s).
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// How often to ping an otherwise quiet connection (default: the
+    /// interval the server suggests in its Welcome). A connection that hears
+    /// nothing for three intervals is taken as dead and reconnected.
+    pub fn heartbeat(mut self, t: Duration) -> Self {
+        self.heartbeat = Some(t);
+        self
+    }
+
+    /// How to reconnect (default: forever, 100 ms doubling to 10 s).
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Commands that may wait for the connection task (default 1024).
+    pub fn queue_size(mut self, n: usize) -> Self {
+        self.queue_size = n.max(1);
+        self
+    }
+
+    /// What a call does when the send queue is full (default: wait).
+    pub fn backpressure(mut self, b: Backpressure) -> Self {
+        self.backpressure = b;
+        self
+    }
+
+    /// Messages a subscription or the inbox buffers before it drops
+    /// (default 4096). Drops are reported as [`crate::Event::Lagged`].
+    pub fn stream_capacity(mut self, n: usize) -> Self {
+        self.stream_capacity = n.max(1);
+        self
+    }
+
+    /// Connects and completes the handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), apm_client::Error> {
+    /// let client = apm_client::Client::builder("127.0.0.1:7600")
+    ///     .credentials("alice", "")
+    ///     .connect()
+    ///     .await?;
+    /// println!("connected as {}", client.user());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(self) -> Result<Client, Error> {
+        Client::connect(self).await
+    }
+}

@@ -1,0 +1,466 @@
+//! The [`Client`] handle and its calls.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apm_core::message::{
+    Broadcast, Conversation, Direct, HistoryRequest, HistoryResponse, PresenceQuery,
+    PresenceResponse, Publish, Receipt, Role, content_kind,
+};
+use apm_core::{Flags, Frame, Message};
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::{Backpressure, ClientBuilder};
+use crate::error::Error;
+use crate::streams::{Event, Events, Inbox, Subscription};
+use crate::task::{self, Command, SessionInfo, Task};
+
+/// Options for one outgoing message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// What the payload holds (see `apm_core::message::content_kind`);
+    /// default binary.
+    pub kind: u16,
+    /// A client message id, echoed to receivers (0 for none).
+    pub msg_id: u64,
+    /// On a publish: deliver to this connection too.
+    pub echo: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            kind: content_kind::BINARY,
+            msg_id: 0,
+            echo: false,
+        }
+    }
+}
+
+impl SendOptions {
+    /// UTF-8 text.
+    pub fn text() -> SendOptions {
+        SendOptions {
+            kind: content_kind::TEXT,
+            ..Default::default()
+        }
+    }
+}
+
+/// One page of a presence listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, sorted.
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cmds: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    inbox: Mutex<Option<mpsc::Receiver<apm_core::message::Deliver>>>,
+    session: Arc<Mutex<SessionInfo>>,
+    closed: CancellationToken,
+    backpressure: Backpressure,
+    request_timeout: Duration,
+    stream_capacity: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: the connection task says Close and ends.
+        self.closed.cancel();
+    }
+}
+
+/// A connection to an apm server. Cheap to clone; every clone drives the
+/// same connection, from any task. The connection closes when the last
+/// clone (and the last [`Subscription`]) is dropped, or on [`Client::close`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> Result<(), apm_client::Error> {
+/// use apm_client::Client;
+/// use futures::StreamExt;
+///
+/// let client = Client::builder("127.0.0.1:7600").credentials("alice", "").connect().await?;
+/// let mut news = client.subscribe("news").await?;
+/// let receipt = client.publish("news", "hello").await?;
+/// println!("sequenced as #{}", receipt.seq);
+/// while let Some(msg) = news.next().await {
+///     println!("{}: {:?}", msg.sender, msg.payload);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Starts building a client for the server at `addr` (`host:port`).
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr)
+    }
+
+    pub(crate) async fn connect(opts: ClientBuilder) -> Result<Client, Error> {
+        let (io, welcome) = task::connect(&opts).await?;
+        let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
+        let (events, _) = broadcast::channel(1024);
+        let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
+        let closed = CancellationToken::new();
+        let session = Arc::new(Mutex::new(SessionInfo { welcome }));
+        let inner = Inner {
+            cmds: cmds_tx,
+            events: events.clone(),
+            inbox: Mutex::new(Some(inbox_rx)),
+            session: session.clone(),
+            closed: closed.clone(),
+            backpressure: opts.backpressure,
+            request_timeout: opts.request_timeout,
+            stream_capacity: opts.stream_capacity,
+        };
+        let task = Task::new(opts, cmds_rx, events, inbox_tx, closed, session);
+        tokio::spawn(task.run(io));
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The user this client is authenticated as.
+    pub fn user(&self) -> String {
+        self.session().welcome.user
+    }
+
+    /// The role of this client's session.
+    pub fn role(&self) -> Role {
+        self.session().welcome.role
+    }
+
+    /// The server's id for the current connection (changes on reconnect).
+    pub fn session_id(&self) -> u64 {
+        self.session().welcome.session_id
+    }
+
+    fn session(&self) -> SessionInfo {
+        self.inner.session.lock().expect("session lock").clone()
+    }
+
+    async fn queue(&self, cmd: Command) -> Result<(), Error> {
+        match self.inner.backpressure {
+            Backpressure::Wait => self.inner.cmds.send(cmd).await.map_err(|_| Error::Closed),
+            Backpressure::Fail => self.inner.cmds.try_send(cmd).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            }),
+        }
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        match tokio::time::timeout(self.inner.request_timeout, rx).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Err(_)) => Err(Error::Closed),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    async fn request(&self, message: Message, flags: Flags) -> Result<Frame, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Command::Request {
+            message,
+            flags,
+            reply: Some(tx),
+        })
+        .await?;
+        self.wait(rx).await
+    }
+
+    async fn receipt(&self, message: Message, flags: Flags) -> Result<Receipt, Error> {
+        match self.request(message, flags | Flags::RECEIPT).await?.message {
+            Message::Receipt(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Joins `channel`; resolves once the subscription is live.
+    ///
+    /// Subscribing again to a channel this client holds replaces the earlier
+    /// [`Subscription`], whose stream ends.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        let (tx, rx) = mpsc::channel(self.inner.stream_capacity);
+        let (reply, done) = oneshot::channel();
+        self.queue(Command::Subscribe {
+            channel: channel.to_owned(),
+            tx,
+            reply,
+        })
+        .await?;
+        let ok = self.wait(done).await?;
+        Ok(Subscription {
+            channel: channel.to_owned(),
+            last_seq_at_start: ok.seq,
+            rx,
+            client: self.clone(),
+        })
+    }
+
+    /// Leaves `channel`; resolves once the server confirms.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Command::Unsubscribe {
+            channel: channel.to_owned(),
+            reply: Some(tx),
+        })
+        .await?;
+        self.wait(rx).await.map(|_| ())
+    }
+
+    /// Publishes to `channel`; resolves to the receipt with the seq the
+    /// server assigned.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Receipt, Error> {
+        self.publish_with(channel, payload, SendOptions::default())
+            .await
+    }
+
+    /// [`publish`](Client::publish) with options.
+    pub async fn publish_with(
+        &self,
+        channel: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<Receipt, Error> {
+        let (message, flags) = publish_frame(channel, payload.into(), opts);
+        self.receipt(message, flags).await
+    }
+
+    /// Publishes without asking for a receipt: resolves once the message is
+    /// queued for sending.
+    pub async fn publish_nowait(
+        &self,
+        channel: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<(), Error> {
+        let (message, flags) = publish_frame(channel, payload.into(), opts);
+        self.queue(Command::Request {
+            message,
+            flags,
+            reply: None,
+        })
+        .await
+    }
+
+    /// Sends to every connection of `user` (and this user's other
+    /// devices); resolves to the receipt.
+    pub async fn send_to(&self, user: &str, payload: impl Into<Bytes>) -> Result<Receipt, Error> {
+        self.send_to_with(user, payload, SendOptions::default())
+            .await
+    }
+
+    /// [`send_to`](Client::send_to) with options.
+    pub async fn send_to_with(
+        &self,
+        user: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<Receipt, Error> {
+        let message = Message::Direct(Direct {
+            user: user.to_owned(),
+            kind: opts.kind,
+            msg_id: opts.msg_id,
+            payload: payload.into(),
+        });
+        self.receipt(message, Flags::empty()).await
+    }
+
+    /// Sends to every connection on the server; needs the admin role.
+    pub async fn broadcast(
+        &self,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<Receipt, Error> {
+        let message = Message::Broadcast(Broadcast {
+            kind: opts.kind,
+            msg_id: opts.msg_id,
+            payload: payload.into(),
+        });
+        self.receipt(message, Flags::empty()).await
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let start = Instant::now();
+        self.request(Message::Ping, Flags::empty()).await?;
+        Ok(start.elapsed())
+    }
+
+    async fn presence(&self, query: PresenceQuery) -> Result<PresenceResponse, Error> {
+        match self
+            .request(Message::PresenceQuery(query), Flags::empty())
+            .await?
+            .message
+        {
+            Message::PresenceResponse(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// How many connections `user` holds (0: offline).
+    pub async fn is_online(&self, user: &str) -> Result<u32, Error> {
+        match self
+            .presence(PresenceQuery::IsOnline {
+                user: user.to_owned(),
+            })
+            .await?
+        {
+            PresenceResponse::IsOnline { connections, .. } => Ok(connections),
+            _ => Err(Error::Protocol("mismatched presence response".into())),
+        }
+    }
+
+    /// A page of online users, sorted, after `after`.
+    pub async fn online_users(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<String>, Error> {
+        match self
+            .presence(PresenceQuery::OnlineUsers {
+                after: after.map(str::to_owned),
+                limit,
+            })
+            .await?
+        {
+            PresenceResponse::Users { users, next } => Ok(Page { items: users, next }),
+            _ => Err(Error::Protocol("mismatched presence response".into())),
+        }
+    }
+
+    /// A page of the users in `channel`, sorted, after `after`.
+    pub async fn channel_members(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<String>, Error> {
+        match self
+            .presence(PresenceQuery::ChannelMembers {
+                channel: channel.to_owned(),
+                after: after.map(str::to_owned),
+                limit,
+            })
+            .await?
+        {
+            PresenceResponse::Members { users, next, .. } => Ok(Page { items: users, next }),
+            _ => Err(Error::Protocol("mismatched presence response".into())),
+        }
+    }
+
+    /// A page of channels with their member counts, sorted, after `after`.
+    pub async fn channels(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<(String, u32)>, Error> {
+        match self
+            .presence(PresenceQuery::Channels {
+                after: after.map(str::to_owned),
+                limit,
+            })
+            .await?
+        {
+            PresenceResponse::Channels { channels, next } => Ok(Page {
+                items: channels,
+                next,
+            }),
+            _ => Err(Error::Protocol("mismatched presence response".into())),
+        }
+    }
+
+    /// The channels this connection holds, as the server sees them.
+    pub async fn my_channels(&self) -> Result<Vec<String>, Error> {
+        match self.presence(PresenceQuery::MyChannels).await? {
+            PresenceResponse::MyChannels { channels } => Ok(channels),
+            _ => Err(Error::Protocol("mismatched presence response".into())),
+        }
+    }
+
+    /// A page of a conversation's history. Fails with the server's
+    /// `Unsupported` code on a server without a message store.
+    pub async fn history(
+        &self,
+        conversation: Conversation,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryResponse, Error> {
+        let message = Message::HistoryRequest(HistoryRequest {
+            conversation,
+            before,
+            after,
+            limit,
+        });
+        match self.request(message, Flags::empty()).await?.message {
+            Message::HistoryResponse(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Connection events from now on: presence news, disconnects,
+    /// reconnects, drops.
+    pub fn events(&self) -> Events {
+        Events::new(self.inner.events.subscribe())
+    }
+
+    /// The stream of private messages and broadcasts. Can be taken once.
+    pub fn messages(&self) -> Result<Inbox, Error> {
+        let rx = self
+            .inner
+            .inbox
+            .lock()
+            .expect("inbox lock")
+            .take()
+            .ok_or(Error::AlreadyTaken("the inbox"))?;
+        Ok(Inbox { rx })
+    }
+
+    /// Says goodbye to the server and closes the connection for every
+    /// clone; waits until it is closed.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.inner.cmds.send(Command::Close { done }).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn publish_frame(channel: &str, payload: Bytes, opts: SendOptions) -> (Message, Flags) {
+    let flags = if opts.echo {
+        Flags::ECHO
+    } else {
+        Flags::empty()
+    };
+    (
+        Message::Publish(Publish {
+            channel: channel.to_owned(),
+            kind: opts.kind,
+            msg_id: opts.msg_id,
+            payload,
+        }),
+        flags,
+    )
+}
+
+fn unexpected(message: &Message) -> Error {
+    Error::Protocol(format!("unexpected reply {:?}", message.message_type()))
+}

@@ -1,0 +1,151 @@
+//! The streams a client hands out: a subscription's messages, the inbox of
+//! private messages and broadcasts, and connection events.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use apm_core::message::{Deliver, PresenceEvent};
+use futures::Stream;
+use futures::stream::BoxStream;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// Something that happened to the client rather than a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Someone came online or went offline (on `$presence`), or joined or
+    /// left a channel this client holds.
+    Presence(PresenceEvent),
+    /// The connection was lost; the client is reconnecting (unless its
+    /// policy says not to, in which case [`Event::Closed`] follows).
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The connection is back: re-authenticated, and every subscription
+    /// confirmed again by the server.
+    Reconnected,
+    /// A stream was full and dropped messages.
+    Lagged {
+        /// The channel, `"inbox"` or `"events"`.
+        stream: String,
+        /// How many were dropped.
+        dropped: u64,
+    },
+    /// The client is closed for good.
+    Closed,
+}
+
+/// The messages of one channel, in seq order: a [`Stream`] of [`Deliver`].
+///
+/// Ends when the client closes. Dropping it stops delivery (the client
+/// unsubscribes when the next message for it arrives); [`unsubscribe`]
+/// does so at once.
+///
+/// [`unsubscribe`]: Subscription::unsubscribe
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) channel: String,
+    pub(crate) last_seq_at_start: u64,
+    pub(crate) rx: mpsc::Receiver<Deliver>,
+    pub(crate) client: Client,
+}
+
+impl Subscription {
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The channel's last seq when the subscription went live.
+    pub fn start_seq(&self) -> u64 {
+        self.last_seq_at_start
+    }
+
+    /// The next message, or `None` once the client is closed.
+    pub async fn next_message(&mut self) -> Option<Deliver> {
+        self.rx.recv().await
+    }
+
+    /// Leaves the channel and waits for the server to confirm.
+    pub async fn unsubscribe(self) -> Result<(), Error> {
+        self.client.unsubscribe(&self.channel).await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Deliver;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Private messages to this user (from any of its devices' peers) and
+/// broadcasts: a [`Stream`] of [`Deliver`]. Taken once with
+/// [`Client::messages`].
+#[derive(Debug)]
+pub struct Inbox {
+    pub(crate) rx: mpsc::Receiver<Deliver>,
+}
+
+impl Inbox {
+    /// The next message, or `None` once the client is closed.
+    pub async fn next_message(&mut self) -> Option<Deliver> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Inbox {
+    type Item = Deliver;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The client's [`Event`]s from the moment [`Client::events`] was called.
+/// Each call gets its own stream; a stream that falls more than 1024 events
+/// behind gets [`Event::Lagged`] in place of what it missed.
+pub struct Events {
+    inner: BoxStream<'static, Event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl Events {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
+        let inner = futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(e) => Some((e, rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                    Event::Lagged {
+                        stream: "events".into(),
+                        dropped: n,
+                    },
+                    rx,
+                )),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Events {
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// The next event, or `None` once the client is closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}

@@ -1,0 +1,338 @@
+//! The SDK against a real server.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use apm_client::{
+    Backpressure, Client, Conversation, Error, Event, PresenceEvent, ReconnectPolicy, SendOptions,
+};
+use apm_core::ErrorCode;
+use apm_tests::{SECRET, TestServer, token};
+use futures::StreamExt;
+
+/// Awaits `f`, failing the test after [`apm_tests::PATIENCE`].
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(apm_tests::PATIENCE, f)
+        .await
+        .expect("in time")
+}
+
+async fn client(server: &TestServer, user: &str) -> Client {
+    Client::builder(server.addr.to_string())
+        .credentials(user, "")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn next_event(events: &mut apm_client::Events, want: impl Fn(&Event) -> bool) -> Event {
+    loop {
+        let e = tokio::time::timeout(apm_tests::PATIENCE, events.next())
+            .await
+            .expect("event in time")
+            .expect("events open");
+        if want(&e) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn publish_subscribe_and_receipts() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = client(&server, "alice").await;
+    let bob = client(&server, "bob").await;
+    assert_eq!(alice.user(), "alice");
+    let mut sub = bob.subscribe("news").await.unwrap();
+    assert_eq!(sub.start_seq(), 0);
+    let r1 = alice.publish("news", "one").await.unwrap();
+    let r2 = alice
+        .publish_with("news", "two", SendOptions::text())
+        .await
+        .unwrap();
+    assert_eq!((r1.seq, r2.seq), (1, 2));
+    assert_eq!(r1.conversation, Conversation::Channel("news".into()));
+    let m1 = within(sub.next()).await.unwrap();
+    let m2 = within(sub.next()).await.unwrap();
+    assert_eq!(
+        (m1.seq, &m1.sender, &m1.payload[..]),
+        (1, &"alice".to_string(), &b"one"[..])
+    );
+    assert_eq!((m2.seq, m2.kind), (2, apm_client::content_kind::TEXT));
+
+    alice
+        .publish_nowait("news", "three", SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().seq, 3);
+
+    sub.unsubscribe().await.unwrap();
+    assert!(bob.my_channels().await.unwrap().is_empty());
+    assert!(bob.ping().await.unwrap() < apm_tests::PATIENCE);
+}
+
+#[tokio::test]
+async fn server_refusals_are_typed_errors() {
+    let server = TestServer::start(|_| {}).await;
+    let a = client(&server, "a").await;
+    let err = a.publish("$presence", "x").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let err = a.broadcast("x", SendOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let err = a
+        .history(Conversation::Channel("x".into()), None, None, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unsupported));
+    // The connection is still good.
+    assert_eq!(a.publish("fine", "x").await.unwrap().seq, 1);
+
+    let refused = Client::builder(server.addr.to_string())
+        .credentials("", "")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        Error::Handshake {
+            code: ErrorCode::AuthFailed,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn direct_messages_broadcast_and_presence() {
+    let server = TestServer::start_with_tokens(|_| {}).await;
+    let hour = Duration::from_secs(3600);
+    let connect = |user: &'static str, admin: bool| {
+        let addr = server.addr.to_string();
+        async move {
+            Client::builder(addr)
+                .credentials("", token(user, admin, hour))
+                .connect()
+                .await
+                .unwrap()
+        }
+    };
+    let bob_phone = connect("bob", false).await;
+    let bob_laptop = connect("bob", false).await;
+    let mut watcher_events = bob_laptop.events();
+    bob_laptop.subscribe("$presence").await.unwrap();
+    let alice = connect("alice", false).await;
+    let online = next_event(&mut watcher_events, |e| matches!(e, Event::Presence(_))).await;
+    assert_eq!(
+        online,
+        Event::Presence(PresenceEvent::Online {
+            user: "alice".into()
+        })
+    );
+
+    let mut phone_inbox = bob_phone.messages().unwrap();
+    assert!(matches!(bob_phone.messages(), Err(Error::AlreadyTaken(_))));
+    let mut laptop_inbox = bob_laptop.messages().unwrap();
+    let receipt = alice.send_to("bob", "hi bob").await.unwrap();
+    assert_eq!(receipt.conversation, Conversation::User("bob".into()));
+    for inbox in [&mut phone_inbox, &mut laptop_inbox] {
+        let m = within(inbox.next()).await.unwrap();
+        assert_eq!(
+            (m.sender.as_str(), &m.payload[..]),
+            ("alice", &b"hi bob"[..])
+        );
+    }
+
+    assert_eq!(alice.is_online("bob").await.unwrap(), 2);
+    let users = alice.online_users(None, 10).await.unwrap();
+    assert_eq!(users.items, vec!["alice".to_string(), "bob".to_string()]);
+    assert_eq!(users.next, None);
+
+    let admin = connect("ops", true).await;
+    admin
+        .broadcast("maintenance", SendOptions::text())
+        .await
+        .unwrap();
+    let b = within(phone_inbox.next()).await.unwrap();
+    assert_eq!(
+        (b.conversation, b.sender.as_str()),
+        (Conversation::Broadcast, "ops")
+    );
+
+    drop(alice);
+    let offline = next_event(&mut watcher_events, |e| {
+        matches!(e, Event::Presence(PresenceEvent::Offline { .. }))
+    })
+    .await;
+    assert_eq!(
+        offline,
+        Event::Presence(PresenceEvent::Offline {
+            user: "alice".into()
+        })
+    );
+    let _ = SECRET;
+}
+
+#[tokio::test]
+async fn channel_presence_calls() {
+    let server = TestServer::start(|_| {}).await;
+    let a = client(&server, "a").await;
+    let b = client(&server, "b").await;
+    let _s1 = a.subscribe("room").await.unwrap();
+    let _s2 = b.subscribe("room").await.unwrap();
+    let _s3 = b.subscribe("other").await.unwrap();
+    let members = a.channel_members("room", None, 1).await.unwrap();
+    assert_eq!(
+        (members.items, members.next.clone()),
+        (vec!["a".to_string()], Some("a".into()))
+    );
+    let rest = a
+        .channel_members("room", members.next.as_deref(), 1)
+        .await
+        .unwrap();
+    assert_eq!(rest.items, vec!["b".to_string()]);
+    let channels = a.channels(None, 10).await.unwrap();
+    assert_eq!(
+        channels.items,
+        vec![("other".to_string(), 1), ("room".to_string(), 2)]
+    );
+    assert_eq!(
+        b.my_channels().await.unwrap(),
+        vec!["other".to_string(), "room".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_publish_through_one_client() {
+    let server = TestServer::start(|_| {}).await;
+    let publisher = client(&server, "pub").await;
+    let reader = client(&server, "reader").await;
+    let mut sub = reader.subscribe("busy").await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let p = publisher.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..200 {
+                    seqs.push(p.publish("busy", format!("{t}:{i}")).await.unwrap().seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all, (1..=1600).collect());
+    for seq in 1..=1600 {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+}
+
+#[tokio::test]
+async fn full_queue_fails_fast_when_asked() {
+    let server = TestServer::start(|_| {}).await;
+    let c = Client::builder(server.addr.to_string())
+        .credentials("q", "")
+        .queue_size(1)
+        .backpressure(Backpressure::Fail)
+        .connect()
+        .await
+        .unwrap();
+    // On this single-threaded runtime the connection task cannot drain the
+    // queue until this loop yields, which it does not.
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        results.push(c.publish_nowait("x", "y", SendOptions::default()).await);
+    }
+    assert!(results[0].is_ok());
+    assert!(matches!(results[2], Err(Error::QueueFull)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_a_server_restart() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr;
+    let c = Client::builder(addr.to_string())
+        .credentials("phoenix", "")
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = c.events();
+    let mut sub = c.subscribe("survivors").await.unwrap();
+    let first_session = c.session_id();
+    assert!(first_session > 0);
+
+    server.shutdown.cancel();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    let mut server = server;
+    (&mut server.task).await.unwrap().unwrap();
+    // A fresh server on the same port.
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let config = apm_server::Config {
+        listen: addr,
+        ..Default::default()
+    };
+    let server2 = apm_server::Server::new(config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server2.run(listener, stop.clone()));
+
+    let _ = next_event(&mut events, |e| matches!(e, Event::Reconnected)).await;
+    // The subscription was restored: a publish from elsewhere arrives.
+    let other = Client::builder(addr.to_string())
+        .credentials("other", "")
+        .connect()
+        .await
+        .unwrap();
+    other.publish("survivors", "still here").await.unwrap();
+    let m = within(sub.next()).await.unwrap();
+    assert_eq!(&m.payload[..], b"still here");
+    assert_eq!(
+        c.my_channels().await.unwrap(),
+        vec!["survivors".to_string()]
+    );
+    let _ = first_session;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_connection() {
+    let server = TestServer::start(|_| {}).await;
+    let watcher = client(&server, "watcher").await;
+    let mut events = watcher.events();
+    watcher.subscribe("$presence").await.unwrap();
+    let leaving = client(&server, "leaving").await;
+    let clone = leaving.clone();
+    drop(leaving);
+    // A clone still holds the connection.
+    assert_eq!(watcher.is_online("leaving").await.unwrap(), 1);
+    drop(clone);
+    let e = next_event(&mut events, |e| {
+        matches!(e, Event::Presence(PresenceEvent::Offline { .. }))
+    })
+    .await;
+    assert_eq!(
+        e,
+        Event::Presence(PresenceEvent::Offline {
+            user: "leaving".into()
+        })
+    );
+    assert_eq!(server.metrics.protocol_errors.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn close_ends_streams() {
+    let server = TestServer::start(|_| {}).await;
+    let c = client(&server, "c").await;
+    let mut sub = c.subscribe("x").await.unwrap();
+    let mut events = c.events();
+    c.close().await;
+    assert!(within(sub.next()).await.is_none());
+    assert_eq!(next_event(&mut events, |_| true).await, Event::Closed);
+    assert!(matches!(c.publish("x", "y").await, Err(Error::Closed)));
+}
