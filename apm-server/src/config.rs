@@ -18,7 +18,7 @@ pub enum SlowConsumerPolicy {
 }
 
 macro_rules! settings {
-    ($($(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr;)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident ($env:literal) : $ty:ty = $default:expr;)*) => {
         /// The server's settings, all resolved.
         #[derive(Debug, Clone)]
         pub struct Config {
@@ -38,7 +38,7 @@ macro_rules! settings {
         pub struct Overrides {
             $(
                 $(#[doc = $doc])*
-                #[arg(long, env = concat!("APM_", stringify!($name)))]
+                #[arg(long, env = $env)]
                 #[serde(default)]
                 pub $name: Option<$ty>,
             )*
@@ -55,54 +55,55 @@ macro_rules! settings {
 
 settings! {
     /// Address to listen on for clients.
-    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7600));
-    /// HMAC-SHA256 secret for client tokens. Without one the server runs in
-    /// dev mode (any user id accepted), which it allows only on loopback.
-    secret: Option<String> = None;
+    listen ("APM_LISTEN"): SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7600));
+    /// HMAC-SHA256 secret for client tokens, at least 16 bytes. Without one
+    /// the server runs in dev mode (any user id accepted), which it allows
+    /// only on loopback.
+    secret ("APM_SECRET"): String = String::new();
     /// Accept any user id without a token even when not bound to loopback.
     /// Insecure: for trusted test networks only.
-    allow_dev_mode: bool = false;
+    allow_dev_mode ("APM_ALLOW_DEV_MODE"): bool = false;
     /// Number of forwarding loops (shards); 0 means one per core.
-    shards: usize = 0;
+    shards ("APM_SHARDS"): usize = 0;
     /// Largest frame accepted, in bytes (length prefix value).
-    max_frame_len: u32 = apm_core::Limits::DEFAULT_MAX_FRAME_LEN;
+    max_frame_len ("APM_MAX_FRAME_LEN"): u32 = apm_core::Limits::DEFAULT_MAX_FRAME_LEN;
     /// Longest channel name or user id, in bytes.
-    max_name_len: usize = apm_core::Limits::DEFAULT_MAX_NAME_LEN;
+    max_name_len ("APM_MAX_NAME_LEN"): usize = apm_core::Limits::DEFAULT_MAX_NAME_LEN;
     /// Subscriptions one connection may hold.
-    max_subscriptions: usize = 1024;
+    max_subscriptions ("APM_MAX_SUBSCRIPTIONS"): usize = 1024;
     /// Connections in total; 0 means the open-file limit less a reserve.
-    max_connections: usize = 0;
+    max_connections ("APM_MAX_CONNECTIONS"): usize = 0;
     /// Connections one user may hold at once.
-    max_connections_per_user: usize = 64;
+    max_connections_per_user ("APM_MAX_CONNECTIONS_PER_USER"): usize = 64;
     /// Frames queued for one connection before it is a slow consumer.
-    outbound_queue: usize = 4096;
+    outbound_queue ("APM_OUTBOUND_QUEUE"): usize = 4096;
     /// Bytes queued for one connection before it is a slow consumer.
-    outbound_bytes: usize = 8 * 1024 * 1024;
+    outbound_bytes ("APM_OUTBOUND_BYTES"): usize = 8 * 1024 * 1024;
     /// What happens to a slow consumer.
-    slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy::Disconnect;
+    slow_consumer ("APM_SLOW_CONSUMER"): SlowConsumerPolicy = SlowConsumerPolicy::Disconnect;
     /// Kernel send buffer per client socket (SO_SNDBUF) in bytes; 0 leaves
     /// the OS default. A small one bounds kernel memory per connection and
     /// finds slow consumers sooner.
-    socket_send_buffer: usize = 0;
+    socket_send_buffer ("APM_SOCKET_SEND_BUFFER"): usize = 0;
     /// Commands queued for one forwarding loop before readers wait.
-    ingress_queue: usize = 65_536;
+    ingress_queue ("APM_INGRESS_QUEUE"): usize = 65_536;
     /// Milliseconds a new connection has to send Hello.
-    handshake_timeout_ms: u64 = 5_000;
+    handshake_timeout_ms ("APM_HANDSHAKE_TIMEOUT_MS"): u64 = 5_000;
     /// Milliseconds without any frame from a client before it is closed.
-    idle_timeout_ms: u64 = 60_000;
+    idle_timeout_ms ("APM_IDLE_TIMEOUT_MS"): u64 = 60_000;
     /// Heartbeat interval suggested to clients, in milliseconds.
-    heartbeat_ms: u64 = 20_000;
+    heartbeat_ms ("APM_HEARTBEAT_MS"): u64 = 20_000;
     /// Deliver a publisher's own messages back to it.
-    echo: bool = false;
+    echo ("APM_ECHO"): bool = false;
     /// Channel patterns whose members get join/leave events: exact names, or
     /// a prefix ending in `*` (`*` alone is every channel).
-    join_leave_channels: Vec<String> = vec!["*".to_owned()];
+    join_leave_channels ("APM_JOIN_LEAVE_CHANNELS"): Vec<String> = vec!["*".to_owned()];
     /// Largest page a presence query returns.
-    presence_page_max: u32 = 1000;
+    presence_page_max ("APM_PRESENCE_PAGE_MAX"): u32 = 1000;
     /// Members above which a fan-out is split across threads.
-    fanout_parallel_threshold: usize = 4096;
+    fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 4096;
     /// Milliseconds a graceful shutdown waits for connections to drain.
-    shutdown_timeout_ms: u64 = 5_000;
+    shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
 }
 
 impl Config {
@@ -132,7 +133,7 @@ impl Config {
 
     /// Whether clients authenticate without tokens.
     pub fn dev_mode(&self) -> bool {
-        self.secret.is_none()
+        self.secret.is_empty()
     }
 
     /// Checks the settings that can be judged on their own.
@@ -144,7 +145,7 @@ impl Config {
                  set --secret, bind to loopback, or pass --allow-dev-mode",
             );
         }
-        if matches!(&self.secret, Some(s) if s.len() < 16) {
+        if !self.secret.is_empty() && self.secret.len() < 16 {
             return bad("the secret must be at least 16 bytes");
         }
         if self.max_frame_len < 64 {
@@ -249,7 +250,7 @@ mod tests {
         assert!(c.validate().is_ok());
         c.listen = "0.0.0.0:7600".parse().unwrap();
         assert!(c.validate().is_err());
-        c.secret = Some("0123456789abcdef".into());
+        c.secret = "0123456789abcdef".into();
         assert!(c.validate().is_ok());
     }
 }

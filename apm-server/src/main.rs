@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             admin,
             secret,
         }) => {
-            let Some(secret) = secret.or(config.secret) else {
+            let Some(secret) = secret.or(Some(config.secret).filter(|s| !s.is_empty())) else {
                 error!("no secret: pass --secret or set it in the config");
                 return ExitCode::FAILURE;
             };

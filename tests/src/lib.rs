@@ -61,7 +61,7 @@ impl TestServer {
     /// Starts a server with token auth.
     pub async fn start_with_tokens(tweak: impl FnOnce(&mut Config)) -> TestServer {
         TestServer::start(|c| {
-            c.secret = Some(SECRET.to_owned());
+            c.secret = SECRET.to_owned();
             tweak(c);
         })
         .await
