@@ -62,6 +62,7 @@ pub struct ClientBuilder {
     pub(crate) backpressure: Backpressure,
     pub(crate) stream_capacity: usize,
     pub(crate) max_frame_len: u32,
+    pub(crate) local_ip: Option<std::net::IpAddr>,
 }
 
 impl ClientBuilder {
@@ -79,6 +80,7 @@ impl ClientBuilder {
             backpressure: Backpressure::Wait,
             stream_capacity: 4096,
             max_frame_len: apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
+            local_ip: None,
         }
     }
 
@@ -138,6 +140,13 @@ impl ClientBuilder {
     /// (default 4096). Drops are reported as [`crate::Event::Lagged`].
     pub fn stream_capacity(mut self, n: usize) -> Self {
         self.stream_capacity = n.max(1);
+        self
+    }
+
+    /// Connects from this local address (any port), for hosts with several
+    /// interfaces.
+    pub fn local_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.local_ip = Some(ip);
         self
     }
 

@@ -61,7 +61,8 @@ pub struct Page<T> {
 #[derive(Debug)]
 struct Inner {
     cmds: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    /// Weak, so the event streams end when the connection task does.
+    events: broadcast::WeakSender<Event>,
     inbox: Mutex<Option<mpsc::Receiver<apm_core::message::Deliver>>>,
     session: Arc<Mutex<SessionInfo>>,
     closed: CancellationToken,
@@ -118,7 +119,7 @@ impl Client {
         let session = Arc::new(Mutex::new(SessionInfo { welcome }));
         let inner = Inner {
             cmds: cmds_tx,
-            events: events.clone(),
+            events: events.downgrade(),
             inbox: Mutex::new(Some(inbox_rx)),
             session: session.clone(),
             closed: closed.clone(),
@@ -283,6 +284,28 @@ impl Client {
         self.receipt(message, Flags::empty()).await
     }
 
+    /// Sends to `user` without asking for a receipt: resolves once the
+    /// message is queued for sending.
+    pub async fn send_to_nowait(
+        &self,
+        user: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<(), Error> {
+        let message = Message::Direct(Direct {
+            user: user.to_owned(),
+            kind: opts.kind,
+            msg_id: opts.msg_id,
+            payload: payload.into(),
+        });
+        self.queue(Command::Request {
+            message,
+            flags: Flags::empty(),
+            reply: None,
+        })
+        .await
+    }
+
     /// Sends to every connection on the server; needs the admin role.
     pub async fn broadcast(
         &self,
@@ -419,7 +442,11 @@ impl Client {
     /// Connection events from now on: presence news, disconnects,
     /// reconnects, drops.
     pub fn events(&self) -> Events {
-        Events::new(self.inner.events.subscribe())
+        match self.inner.events.upgrade() {
+            Some(tx) => Events::new(tx.subscribe()),
+            // Closed already: a stream that ends at once.
+            None => Events::new(broadcast::channel(1).1),
+        }
     }
 
     /// The stream of private messages and broadcasts. Can be taken once.

@@ -29,7 +29,10 @@ mod error;
 mod streams;
 mod task;
 
-pub use apm_core::message::{Conversation, Deliver, PresenceEvent, Receipt, Role, content_kind};
+pub use apm_core::ErrorCode;
+pub use apm_core::message::{
+    Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, content_kind,
+};
 pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;

@@ -31,8 +31,16 @@ pub enum Event {
     Lagged {
         /// The channel, `"inbox"` or `"events"`.
         stream: String,
-        /// How many were dropped.
+        /// How many that stream has dropped so far, in all.
         dropped: u64,
+    },
+    /// After a reconnect the server refused to restore a subscription; its
+    /// stream has ended.
+    SubscriptionLost {
+        /// The channel.
+        channel: String,
+        /// The server's reason.
+        reason: String,
     },
     /// The client is closed for good.
     Closed,
@@ -119,15 +127,15 @@ impl std::fmt::Debug for Events {
 
 impl Events {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
-        let inner = futures::stream::unfold(rx, |mut rx| async move {
+        let inner = futures::stream::unfold((rx, 0u64), |(mut rx, dropped)| async move {
             match rx.recv().await {
-                Ok(e) => Some((e, rx)),
+                Ok(e) => Some((e, (rx, dropped))),
                 Err(broadcast::error::RecvError::Lagged(n)) => Some((
                     Event::Lagged {
                         stream: "events".into(),
-                        dropped: n,
+                        dropped: dropped + n,
                     },
-                    rx,
+                    (rx, dropped + n),
                 )),
                 Err(broadcast::error::RecvError::Closed) => None,
             }

@@ -103,12 +103,30 @@ pub(crate) struct Task {
 /// Connects, says Hello and waits for Welcome.
 pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error> {
     let attempt = async {
-        let stream = TcpStream::connect(&opts.addr)
-            .await
-            .map_err(|e| Error::Connect {
-                addr: opts.addr.clone(),
-                reason: e.to_string(),
-            })?;
+        let failed = |e: std::io::Error| Error::Connect {
+            addr: opts.addr.clone(),
+            reason: e.to_string(),
+        };
+        let stream = match opts.local_ip {
+            None => TcpStream::connect(&opts.addr).await.map_err(failed)?,
+            Some(ip) => {
+                let remote = tokio::net::lookup_host(&opts.addr)
+                    .await
+                    .map_err(failed)?
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .ok_or_else(|| failed(std::io::ErrorKind::AddrNotAvailable.into()))?;
+                let socket = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(failed)?;
+                socket
+                    .bind(std::net::SocketAddr::new(ip, 0))
+                    .map_err(failed)?;
+                socket.connect(remote).await.map_err(failed)?
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Server frames may exceed the request limit by the names a Deliver
         // adds; leave room.
@@ -426,6 +444,13 @@ impl Task {
     async fn command(&mut self, cmd: Command, io: &mut Io) -> Option<End> {
         let (id, message, flags) = match cmd {
             Command::Request {
+                reply: Some(reply), ..
+            } if reply.is_closed() => {
+                // The caller gave up (timed out) while this waited in the
+                // queue: sending it now would do what was reported failed.
+                return None;
+            }
+            Command::Request {
                 message,
                 flags,
                 reply,
@@ -593,49 +618,52 @@ impl Task {
 
     async fn route(&mut self, d: Deliver, io: &mut Io) -> Option<End> {
         use apm_core::message::Conversation;
-        let channel = match &d.conversation {
-            Conversation::Channel(c) => c.clone(),
-            Conversation::User(_) | Conversation::Broadcast => {
-                if self.inbox.try_send(d).is_err() {
-                    self.inbox_dropped += 1;
-                    self.emit(Event::Lagged {
-                        stream: "inbox".into(),
-                        dropped: self.inbox_dropped,
-                    });
-                }
-                return None;
+        let Conversation::Channel(channel) = &d.conversation else {
+            if self.inbox.try_send(d).is_err() {
+                self.inbox_dropped += 1;
+                self.emit(Event::Lagged {
+                    stream: "inbox".into(),
+                    dropped: self.inbox_dropped,
+                });
             }
+            return None;
         };
-        let sub = self.subs.get_mut(&channel)?;
+        let sub = self.subs.get_mut(channel.as_str())?;
         if d.seq <= sub.last_seq {
             // Already seen (a resume overlapping what was delivered live).
             return None;
         }
         sub.last_seq = d.seq;
-        match sub.tx.try_send(d) {
+        let failed = match sub.tx.try_send(d) {
+            Ok(()) => return None,
+            Err(e) => e,
+        };
+        let (full, d) = match failed {
+            mpsc::error::TrySendError::Full(d) => (true, d),
+            mpsc::error::TrySendError::Closed(d) => (false, d),
+        };
+        let Conversation::Channel(channel) = d.conversation else {
+            unreachable!("routed as a channel message")
+        };
+        if full {
+            sub.dropped += 1;
+            let dropped = sub.dropped;
+            self.emit(Event::Lagged {
+                stream: channel,
+                dropped,
+            });
+            return None;
+        }
+        // The Subscription was dropped: leave the channel.
+        self.subs.remove(&channel);
+        let id = self.request_id();
+        self.pending.insert(id, Pending::Ignore);
+        match io
+            .send(Frame::new(id, Message::Unsub(Unsub { channel })))
+            .await
+        {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                sub.dropped += 1;
-                let dropped = sub.dropped;
-                self.emit(Event::Lagged {
-                    stream: channel,
-                    dropped,
-                });
-                None
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The Subscription was dropped: leave the channel.
-                self.subs.remove(&channel);
-                let id = self.request_id();
-                self.pending.insert(id, Pending::Ignore);
-                match io
-                    .send(Frame::new(id, Message::Unsub(Unsub { channel })))
-                    .await
-                {
-                    Ok(()) => None,
-                    Err(e) => Some(End::Lost(e.to_string())),
-                }
-            }
+            Err(e) => Some(End::Lost(e.to_string())),
         }
     }
 }

@@ -140,7 +140,7 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
         while let Some(cmd) = ingress.pop() {
             state.handle(cmd);
             handled += 1;
-            if handled % 512 == 0 {
+            if handled.is_multiple_of(512) {
                 ingress.space.notify_waiters();
                 // Let connection tasks on this worker write what was queued.
                 tokio::task::yield_now().await;
@@ -340,13 +340,13 @@ impl ShardState {
     fn unsub(&mut self, conn: &Conn, name: &str, request_id: Option<u32>) {
         let mut left = false;
         if let Some(ch) = self.channels.get_mut(name) {
-            if ch.members.swap_remove(&conn.id).is_some() {
-                if let Some(count) = ch.users.get_mut(&conn.user) {
-                    *count -= 1;
-                    if *count == 0 {
-                        ch.users.remove(&conn.user);
-                        left = ch.join_leave;
-                    }
+            if ch.members.swap_remove(&conn.id).is_some()
+                && let Some(count) = ch.users.get_mut(&conn.user)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    ch.users.remove(&conn.user);
+                    left = ch.join_leave;
                 }
             }
             if ch.members.is_empty() && ch.seq == 0 {

@@ -1,0 +1,255 @@
+//! `apm-load`: one scenario against apm and, with `--vs`, a peer server,
+//! A B A B, with the ratio per figure.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apm_benches::load::report::{Report, Run};
+use apm_benches::load::scenario::{self, Figure, Settings};
+use apm_benches::load::server::{self, SpawnedServer};
+use apm_benches::load::target::{Endpoint, Target};
+use apm_benches::load::{connections, procfs};
+use clap::{Parser, Subcommand};
+
+/// Load tester for apm and the servers people compare it with.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// The server to load: apm, nats, redis or mqtt.
+    #[arg(long, global = true, default_value = "apm")]
+    target: Target,
+    /// Also run a peer, alternating apm and the peer (A B A B), and print
+    /// apm's ratio to it.
+    #[arg(long, global = true)]
+    vs: Option<Target>,
+    /// Rounds per target (default 2 with --vs, else 1).
+    #[arg(long, global = true)]
+    rounds: Option<usize>,
+    /// An apm server to use; without it the release apm-server beside this
+    /// binary is started for the run and stopped after.
+    #[arg(long, global = true)]
+    apm_addr: Option<String>,
+    /// Extra arguments for the apm-server this tool starts.
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    apm_arg: Vec<String>,
+    /// The peer's address (default: its standard loopback port).
+    #[arg(long, global = true)]
+    peer_addr: Option<String>,
+    /// Measured time.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, global = true, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Payload bytes (the first 8 carry the send time).
+    #[arg(long, global = true, default_value_t = 128)]
+    payload: usize,
+    /// Flow control: messages a publisher may have outstanding per receiver.
+    #[arg(long, global = true, default_value_t = 1000)]
+    window: u64,
+    /// Messages a publisher hands its client library at once.
+    #[arg(long, global = true, default_value_t = 16)]
+    batch: usize,
+    /// Print JSON instead of the table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// One publisher, one channel, N subscribers.
+    Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+    },
+    /// N sender/receiver pairs (apm: private messages).
+    Pairs {
+        /// Pairs.
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+    },
+    /// M channels of K members, P publishers.
+    Rooms {
+        /// Channels.
+        #[arg(long, default_value_t = 50)]
+        rooms: usize,
+        /// Members per channel.
+        #[arg(long, default_value_t = 20)]
+        members: usize,
+        /// Publishers, spread over the channels.
+        #[arg(long, default_value_t = 50)]
+        publishers: usize,
+    },
+    /// A fixed publish rate into N subscribers: latency percentiles.
+    Latency {
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Messages per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+    },
+    /// 1 -> 1 -> 1 round trips, one at a time.
+    Rtt,
+    /// N idle authenticated connections, each subscribed: connect time and
+    /// server memory per connection (apm only).
+    Connections {
+        /// Connections in total.
+        #[arg(long, default_value_t = 19_900)]
+        count: usize,
+        /// Load-generator processes (each under its open-file limit).
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// Internal: one process of the connections scenario.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        source: IpAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apm-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if let Scenario::Worker {
+        addr,
+        count,
+        source,
+    } = &cli.scenario
+    {
+        return connections::worker(addr, *count, *source).await;
+    }
+    let mut targets = vec![cli.target];
+    if let Some(peer) = cli.vs {
+        if cli.target != Target::Apm {
+            return Err("--vs compares apm with a peer: leave --target at apm".into());
+        }
+        if peer == Target::Apm {
+            return Err("--vs needs a peer: nats, redis or mqtt".into());
+        }
+        targets.push(peer);
+    }
+    if matches!(cli.scenario, Scenario::Connections { .. }) && targets != [Target::Apm] {
+        return Err("the connections scenario measures apm only".into());
+    }
+    let rounds = cli
+        .rounds
+        .unwrap_or(if cli.vs.is_some() { 2 } else { 1 })
+        .max(1);
+    let mut spawned: Option<SpawnedServer> = None;
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        for &target in &targets {
+            let (ep, pid) = match target {
+                Target::Apm => match &cli.apm_addr {
+                    Some(addr) => (
+                        Endpoint {
+                            target,
+                            addr: addr.clone(),
+                        },
+                        procfs::find_process(target.process_name()),
+                    ),
+                    None => {
+                        // A fresh server per round, so runs do not inherit
+                        // each other's state.
+                        drop(spawned.take());
+                        let s = server::spawn(&cli.apm_arg)?;
+                        let ep = Endpoint {
+                            target,
+                            addr: s.addr.to_string(),
+                        };
+                        let pid = Some(s.pid());
+                        spawned = Some(s);
+                        (ep, pid)
+                    }
+                },
+                peer => (
+                    Endpoint {
+                        target: peer,
+                        addr: cli
+                            .peer_addr
+                            .clone()
+                            .unwrap_or_else(|| peer.default_addr().to_owned()),
+                    },
+                    procfs::find_process(peer.process_name()),
+                ),
+            };
+            let settings = Settings {
+                duration: cli.duration,
+                warmup: cli.warmup,
+                payload: cli.payload.max(8),
+                window: cli.window,
+                batch: cli.batch.max(1),
+                progress: !cli.quiet && !cli.json,
+                server_pid: pid,
+            };
+            if !cli.json {
+                eprintln!("round {} of {rounds}: {target} at {}", round + 1, ep.addr);
+            }
+            let figures: Vec<Figure> = match &cli.scenario {
+                Scenario::Fanout { subscribers } => {
+                    scenario::fanout(&ep, &settings, *subscribers).await?
+                }
+                Scenario::Pairs { pairs } => scenario::pairs(&ep, &settings, *pairs).await?,
+                Scenario::Rooms {
+                    rooms,
+                    members,
+                    publishers,
+                } => scenario::rooms(&ep, &settings, *rooms, *members, *publishers).await?,
+                Scenario::Latency { subscribers, rate } => {
+                    scenario::latency(&ep, &settings, *subscribers, *rate).await?
+                }
+                Scenario::Rtt => scenario::round_trip(&ep, &settings).await?,
+                Scenario::Connections { count, workers } => {
+                    connections::run(&ep, *count, *workers, pid).await?
+                }
+                Scenario::Worker { .. } => unreachable!("handled above"),
+            };
+            runs.push(Run {
+                target,
+                round,
+                figures,
+            });
+        }
+    }
+    drop(spawned);
+    let label = format!(
+        "{:?}, payload {} B, {:?} measured after {:?} warm-up, {} round(s)",
+        cli.scenario, cli.payload, cli.duration, cli.warmup, rounds
+    );
+    let report = Report::new(label, runs, cli.vs);
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", report.table());
+    }
+    Ok(())
+}

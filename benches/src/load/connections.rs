@@ -1,0 +1,194 @@
+//! The `connections` scenario: many idle, authenticated, subscribed
+//! connections spread over worker processes and source addresses, so that
+//! no process passes its open-file limit.
+
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::load::procfs;
+use crate::load::scenario::{Figure, RunError};
+use crate::load::target::{Endpoint, Publisher};
+
+/// The channel every idle connection joins.
+pub const CHANNEL: &str = "bench.idle";
+
+/// Worker side: opens `count` connections from `source`, each subscribed
+/// to [`CHANNEL`]; prints `ready <count> <ms>`; on a `stop` line (or EOF)
+/// prints `received <n>` (messages delivered to its connections, waiting
+/// up to 10 s for one each) and exits.
+pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunError> {
+    let received = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (addr, gate, received) = (addr.to_owned(), gate.clone(), received.clone());
+        connecting.spawn(async move {
+            let permit = gate.acquire_owned().await.expect("gate open");
+            let client = apm_client::Client::builder(addr)
+                .credentials(format!("idle-{source}-{i}"), "")
+                .local_ip(source)
+                .connect_timeout(Duration::from_secs(30))
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut sub = client.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
+            drop(permit);
+            tokio::spawn(async move {
+                while sub.next().await.is_some() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            Ok::<_, String>(client)
+        });
+    }
+    let mut clients = Vec::with_capacity(count);
+    while let Some(r) = connecting.join_next().await {
+        clients.push(r.map_err(|e| e.to_string())??);
+    }
+    println!("ready {} {}", clients.len(), start.elapsed().as_millis());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "stop" {
+            break;
+        }
+    }
+    // The announcement was sequenced before `stop` was sent; give it a
+    // bounded time to reach every connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (received.load(Ordering::Relaxed) as usize) < clients.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("received {}", received.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// Runs `total` connections over `workers` processes against `ep`.
+pub async fn run(
+    ep: &Endpoint,
+    total: usize,
+    workers: usize,
+    server_pid: Option<u32>,
+) -> Result<Vec<Figure>, RunError> {
+    let workers = workers.max(1);
+    let rss_before = server_pid.and_then(procfs::rss_bytes);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for w in 0..workers {
+        let count = total / workers + usize::from(w < total % workers);
+        // 127.0.0.2, .3, ...: each source address has its own ephemeral
+        // ports.
+        let source = format!("127.0.0.{}", 2 + w);
+        let mut child = Command::new(&exe)
+            .args([
+                "worker",
+                "--addr",
+                &ep.addr,
+                "--count",
+                &count.to_string(),
+                "--source",
+                &source,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        children.push((child, stdout));
+    }
+    let mut connected = 0usize;
+    let mut slowest_ms = 0u64;
+    for (_, out) in &mut children {
+        let line = tokio::time::timeout(Duration::from_secs(300), out.next_line())
+            .await
+            .map_err(|_| "a worker did not get ready within 300 s".to_owned())?
+            .map_err(|e| e.to_string())?
+            .ok_or("a worker exited before it was ready (see its error above)")?;
+        let mut parts = line.split_whitespace().skip(1);
+        connected += parts
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        slowest_ms = slowest_ms.max(parts.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+    }
+    let all_up = started.elapsed();
+    let rss_after = server_pid.and_then(procfs::rss_bytes);
+    // Prove the connections are live: one message reaches every one.
+    let mut publisher = Publisher::connect(ep, "idle-announcer")
+        .await
+        .map_err(|e| e.to_string())?;
+    publisher
+        .publish_sync(CHANNEL, crate::load::tally::payload(32))
+        .await?;
+    let mut received = 0u64;
+    for (child, out) in &mut children {
+        let stdin = child.stdin.as_mut().expect("piped");
+        let _ = stdin.write_all(b"stop\n").await;
+        if let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(30), out.next_line()).await
+        {
+            received += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    let mut figures = vec![
+        Figure {
+            name: "connections".into(),
+            value: connected as f64,
+            unit: "",
+            higher_is_better: true,
+        },
+        Figure {
+            name: "time to connect".into(),
+            value: all_up.as_secs_f64(),
+            unit: "s",
+            higher_is_better: false,
+        },
+        Figure {
+            name: "connects/s".into(),
+            value: connected as f64 / all_up.as_secs_f64(),
+            unit: "1/s",
+            higher_is_better: true,
+        },
+        Figure {
+            name: "slowest worker".into(),
+            value: slowest_ms as f64 / 1000.0,
+            unit: "s",
+            higher_is_better: false,
+        },
+        Figure {
+            name: "delivered to idle".into(),
+            value: received as f64,
+            unit: "msg",
+            higher_is_better: true,
+        },
+    ];
+    if let (Some(a), Some(b)) = (rss_before, rss_after) {
+        figures.push(Figure {
+            name: "server RSS".into(),
+            value: b as f64 / (1 << 20) as f64,
+            unit: "MiB",
+            higher_is_better: false,
+        });
+        figures.push(Figure {
+            name: "server RSS/conn".into(),
+            value: b.saturating_sub(a) as f64 / connected.max(1) as f64,
+            unit: "B",
+            higher_is_better: false,
+        });
+    }
+    Ok(figures)
+}

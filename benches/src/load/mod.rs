@@ -1,0 +1,10 @@
+//! The `apm-load` load tester: the same scenarios against apm and its
+//! peers (NATS, Redis pub/sub, Mosquitto), measured in one run.
+
+pub mod connections;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod server;
+pub mod tally;
+pub mod target;

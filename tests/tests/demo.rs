@@ -1,0 +1,362 @@
+//! The `apm-demo` console chat, end to end: a real server in this process
+//! and real `apm-demo` processes, driven by writing lines to their stdin
+//! and waiting for the lines they print.
+//!
+//! Every wait ends as soon as the expected line shows up; [`WAIT`] is only
+//! a guard against a hang.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use apm_tests::TestServer;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any one expected line may take. Generous: the demos are
+/// separate processes on a machine that may be busy building.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The `apm-demo` binary, built once for the whole test run.
+///
+/// `CARGO_BIN_EXE_*` only exists for a package's own binaries, so the test
+/// asks cargo to build `apm-demo` into the target directory this test
+/// executable lives in (`<target>/<profile>/deps/demo-<hash>`) and runs it
+/// from `<target>/<profile>/`. Asking every time (a no-op when it is up to
+/// date) means a stale binary is never tested. `APM_DEMO_BIN` overrides.
+fn demo_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("APM_DEMO_BIN") {
+            return bin.into();
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test runs from <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("<target>");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .expect("a profile directory name");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "apm-demo", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let status = build.status().expect("run cargo build -p apm-demo");
+        assert!(status.success(), "cargo build -p apm-demo: {status}");
+        let bin = profile_dir.join(format!("apm-demo{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// One running `apm-demo`, killed if the test ends early.
+struct Demo {
+    user: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// Every line read so far, for failure messages and final checks.
+    seen: Vec<String>,
+}
+
+impl Demo {
+    /// Starts a demo for `user` and waits until it is connected (and so
+    /// subscribed to `$presence`).
+    async fn start(server: SocketAddr, user: &'static str) -> Demo {
+        let mut child = Command::new(demo_binary())
+            .args(["--server", &server.to_string(), "--user", user])
+            .env_remove("APM_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn apm-demo");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut demo = Demo {
+            user,
+            child,
+            stdin,
+            stdout,
+            seen: Vec::new(),
+        };
+        let hello = format!("* connected to {server} as {user} ");
+        demo.expect(&hello, |l| l.starts_with(&hello)).await;
+        demo
+    }
+
+    /// Types a line.
+    async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to apm-demo");
+        stdin.flush().await.expect("flush apm-demo's stdin");
+    }
+
+    /// Reads lines until one matches; returns it.
+    async fn expect(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.stdout.next_line().await {
+                    Ok(Some(line)) => {
+                        self.seen.push(line.clone());
+                        if matches(&line) {
+                            return Some(line);
+                        }
+                    }
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "{}: output ended before {what:?}; saw {:#?}",
+                self.user, self.seen
+            ),
+            Err(_) => panic!(
+                "{}: no {what:?} within {WAIT:?}; saw {:#?}",
+                self.user, self.seen
+            ),
+        }
+    }
+
+    /// Waits for exactly `line`.
+    async fn expect_line(&mut self, line: &str) {
+        self.expect(line, |l| l == line).await;
+    }
+
+    /// Waits for a message line: `[HH:MM:SS] ` then exactly `rest`.
+    async fn expect_message(&mut self, rest: &str) {
+        self.expect(rest, |l| unstamped(l) == Some(rest)).await;
+    }
+
+    /// Reads the rest of the output and waits for the process to exit.
+    async fn finish(&mut self) -> ExitStatus {
+        let user = self.user;
+        let rest = async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                self.seen.push(line);
+            }
+            self.child.wait().await.expect("wait for apm-demo")
+        };
+        match tokio::time::timeout(WAIT, rest).await {
+            Ok(status) => status,
+            Err(_) => panic!("{user}: still running {WAIT:?} after being told to stop"),
+        }
+    }
+
+    /// Types `/quit` and waits for the exit.
+    async fn quit(&mut self) -> ExitStatus {
+        self.send("/quit").await;
+        self.finish().await
+    }
+
+    /// Closes stdin (end of input) and waits for the exit.
+    async fn end_input(&mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        self.finish().await
+    }
+
+    /// How many lines read so far satisfy `matches`.
+    fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.seen.iter().filter(|l| matches(l)).count()
+    }
+}
+
+/// A message line without its `[HH:MM:SS] ` stamp, if it has one.
+fn unstamped(line: &str) -> Option<&str> {
+    let (stamp, rest) = line.split_at_checked(11)?;
+    let b = stamp.as_bytes();
+    let digits = [1, 2, 4, 5, 7, 8].iter().all(|&i| b[i].is_ascii_digit());
+    let shape = b[0] == b'[' && b[3] == b':' && b[6] == b':' && b[9] == b']' && b[10] == b' ';
+    (digits && shape).then_some(rest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat() {
+    let server = TestServer::start(|_| {}).await;
+    let mut alice = Demo::start(server.addr, "alice").await;
+    let mut bob = Demo::start(server.addr, "bob").await;
+
+    alice.send("/join room").await;
+    alice.expect_line("* joined #room").await;
+    bob.send("/join room").await;
+    bob.expect_line("* joined #room").await;
+    // Bob is subscribed once alice hears of it.
+    alice.expect_line("* bob joined #room").await;
+
+    // Said in the current channel: bob gets it, alice sees her line once
+    // the server has sequenced it.
+    alice.send("hello bob").await;
+    alice.expect_message("#room alice: hello bob").await;
+    bob.expect_message("#room alice: hello bob").await;
+
+    // Private.
+    bob.send("/msg alice psst").await;
+    bob.expect_message("(private) bob -> alice: psst").await;
+    alice.expect_message("(private) bob -> alice: psst").await;
+
+    // Listings and errors.
+    alice.send("/who room").await;
+    alice.expect_line("* members of #room: alice, bob").await;
+    alice.send("/online").await;
+    alice.expect_line("* online: alice, bob").await;
+    alice.send("/history room 10").await;
+    let refused = alice
+        .expect("a history error", |l| l.starts_with("! history failed: "))
+        .await;
+    assert!(refused.contains("unsupported"), "{refused}");
+    alice.send("/dance").await;
+    alice
+        .expect_line("! unknown command /dance (try /help)")
+        .await;
+    bob.send("/leave room").await;
+    bob.expect_line("* left #room").await;
+    bob.send("nobody hears this").await;
+    bob.expect_line("! no current channel: /join one first")
+        .await;
+    alice.expect_line("* bob left #room").await;
+
+    // Presence: carol comes and goes (end of input ends her demo).
+    let mut carol = Demo::start(server.addr, "carol").await;
+    alice.expect_line("* carol is online").await;
+    let status = carol.end_input().await;
+    assert!(status.success(), "carol: {status}; saw {:#?}", carol.seen);
+    assert_eq!(carol.seen.last().map(String::as_str), Some("* bye"));
+    alice.expect_line("* carol is offline").await;
+
+    let status = alice.quit().await;
+    assert!(status.success(), "alice: {status}; saw {:#?}", alice.seen);
+    assert_eq!(alice.seen.last().map(String::as_str), Some("* bye"));
+    // Her own line was shown once: the server did not echo it.
+    assert_eq!(
+        alice.count(|l| unstamped(l) == Some("#room alice: hello bob")),
+        1,
+        "{:#?}",
+        alice.seen
+    );
+    bob.expect_line("* alice is offline").await;
+    let status = bob.quit().await;
+    assert!(status.success(), "bob: {status}; saw {:#?}", bob.seen);
+}
+
+/// A TCP relay in front of the server whose connections the test can cut.
+///
+/// It makes clients reconnect without the server giving up its port: a
+/// restarted server would have to bind the same port again, which anyone
+/// binding port 0 in between may have been handed.
+struct Relay {
+    addr: SocketAddr,
+    /// Cancelled to cut every connection relayed so far.
+    cut: Arc<Mutex<CancellationToken>>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let cut = Arc::new(Mutex::new(CancellationToken::new()));
+        let current = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let token = current.lock().expect("lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut, task }
+    }
+
+    /// Drops every connection relayed so far; new ones are relayed as
+    /// before.
+    fn cut(&self) {
+        let mut token = self.cut.lock().expect("lock");
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn says_when_it_reconnects() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = Relay::start(server.addr).await;
+    let mut alice = Demo::start(relay.addr, "alice").await;
+    alice.send("/join room").await;
+    alice.expect_line("* joined #room").await;
+
+    relay.cut();
+    alice
+        .expect("a disconnect notice", |l| {
+            l.starts_with("* disconnected: ") && l.ends_with(", reconnecting...")
+        })
+        .await;
+    // The client finds its way back by itself.
+    alice.expect_line("* reconnected").await;
+    // Its channel was joined again.
+    alice.send("/who room").await;
+    alice.expect_line("* members of #room: alice").await;
+    alice.send("still here").await;
+    alice.expect_message("#room alice: still here").await;
+    let status = alice.quit().await;
+    assert!(status.success(), "alice: {status}; saw {:#?}", alice.seen);
+}
+
+#[tokio::test]
+async fn fails_cleanly_without_a_server() {
+    // Port 1 (tcpmux) is privileged and unused: nothing answers there.
+    let addr = "127.0.0.1:1";
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(demo_binary())
+            .args(["--server", addr, "--user", "alice"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("apm-demo gave up in time")
+    .expect("run apm-demo");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
