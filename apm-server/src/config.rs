@@ -98,10 +98,14 @@ settings! {
     /// Channel patterns whose members get join/leave events: exact names, or
     /// a prefix ending in `*` (`*` alone is every channel).
     join_leave_channels ("APM_JOIN_LEAVE_CHANNELS"): Vec<String> = vec!["*".to_owned()];
+    /// Channels with more members than this send no join/leave events:
+    /// each event goes to every member, so in a large channel they would
+    /// cost the square of its size.
+    join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 1000;
     /// Largest page a presence query returns.
     presence_page_max ("APM_PRESENCE_PAGE_MAX"): u32 = 1000;
     /// Members above which a fan-out is split across threads.
-    fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 4096;
+    fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 8192;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
 }

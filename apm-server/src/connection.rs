@@ -5,7 +5,7 @@
 //! connection down to one task and no buffers: read and write buffers exist
 //! only while there is something in them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,18 +29,40 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shard::{Answer, Command, now_ms};
 
-/// Read at least this much room per read call.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room for a read when the last one did not fill its buffer: small, since
+/// most reads are a frame or two and the buffer is given back after.
+const READ_SMALL: usize = 1024;
+/// Room for a read after one that filled its buffer (a busy publisher).
+const READ_LARGE: usize = 32 * 1024;
 /// Coalesce queued frames into writes of up to this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serves one accepted socket until it closes.
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
+    // Boxed: the handshake's futures are dead weight once it is over, and
+    // would otherwise size every connection's task.
+    let Some(session) = Box::pin(handshake(stream, hub)).await else {
+        return;
+    };
+    let span = info_span!("session", id = session.conn.id, user = %session.conn.user, %peer);
+    async move {
+        let mut session = session;
+        let result = session.run(&shutdown).await;
+        debug!(reason = ?session.conn.close_code(), ?result, "closed");
+        session.leave_all();
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads Hello, authenticates, registers the connection and queues
+/// Welcome. `None` if the connection was refused or went away.
+async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
     let _ = stream.set_nodelay(true);
     if hub.config.socket_send_buffer > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(hub.config.socket_send_buffer);
@@ -53,11 +75,11 @@ pub(crate) async fn serve(
     .await
     {
         Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
             refuse(&mut stream, 0, e.code(), &e.to_string()).await;
-            return;
+            return None;
         }
         Err(_) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
@@ -68,7 +90,7 @@ pub(crate) async fn serve(
                 "no Hello in time",
             )
             .await;
-            return;
+            return None;
         }
     };
     let request_id = hello.request_id;
@@ -81,14 +103,14 @@ pub(crate) async fn serve(
             "the first frame must be Hello",
         )
         .await;
-        return;
+        return None;
     };
     let (user, role) = match authenticate(&hub, &hello) {
         Ok(identity) => identity,
         Err((code, why)) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
             refuse(&mut stream, request_id, code, why).await;
-            return;
+            return None;
         }
     };
     let config = &hub.config;
@@ -119,42 +141,40 @@ pub(crate) async fn serve(
                 "too many connections for this user",
             )
             .await;
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     }
-    let span = info_span!("session", id = conn.id, user = %conn.user, %peer);
-    async {
-        debug!(client = %hello.client, "connected");
-        let mut session = Session {
-            hub: hub.clone(),
-            conn: conn.clone(),
-            stream,
-            rbuf,
-            out: Bytes::new(),
-            subs: BTreeSet::new(),
-            last_read: Instant::now(),
-            reading: true,
-        };
-        let welcome = Frame::new(
-            request_id,
-            Message::Welcome(Welcome {
-                session_id: conn.id,
-                user: conn.user.to_string(),
-                role,
-                server_time_ms: now_ms(),
-                heartbeat_ms: config.heartbeat_ms as u32,
-                idle_timeout_ms: config.idle_timeout_ms as u32,
-                max_frame_len: config.max_frame_len,
-            }),
-        );
-        session.reply(welcome);
-        let result = session.run(&shutdown).await;
-        debug!(reason = ?conn.close_code(), ?result, "closed");
-        session.leave_all();
+    debug!(id = conn.id, user = %conn.user, client = %hello.client, "connected");
+    if rbuf.is_empty() {
+        // Most clients say nothing more for a while; hold no buffer.
+        rbuf = BytesMut::new();
     }
-    .instrument(span)
-    .await
+    let session = Session {
+        hub: hub.clone(),
+        conn: conn.clone(),
+        stream,
+        rbuf,
+        out: Bytes::new(),
+        pending: VecDeque::new(),
+        subs: BTreeSet::new(),
+        last_read: Instant::now(),
+        reading: true,
+        busy: false,
+    };
+    session.reply(Frame::new(
+        request_id,
+        Message::Welcome(Welcome {
+            session_id: conn.id,
+            user: conn.user.to_string(),
+            role,
+            server_time_ms: now_ms(),
+            heartbeat_ms: config.heartbeat_ms as u32,
+            idle_timeout_ms: config.idle_timeout_ms as u32,
+            max_frame_len: config.max_frame_len,
+        }),
+    ));
+    Some(session)
 }
 
 /// Reads until one whole frame is buffered (`None` on a clean EOF).
@@ -168,7 +188,7 @@ async fn first_frame(
             return Ok(Some(frame));
         }
         stream.readable().await?;
-        rbuf.reserve(READ_CHUNK.min(4 * 1024));
+        rbuf.reserve(READ_SMALL);
         match stream.try_read_buf(rbuf) {
             Ok(0) => return Ok(None),
             Ok(n) => Metrics::add(&hub.metrics.bytes_in, n as u64),
@@ -221,10 +241,21 @@ struct Session {
     rbuf: BytesMut,
     /// Bytes taken off the queue and not yet written.
     out: Bytes,
+    /// Frames taken off the queue, not yet in `out`.
+    pending: VecDeque<Bytes>,
     /// The channels this connection holds.
     subs: BTreeSet<Arc<str>>,
     last_read: Instant,
     reading: bool,
+    /// The last read filled its buffer: read bigger.
+    busy: bool,
+}
+
+/// What a frame asks of the session beyond what `handle` did itself.
+enum Action {
+    Done,
+    Submit(usize, Command),
+    Presence(u32, PresenceQuery),
 }
 
 /// What woke the session.
@@ -255,6 +286,7 @@ impl Session {
                     // has room, and go.
                     conn.clear();
                     self.out = Bytes::new();
+                    self.pending = VecDeque::new();
                     self.try_close_frame(code);
                     return Ok(());
                 }
@@ -310,28 +342,22 @@ impl Session {
         }
     }
 
-    /// Moves queued frames out and writes as much as the socket takes
-    /// without waiting. A lone frame is written straight from its shared
-    /// bytes; several are coalesced into one buffer and one syscall.
+    /// Takes queued frames and writes as much as the socket takes without
+    /// waiting. A lone frame is written straight from its shared bytes;
+    /// several are copied into one buffer of their exact size (at most
+    /// [`WRITE_BATCH`]) for one syscall. Buffers are let go as soon as they
+    /// are written, so an idle connection holds none.
     fn flush(&mut self) -> io::Result<()> {
         loop {
             if self.out.is_empty() {
-                let Some(first) = self.conn.pop() else {
-                    return Ok(());
-                };
-                match self.conn.pop() {
-                    None => self.out = first,
-                    Some(second) => {
-                        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
-                        batch.extend_from_slice(&first);
-                        batch.extend_from_slice(&second);
-                        while batch.len() < WRITE_BATCH {
-                            let Some(next) = self.conn.pop() else { break };
-                            batch.extend_from_slice(&next);
-                        }
-                        self.out = batch.freeze();
+                if self.pending.is_empty() {
+                    self.pending = self.conn.take_all();
+                    if self.pending.is_empty() {
+                        self.out = Bytes::new();
+                        return Ok(());
                     }
                 }
+                self.out = self.next_chunk();
             }
             match self.stream.try_write(&self.out) {
                 Ok(n) => {
@@ -344,6 +370,39 @@ impl Session {
         }
     }
 
+    /// The next bytes to write from `pending`.
+    fn next_chunk(&mut self) -> Bytes {
+        let first = self.pending.pop_front().expect("pending is not empty");
+        if self.pending.is_empty() || first.len() >= WRITE_BATCH {
+            return first;
+        }
+        let mut size = first.len();
+        let count = 1 + self
+            .pending
+            .iter()
+            .take_while(|f| {
+                size += f.len();
+                size <= WRITE_BATCH
+            })
+            .count();
+        let total: usize = first.len()
+            + self
+                .pending
+                .iter()
+                .take(count - 1)
+                .map(Bytes::len)
+                .sum::<usize>();
+        let mut batch = BytesMut::with_capacity(total);
+        batch.extend_from_slice(&first);
+        for frame in self.pending.drain(..count - 1) {
+            batch.extend_from_slice(&frame);
+        }
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        }
+        batch.freeze()
+    }
+
     /// Best effort: a `Close` frame if the socket takes it right now.
     fn try_close_frame(&mut self, code: ErrorCode) {
         if let Ok(frame) = Frame::new(0, Message::close(code, code.as_str())).to_bytes() {
@@ -353,12 +412,15 @@ impl Session {
 
     /// Reads what is there and handles every whole frame. `false` on EOF.
     async fn read(&mut self) -> io::Result<bool> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
-            self.rbuf.reserve(READ_CHUNK);
+        let want = if self.busy { READ_LARGE } else { READ_SMALL };
+        if self.rbuf.capacity() - self.rbuf.len() < want / 2 {
+            self.rbuf.reserve(want);
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
+                self.busy = n == room;
                 Metrics::add(&self.hub.metrics.bytes_in, n as u64);
                 self.last_read = Instant::now();
             }
@@ -373,7 +435,20 @@ impl Session {
             match decode_frame(&mut self.rbuf, &self.hub.limits) {
                 Ok(Some(frame)) => {
                     Metrics::add(&self.hub.metrics.frames_in, 1);
-                    self.handle(frame).await;
+                    match self.handle(frame) {
+                        Action::Done => {}
+                        Action::Submit(shard, cmd) => {
+                            if let Err(cmd) = self.hub.try_submit(shard, cmd) {
+                                // The shard is behind: wait (boxed, as this
+                                // is rare) for room.
+                                Box::pin(self.hub.submit(shard, cmd)).await;
+                            }
+                        }
+                        Action::Presence(request_id, query) => {
+                            let response = Box::pin(self.presence(query)).await;
+                            self.reply(Frame::new(request_id, Message::PresenceResponse(response)));
+                        }
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -408,7 +483,9 @@ impl Session {
         self.conn.close(code);
     }
 
-    async fn handle(&mut self, frame: Frame) {
+    /// Handles one frame. What must go to a shard or wait for shards is
+    /// returned, so the common path has no await and the task stays small.
+    fn handle(&mut self, frame: Frame) -> Action {
         let Frame {
             request_id,
             flags,
@@ -427,11 +504,14 @@ impl Session {
                 if !self.subs.contains(sub.channel.as_str()) {
                     if self.subs.len() >= hub.config.max_subscriptions {
                         let limit = hub.config.max_subscriptions;
-                        return self.fatal(
-                            request_id,
-                            ErrorCode::TooManySubscriptions,
-                            &format!("at most {limit} subscriptions per connection"),
-                        );
+                        {
+                            self.fatal(
+                                request_id,
+                                ErrorCode::TooManySubscriptions,
+                                &format!("at most {limit} subscriptions per connection"),
+                            );
+                            return Action::Done;
+                        }
                     }
                     self.subs.insert(Arc::from(sub.channel.as_str()));
                 }
@@ -441,7 +521,7 @@ impl Session {
                     channel: sub.channel,
                     request_id,
                 };
-                hub.submit(shard, cmd).await;
+                return Action::Submit(shard, cmd);
             }
             Message::Unsub(unsub) => match self.subs.take(unsub.channel.as_str()) {
                 Some(channel) => {
@@ -451,7 +531,7 @@ impl Session {
                         channel,
                         request_id: Some(request_id),
                     };
-                    hub.submit(shard, cmd).await;
+                    return Action::Submit(shard, cmd);
                 }
                 None => self.reply(Frame::new(
                     request_id,
@@ -462,11 +542,14 @@ impl Session {
             },
             Message::Publish(msg) => {
                 if is_system_channel(&msg.channel) {
-                    return self.error(
-                        request_id,
-                        ErrorCode::Forbidden,
-                        "channels starting with $ belong to the server",
-                    );
+                    {
+                        self.error(
+                            request_id,
+                            ErrorCode::Forbidden,
+                            "channels starting with $ belong to the server",
+                        );
+                        return Action::Done;
+                    }
                 }
                 let shard = hub.shard_of(&msg.channel);
                 let cmd = Command::Publish {
@@ -475,7 +558,7 @@ impl Session {
                     flags,
                     msg,
                 };
-                hub.submit(shard, cmd).await;
+                return Action::Submit(shard, cmd);
             }
             Message::Direct(msg) => {
                 let shard = hub.shard_of(&msg.user);
@@ -485,15 +568,18 @@ impl Session {
                     flags,
                     msg,
                 };
-                hub.submit(shard, cmd).await;
+                return Action::Submit(shard, cmd);
             }
             Message::Broadcast(msg) => {
                 if conn.role != Role::Admin {
-                    return self.error(
-                        request_id,
-                        ErrorCode::Forbidden,
-                        "broadcast needs the admin role",
-                    );
+                    {
+                        self.error(
+                            request_id,
+                            ErrorCode::Forbidden,
+                            "broadcast needs the admin role",
+                        );
+                        return Action::Done;
+                    }
                 }
                 let cmd = Command::Broadcast {
                     conn: conn.clone(),
@@ -501,17 +587,14 @@ impl Session {
                     flags,
                     msg,
                 };
-                hub.submit(Hub::BROADCAST_SHARD, cmd).await;
+                return Action::Submit(Hub::BROADCAST_SHARD, cmd);
             }
             Message::Ack(_) | Message::HistoryRequest(_) => self.error(
                 request_id,
                 ErrorCode::Unsupported,
                 "history and acks are not enabled on this server",
             ),
-            Message::PresenceQuery(query) => {
-                let response = self.presence(query).await;
-                self.reply(Frame::new(request_id, Message::PresenceResponse(response)));
-            }
+            Message::PresenceQuery(query) => return Action::Presence(request_id, query),
             other => {
                 let kind = other.message_type();
                 self.fatal(
@@ -521,6 +604,7 @@ impl Session {
                 );
             }
         }
+        Action::Done
     }
 
     async fn ask(&self, shard: usize, query: PresenceQuery) -> Option<Answer> {

@@ -101,6 +101,17 @@ impl Hub {
         ingress.push(cmd);
     }
 
+    /// Queues a command from a connection unless the shard's ingress is
+    /// over its bound, in which case the command comes back.
+    pub(crate) fn try_submit(&self, shard: usize, cmd: Command) -> Result<(), Command> {
+        let ingress = &self.shards[shard];
+        if ingress.len.load(Ordering::Acquire) >= self.config.ingress_queue {
+            return Err(cmd);
+        }
+        ingress.push(cmd);
+        Ok(())
+    }
+
     /// Queues a command from a forwarding loop or a closing connection.
     /// Never waits, so loops cannot deadlock on each other. What comes this
     /// way is either per connection (leave, unregister, presence events) or

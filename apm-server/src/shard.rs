@@ -380,6 +380,9 @@ impl ShardState {
         let Some(ch) = self.channels.get(name) else {
             return;
         };
+        if ch.members.len() > self.hub.config.join_leave_max_members {
+            return;
+        }
         if let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX) {
             self.fan_out(&ch.members, &frame, except);
         }

@@ -299,6 +299,17 @@ async fn throughput(
     ];
     if let Some(pct) = server_pct {
         figures.push(Figure::less("server CPU", pct, "%"));
+        let delivered = (d1 - d0) as f64 / secs;
+        if delivered > 0.0 {
+            // On a machine this small the load generator, not the server,
+            // often caps throughput; server CPU per delivery shows the
+            // server's own cost.
+            figures.push(Figure::less(
+                "server CPU/delivery",
+                pct / 100.0 / delivered * 1e9,
+                "ns",
+            ));
+        }
     }
     if let Some(pct) = own_pct {
         figures.push(Figure::less("load-gen CPU", pct, "%"));
