@@ -458,7 +458,10 @@ impl Client {
             .expect("inbox lock")
             .take()
             .ok_or(Error::AlreadyTaken("the inbox"))?;
-        Ok(Inbox { rx })
+        Ok(Inbox {
+            rx,
+            _client: self.clone(),
+        })
     }
 
     /// Says goodbye to the server and closes the connection for every

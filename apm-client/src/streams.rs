@@ -92,10 +92,12 @@ impl Stream for Subscription {
 
 /// Private messages to this user (from any of its devices' peers) and
 /// broadcasts: a [`Stream`] of [`Deliver`]. Taken once with
-/// [`Client::messages`].
+/// [`Client::messages`]. Like a [`Subscription`], it keeps the connection
+/// open while it lives.
 #[derive(Debug)]
 pub struct Inbox {
     pub(crate) rx: mpsc::Receiver<Deliver>,
+    pub(crate) _client: Client,
 }
 
 impl Inbox {

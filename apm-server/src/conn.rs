@@ -2,7 +2,7 @@
 //! and its bounded outbound queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use apm_core::ErrorCode;
@@ -33,6 +33,10 @@ pub struct Conn {
     policy: SlowConsumerPolicy,
     /// Why the connection is closing; 0 while open.
     close_code: AtomicU16,
+    /// How many connections its user holds, kept by the user's shard, so a
+    /// private message from a single-device user skips the copy for the
+    /// sender's other devices.
+    user_connections: AtomicU32,
     wake: Notify,
 }
 
@@ -75,6 +79,7 @@ impl Conn {
             max_bytes,
             policy,
             close_code: AtomicU16::new(0),
+            user_connections: AtomicU32::new(1),
             wake: Notify::new(),
         }
     }
@@ -138,6 +143,16 @@ impl Conn {
             self.close_code
                 .compare_exchange(0, code as u16, Ordering::AcqRel, Ordering::Acquire);
         self.wake.notify_one();
+    }
+
+    /// How many connections the user holds, as of the last change.
+    pub fn user_connections(&self) -> u32 {
+        self.user_connections.load(Ordering::Relaxed)
+    }
+
+    /// Records how many connections the user holds.
+    pub fn set_user_connections(&self, n: u32) {
+        self.user_connections.store(n, Ordering::Relaxed);
     }
 
     /// Whether the connection is closing.

@@ -260,6 +260,9 @@ impl ShardState {
         let user = conn.user.clone();
         conns.push(conn);
         let first = conns.len() == 1;
+        for c in conns.iter() {
+            c.set_user_connections(conns.len() as u32);
+        }
         if reply.send(Ok(())).is_err() {
             // The handshake gave up; its connection will not unregister.
             if let Some(conns) = self.users.get_mut(&user) {
@@ -282,6 +285,9 @@ impl ShardState {
             return;
         };
         conns.retain(|c| c.id != conn.id);
+        for c in conns.iter() {
+            c.set_user_connections(conns.len() as u32);
+        }
         if conns.is_empty() {
             self.users.remove(&conn.user);
             self.presence_event(PresenceEvent::Offline {
@@ -461,7 +467,7 @@ impl ShardState {
         .to_frame_bytes(u32::MAX)
         .expect("no frame limit");
         self.to_user(&msg.user, &frame, conn.id);
-        if *conn.user != *msg.user {
+        if *conn.user != *msg.user && conn.user_connections() > 1 {
             let shard = self.hub.shard_of(&conn.user);
             if shard == self.index {
                 self.to_user(&conn.user, &frame, conn.id);

@@ -336,3 +336,14 @@ async fn close_ends_streams() {
     assert_eq!(next_event(&mut events, |_| true).await, Event::Closed);
     assert!(matches!(c.publish("x", "y").await, Err(Error::Closed)));
 }
+
+#[tokio::test]
+async fn an_inbox_keeps_the_connection_open() {
+    let server = TestServer::start(|_| {}).await;
+    let mut inbox = client(&server, "keeper").await.messages().unwrap();
+    // The client handle is gone; the inbox still receives.
+    let sender = client(&server, "sender").await;
+    sender.send_to("keeper", "still listening").await.unwrap();
+    let m = within(inbox.next()).await.unwrap();
+    assert_eq!(&m.payload[..], b"still listening");
+}
