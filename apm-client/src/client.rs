@@ -418,8 +418,12 @@ impl Client {
         }
     }
 
-    /// A page of a conversation's history. Fails with the server's
-    /// `Unsupported` code on a server without a message store.
+    /// A page of a conversation's history, oldest first: at most `limit`
+    /// messages with `after < seq < before`. With `after` the page starts
+    /// just after it (paging forward); without, it ends at the newest
+    /// message below `before` (the latest messages, or paging back). Your
+    /// own inbox is `Conversation::User(your id)`; other users' inboxes are
+    /// refused with `Forbidden`.
     pub async fn history(
         &self,
         conversation: Conversation,
@@ -437,6 +441,22 @@ impl Client {
             Message::HistoryResponse(h) => Ok(h),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Tells the server this user has its private messages up to `seq`:
+    /// they are not delivered again on the next connect. Resolves once
+    /// queued for sending.
+    pub async fn ack_inbox(&self, seq: u64) -> Result<(), Error> {
+        let message = Message::Ack(apm_core::message::Ack {
+            conversation: Conversation::User(self.user()),
+            seq,
+        });
+        self.queue(Command::Request {
+            message,
+            flags: Flags::empty(),
+            reply: None,
+        })
+        .await
     }
 
     /// Connection events from now on: presence news, disconnects,

@@ -98,6 +98,9 @@ pub(crate) struct Task {
     next_id: u32,
     /// Re-subscriptions not yet answered; `Reconnected` waits for them.
     resubscribing: usize,
+    /// The highest inbox and broadcast seqs handed to the app.
+    inbox_seen: u64,
+    broadcast_seen: u64,
 }
 
 /// Connects, says Hello and waits for Welcome.
@@ -209,6 +212,8 @@ impl Task {
             // 1 was the Hello.
             next_id: 2,
             resubscribing: 0,
+            inbox_seen: 0,
+            broadcast_seen: 0,
         }
     }
 
@@ -326,7 +331,18 @@ impl Task {
             }
             match connect(&self.opts).await {
                 Ok((io, welcome)) => {
-                    self.session.lock().expect("session lock").welcome = welcome;
+                    let mut session = self.session.lock().expect("session lock");
+                    if session.welcome.epoch != welcome.epoch {
+                        // The server started afresh: its seqs restarted, so
+                        // what this client saw says nothing; resume each
+                        // channel from the start of the new history.
+                        self.inbox_seen = 0;
+                        self.broadcast_seen = 0;
+                        for sub in self.subs.values_mut() {
+                            sub.last_seq = 0;
+                        }
+                    }
+                    session.welcome = welcome;
                     return Some(io);
                 }
                 Err(Error::Handshake {
@@ -619,6 +635,25 @@ impl Task {
     async fn route(&mut self, d: Deliver, io: &mut Io) -> Option<End> {
         use apm_core::message::Conversation;
         let Conversation::Channel(channel) = &d.conversation else {
+            // The server replays unacknowledged private messages on every
+            // connect; drop what this client already handed out.
+            // (Copies of what this user sent to others carry the other
+            // inbox's seq and are never replayed.)
+            let seen = match &d.conversation {
+                Conversation::Broadcast => Some(&mut self.broadcast_seen),
+                Conversation::User(u)
+                    if *u == self.session.lock().expect("session lock").welcome.user =>
+                {
+                    Some(&mut self.inbox_seen)
+                }
+                _ => None,
+            };
+            if let Some(seen) = seen {
+                if d.seq <= *seen {
+                    return None;
+                }
+                *seen = d.seq;
+            }
             if self.inbox.try_send(d).is_err() {
                 self.inbox_dropped += 1;
                 self.emit(Event::Lagged {

@@ -111,6 +111,10 @@ pub struct Welcome {
     pub idle_timeout_ms: u32,
     /// The server's frame limit.
     pub max_frame_len: u32,
+    /// Identifies the server's conversation state. Seqs from a session
+    /// with another epoch mean nothing here (the server started afresh):
+    /// a client resets what it remembers of seqs when this changes.
+    pub epoch: u64,
 }
 
 /// A request failed, or (for fatal codes) the connection is closing.

@@ -31,6 +31,7 @@ pub fn all() -> Vec<Frame> {
                 heartbeat_ms: 20_000,
                 idle_timeout_ms: 60_000,
                 max_frame_len: 1_048_576,
+                epoch: 1_699_999_000_000,
             }),
         ),
         f(

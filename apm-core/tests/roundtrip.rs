@@ -53,9 +53,9 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u32>(),
             any::<u32>(),
-            any::<u32>()
+            (any::<u32>(), any::<u64>())
         )
-            .prop_map(|(session_id, user, role, t, hb, idle, max)| {
+            .prop_map(|(session_id, user, role, t, hb, idle, (max, epoch))| {
                 Message::Welcome(Welcome {
                     session_id,
                     user,
@@ -64,6 +64,7 @@ fn message() -> impl Strategy<Value = Message> {
                     heartbeat_ms: hb,
                     idle_timeout_ms: idle,
                     max_frame_len: max,
+                    epoch,
                 })
             }),
         (code(), text()).prop_map(|(c, m)| Message::error(c, m)),

@@ -102,6 +102,13 @@ settings! {
     /// each event goes to every member, so in a large channel they would
     /// cost the square of its size.
     join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 1000;
+    /// Messages kept per conversation (channel, user inbox, broadcasts) for
+    /// resume, history and offline delivery; 0 keeps none.
+    history_max_messages ("APM_HISTORY_MAX_MESSAGES"): usize = 1000;
+    /// Seconds a message is kept; 0 means no age limit.
+    history_max_age_secs ("APM_HISTORY_MAX_AGE_SECS"): u64 = 86_400;
+    /// Largest page a history request returns.
+    history_page_max ("APM_HISTORY_PAGE_MAX"): u32 = 100;
     /// Largest page a presence query returns.
     presence_page_max ("APM_PRESENCE_PAGE_MAX"): u32 = 1000;
     /// Members above which a fan-out is split across threads.
@@ -180,6 +187,14 @@ impl Config {
     /// Idle timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// How much history each conversation keeps.
+    pub fn retention(&self) -> crate::history::Retention {
+        crate::history::Retention {
+            max_messages: self.history_max_messages,
+            max_age_ms: self.history_max_age_secs.saturating_mul(1000),
+        }
     }
 
     /// Whether `channel` emits join/leave events (never a `$` channel).

@@ -122,11 +122,27 @@ async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
         config.outbound_bytes,
         config.slow_consumer,
     ));
+    let welcome = Frame::new(
+        request_id,
+        Message::Welcome(Welcome {
+            session_id: conn.id,
+            user: conn.user.to_string(),
+            role,
+            server_time_ms: now_ms(),
+            heartbeat_ms: config.heartbeat_ms as u32,
+            idle_timeout_ms: config.idle_timeout_ms as u32,
+            max_frame_len: config.max_frame_len,
+            epoch: hub.epoch,
+        }),
+    )
+    .to_bytes_limited(u32::MAX)
+    .expect("no frame limit");
     let (tx, rx) = oneshot::channel();
     hub.submit(
         hub.shard_of(&conn.user),
         Command::Register {
             conn: conn.clone(),
+            welcome,
             reply: tx,
         },
     )
@@ -152,7 +168,7 @@ async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
     }
     let session = Session {
         hub: hub.clone(),
-        conn: conn.clone(),
+        conn,
         stream,
         rbuf,
         out: Bytes::new(),
@@ -162,18 +178,6 @@ async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
         reading: true,
         busy: false,
     };
-    session.reply(Frame::new(
-        request_id,
-        Message::Welcome(Welcome {
-            session_id: conn.id,
-            user: conn.user.to_string(),
-            role,
-            server_time_ms: now_ms(),
-            heartbeat_ms: config.heartbeat_ms as u32,
-            idle_timeout_ms: config.idle_timeout_ms as u32,
-            max_frame_len: config.max_frame_len,
-        }),
-    ));
     Some(session)
 }
 
@@ -519,6 +523,7 @@ impl Session {
                 let cmd = Command::Sub {
                     conn: conn.clone(),
                     channel: sub.channel,
+                    since: sub.since,
                     request_id,
                 };
                 return Action::Submit(shard, cmd);
@@ -589,11 +594,33 @@ impl Session {
                 };
                 return Action::Submit(Hub::BROADCAST_SHARD, cmd);
             }
-            Message::Ack(_) | Message::HistoryRequest(_) => self.error(
-                request_id,
-                ErrorCode::Unsupported,
-                "history and acks are not enabled on this server",
-            ),
+            Message::Ack(ack) => match ack.conversation {
+                apm_core::message::Conversation::User(u) if *u == *conn.user => {
+                    let cmd = Command::AckInbox {
+                        user: conn.user.clone(),
+                        seq: ack.seq,
+                    };
+                    return Action::Submit(hub.shard_of(&u), cmd);
+                }
+                _ => self.error(
+                    request_id,
+                    ErrorCode::Unsupported,
+                    "acknowledgements are kept for your own inbox only",
+                ),
+            },
+            Message::HistoryRequest(req) => {
+                use apm_core::message::Conversation;
+                let shard = match &req.conversation {
+                    Conversation::Channel(name) | Conversation::User(name) => hub.shard_of(name),
+                    Conversation::Broadcast => Hub::BROADCAST_SHARD,
+                };
+                let cmd = Command::History {
+                    conn: conn.clone(),
+                    request_id,
+                    req,
+                };
+                return Action::Submit(shard, cmd);
+            }
             Message::PresenceQuery(query) => return Action::Presence(request_id, query),
             other => {
                 let kind = other.message_type();

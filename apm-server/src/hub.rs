@@ -50,6 +50,8 @@ pub(crate) struct Hub {
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shards: Vec<Ingress>,
+    /// This process's conversation state: seqs restart with it.
+    pub(crate) epoch: u64,
     next_conn_id: AtomicU64,
     /// Fixed keys, so a name maps to the same shard for the process's life.
     hasher: std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
@@ -65,6 +67,7 @@ impl Hub {
             config,
             metrics,
             shards,
+            epoch: crate::shard::now_ms(),
             next_conn_id: AtomicU64::new(1),
             hasher: Default::default(),
         }

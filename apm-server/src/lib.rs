@@ -31,6 +31,7 @@ pub mod config;
 pub mod conn;
 mod connection;
 pub mod fanout;
+pub mod history;
 mod hub;
 mod listener;
 pub mod metrics;

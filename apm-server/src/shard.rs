@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use apm_core::message::{
-    Broadcast, ConversationRef, DeliverRef, Direct, PresenceEvent, PresenceQuery, Publish, Receipt,
-    SubOk, UnsubOk,
+    Broadcast, Conversation, ConversationRef, DeliverRef, Direct, HistoryRequest, HistoryResponse,
+    PresenceEvent, PresenceQuery, Publish, Receipt, SubOk, UnsubOk,
 };
 use apm_core::names::PRESENCE_CHANNEL;
 use apm_core::{ErrorCode, Flags, Frame, Message};
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
 use crate::fanout::{Members, deliver, fan_out};
+use crate::history::Ring;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -28,8 +29,11 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub(crate) enum Command {
     /// A handshake completed: add the connection to its user.
+    /// `welcome` is queued to the connection first, then any private
+    /// messages it has not acknowledged.
     Register {
         conn: Arc<Conn>,
+        welcome: Bytes,
         reply: oneshot::Sender<Result<(), ErrorCode>>,
     },
     /// The connection is gone.
@@ -37,8 +41,16 @@ pub(crate) enum Command {
     Sub {
         conn: Arc<Conn>,
         channel: String,
+        since: Option<u64>,
         request_id: u32,
     },
+    History {
+        conn: Arc<Conn>,
+        request_id: u32,
+        req: HistoryRequest,
+    },
+    /// The user has its inbox up to `seq`.
+    AckInbox { user: Arc<str>, seq: u64 },
     /// `request_id` is `None` when a closing connection leaves: no reply.
     Unsub {
         conn: Arc<Conn>,
@@ -99,6 +111,7 @@ struct Channel {
     /// Distinct users among the members, with their connection counts.
     users: BTreeMap<Arc<str>, u32>,
     join_leave: bool,
+    ring: Ring,
 }
 
 struct ShardState {
@@ -106,8 +119,18 @@ struct ShardState {
     hub: Arc<Hub>,
     channels: HashMap<Arc<str>, Channel>,
     users: BTreeMap<Arc<str>, Vec<Arc<Conn>>>,
-    inbox_seq: HashMap<Arc<str>, u64>,
+    inboxes: HashMap<Arc<str>, Inbox>,
     broadcast_seq: u64,
+    broadcast_ring: Ring,
+}
+
+/// A user's private conversation: its order, what the user acknowledged,
+/// and what is kept.
+#[derive(Debug, Default)]
+struct Inbox {
+    seq: u64,
+    acked: u64,
+    ring: Ring,
 }
 
 fn after(cursor: &Option<String>) -> Bound<&str> {
@@ -131,8 +154,9 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
         hub: hub.clone(),
         channels: HashMap::new(),
         users: BTreeMap::new(),
-        inbox_seq: HashMap::new(),
+        inboxes: HashMap::new(),
         broadcast_seq: 0,
+        broadcast_ring: Ring::default(),
     };
     let ingress = &hub.shards[index];
     loop {
@@ -166,13 +190,28 @@ const NOBODY: u64 = 0;
 impl ShardState {
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Register { conn, reply } => self.register(conn, reply),
+            Command::Register {
+                conn,
+                welcome,
+                reply,
+            } => self.register(conn, welcome, reply),
             Command::Unregister { conn } => self.unregister(&conn),
             Command::Sub {
                 conn,
                 channel,
+                since,
                 request_id,
-            } => self.sub(conn, channel, request_id),
+            } => self.sub(conn, channel, since, request_id),
+            Command::History {
+                conn,
+                request_id,
+                req,
+            } => self.history(&conn, request_id, req),
+            Command::AckInbox { user, seq } => {
+                if let Some(inbox) = self.inboxes.get_mut(&user) {
+                    inbox.acked = inbox.acked.max(seq.min(inbox.seq));
+                }
+            }
             Command::Unsub {
                 conn,
                 channel,
@@ -251,13 +290,27 @@ impl ShardState {
         }
     }
 
-    fn register(&mut self, conn: Arc<Conn>, reply: oneshot::Sender<Result<(), ErrorCode>>) {
+    fn register(
+        &mut self,
+        conn: Arc<Conn>,
+        welcome: Bytes,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    ) {
         let conns = self.users.entry(conn.user.clone()).or_default();
         if conns.len() >= self.hub.config.max_connections_per_user {
             let _ = reply.send(Err(ErrorCode::TooManyUserConnections));
             return;
         }
         let user = conn.user.clone();
+        deliver(&self.hub.metrics, &conn, &welcome, NOBODY);
+        if let Some(inbox) = self.inboxes.get_mut(&user) {
+            inbox.ring.expire(now_ms(), self.hub.config.retention());
+            // What arrived while the user was away (or not yet acknowledged).
+            for frame in inbox.ring.after(inbox.acked) {
+                deliver(&self.hub.metrics, &conn, frame, NOBODY);
+            }
+        }
+        let conns = self.users.get_mut(&user).expect("entry made above");
         conns.push(conn);
         let first = conns.len() == 1;
         for c in conns.iter() {
@@ -310,8 +363,10 @@ impl ShardState {
         self.channels.get_mut(name).expect("inserted above")
     }
 
-    fn sub(&mut self, conn: Arc<Conn>, name: String, request_id: u32) {
+    fn sub(&mut self, conn: Arc<Conn>, name: String, since: Option<u64>, request_id: u32) {
+        let keep = self.hub.config.retention();
         let ch = self.channel_mut(&name);
+        ch.ring.expire(now_ms(), keep);
         let mut joined = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
             let count = ch.users.entry(conn.user.clone()).or_insert(0);
@@ -319,17 +374,26 @@ impl ShardState {
             joined = *count == 1 && ch.join_leave;
         }
         let seq = ch.seq;
-        self.reply(
-            &conn,
-            Frame::new(
-                request_id,
-                Message::SubOk(SubOk {
-                    channel: name.clone(),
-                    seq,
-                    oldest: seq + 1,
-                }),
-            ),
+        let oldest = ch.ring.oldest(seq);
+        let ok = Frame::new(
+            request_id,
+            Message::SubOk(SubOk {
+                channel: name.clone(),
+                seq,
+                oldest,
+            }),
         );
+        if let Ok(bytes) = ok.to_bytes_limited(u32::MAX) {
+            deliver(&self.hub.metrics, &conn, &bytes, NOBODY);
+        }
+        if let Some(since) = since {
+            // Replayed here, in the loop that sequences the channel: nothing
+            // can fall between the replay and what is delivered live next.
+            let ch = &self.channels[name.as_str()];
+            for frame in ch.ring.after(since) {
+                deliver(&self.hub.metrics, &conn, frame, NOBODY);
+            }
+        }
         if joined {
             // The joiner has its SubOk; the news is for the others.
             self.channel_event(
@@ -434,6 +498,12 @@ impl ShardState {
         .to_frame_bytes(u32::MAX)
         .expect("no frame limit");
         let except = if echo { NOBODY } else { conn.id };
+        let keep = self.hub.config.retention();
+        let ch = self
+            .channels
+            .get_mut(msg.channel.as_str())
+            .expect("made above");
+        ch.ring.push(seq, ts_ms, frame.clone(), keep);
         let ch = &self.channels[msg.channel.as_str()];
         self.fan_out(&ch.members, &frame, except);
         Metrics::add(&self.metrics().messages_in, 1);
@@ -443,16 +513,13 @@ impl ShardState {
     }
 
     fn direct(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Direct) {
-        let seq = match self.inbox_seq.get_mut(msg.user.as_str()) {
-            Some(seq) => {
-                *seq += 1;
-                *seq
-            }
-            None => {
-                self.inbox_seq.insert(Arc::from(msg.user.as_str()), 1);
-                1
-            }
-        };
+        if !self.inboxes.contains_key(msg.user.as_str()) {
+            self.inboxes
+                .insert(Arc::from(msg.user.as_str()), Inbox::default());
+        }
+        let inbox = self.inboxes.get_mut(msg.user.as_str()).expect("made above");
+        inbox.seq += 1;
+        let seq = inbox.seq;
         let ts_ms = now_ms();
         let conversation = ConversationRef::User(&msg.user);
         let frame = DeliverRef {
@@ -466,6 +533,10 @@ impl ShardState {
         }
         .to_frame_bytes(u32::MAX)
         .expect("no frame limit");
+        let keep = self.hub.config.retention();
+        if let Some(inbox) = self.inboxes.get_mut(msg.user.as_str()) {
+            inbox.ring.push(seq, ts_ms, frame.clone(), keep);
+        }
         self.to_user(&msg.user, &frame, conn.id);
         if *conn.user != *msg.user && conn.user_connections() > 1 {
             let shard = self.hub.shard_of(&conn.user);
@@ -503,6 +574,8 @@ impl ShardState {
         }
         .to_frame_bytes(u32::MAX)
         .expect("no frame limit");
+        self.broadcast_ring
+            .push(seq, ts_ms, frame.clone(), self.hub.config.retention());
         for shard in 0..self.hub.shards.len() {
             if shard == self.index {
                 self.to_all(&frame, conn.id);
@@ -520,6 +593,56 @@ impl ShardState {
         if flags.contains(Flags::RECEIPT) {
             self.receipt(conn, request_id, ConversationRef::Broadcast, seq, ts_ms);
         }
+    }
+
+    fn history(&mut self, conn: &Conn, request_id: u32, req: HistoryRequest) {
+        let keep = self.hub.config.retention();
+        let now = now_ms();
+        let (ring, last) = match &req.conversation {
+            Conversation::Channel(c) => match self.channels.get_mut(c.as_str()) {
+                Some(ch) => (Some(&mut ch.ring), ch.seq),
+                None => (None, 0),
+            },
+            Conversation::User(u) => {
+                if **u != *conn.user {
+                    let refusal = Frame::new(
+                        request_id,
+                        Message::error(ErrorCode::Forbidden, "only your own inbox"),
+                    );
+                    return self.reply(conn, refusal);
+                }
+                match self.inboxes.get_mut(u.as_str()) {
+                    Some(inbox) => (Some(&mut inbox.ring), inbox.seq),
+                    None => (None, 0),
+                }
+            }
+            Conversation::Broadcast => (Some(&mut self.broadcast_ring), self.broadcast_seq),
+        };
+        let limit = req.limit.min(self.hub.config.history_page_max) as usize;
+        let (oldest, mut messages) = match ring {
+            Some(ring) => {
+                ring.expire(now, keep);
+                (ring.oldest(last), ring.page(req.before, req.after, limit))
+            }
+            None => (last + 1, Vec::new()),
+        };
+        // A page must fit in a frame: drop from the far end until it does.
+        let max = self.hub.config.max_frame_len as usize;
+        let newest_first = req.after.is_none();
+        while messages.iter().map(|m| m.payload.len() + 64).sum::<usize>() > max {
+            if newest_first {
+                messages.remove(0);
+            } else {
+                messages.pop();
+            }
+        }
+        let response = Message::HistoryResponse(HistoryResponse {
+            conversation: req.conversation,
+            oldest,
+            last,
+            messages,
+        });
+        self.reply(conn, Frame::new(request_id, response));
     }
 
     fn to_all(&self, frame: &Bytes, except: u64) {

@@ -81,10 +81,10 @@ async fn server_refusals_are_typed_errors() {
     let err = a.broadcast("x", SendOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Forbidden));
     let err = a
-        .history(Conversation::Channel("x".into()), None, None, 10)
+        .history(Conversation::User("someone-else".into()), None, None, 10)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::Unsupported));
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
     // The connection is still good.
     assert_eq!(a.publish("fine", "x").await.unwrap().seq, 1);
 

@@ -228,20 +228,3 @@ async fn system_channels_are_read_only() {
     assert_eq!(f.request_id, id);
     assert!(matches!(f.message, Message::Error(ref e) if e.code == ErrorCode::Forbidden));
 }
-
-#[tokio::test]
-async fn history_is_refused_clearly_until_a_store_is_enabled() {
-    let server = TestServer::start(|_| {}).await;
-    let mut a = server.client("a").await;
-    let id = a
-        .send(Message::HistoryRequest(apm_core::message::HistoryRequest {
-            conversation: Conversation::Channel("x".into()),
-            before: None,
-            after: None,
-            limit: 10,
-        }))
-        .await;
-    let f = a.recv().await;
-    assert_eq!(f.request_id, id);
-    assert!(matches!(f.message, Message::Error(ref e) if e.code == ErrorCode::Unsupported));
-}
