@@ -255,3 +255,71 @@ impl Client {
         }
     }
 }
+
+/// A TCP relay in front of a server, whose connections a test can cut and
+/// whose upstream it can move to another server.
+///
+/// It makes clients reconnect without a server giving up its port: a
+/// restarted server would have to bind the same port again, which anyone
+/// binding port 0 in between may have been handed.
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+    upstream: Arc<std::sync::Mutex<SocketAddr>>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let upstream = Arc::new(std::sync::Mutex::new(upstream));
+        let (current, target) = (cut.clone(), upstream.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let token = current.lock().expect("lock").clone();
+                let to = *target.lock().expect("lock");
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            upstream,
+            task,
+        }
+    }
+
+    /// Drops every connection relayed so far; new ones are relayed as
+    /// before.
+    pub fn cut(&self) {
+        let mut token = self.cut.lock().expect("lock");
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    /// Relays new connections to `upstream` from now on.
+    pub fn point_at(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("lock") = upstream;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}

@@ -251,9 +251,9 @@ async fn full_queue_fails_fast_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_server_restart() {
-    let server = TestServer::start(|_| {}).await;
-    let addr = server.addr;
-    let c = Client::builder(addr.to_string())
+    let first = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(first.addr).await;
+    let c = Client::builder(relay.addr.to_string())
         .credentials("phoenix", "")
         .reconnect(ReconnectPolicy {
             initial_delay: Duration::from_millis(20),
@@ -265,39 +265,82 @@ async fn reconnects_after_a_server_restart() {
         .unwrap();
     let mut events = c.events();
     let mut sub = c.subscribe("survivors").await.unwrap();
-    let first_session = c.session_id();
-    assert!(first_session > 0);
+    c.publish_with(
+        "survivors",
+        "before",
+        SendOptions {
+            echo: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().seq, 1);
 
-    server.shutdown.cancel();
+    // The server goes away; a fresh one (a new epoch, seqs from 1) takes
+    // its place.
+    let second = TestServer::start(|_| {}).await;
+    relay.point_at(second.addr);
+    first.shutdown.cancel();
     let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
-    let mut server = server;
-    (&mut server.task).await.unwrap().unwrap();
-    // A fresh server on the same port.
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
-    let config = apm_server::Config {
-        listen: addr,
-        ..Default::default()
-    };
-    let server2 = apm_server::Server::new(config).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(server2.run(listener, stop.clone()));
-
     let _ = next_event(&mut events, |e| matches!(e, Event::Reconnected)).await;
-    // The subscription was restored: a publish from elsewhere arrives.
-    let other = Client::builder(addr.to_string())
+    // The subscription was restored, and seq 1 of the new server is not
+    // mistaken for the seq 1 already seen.
+    let other = Client::builder(second.addr.to_string())
         .credentials("other", "")
         .connect()
         .await
         .unwrap();
     other.publish("survivors", "still here").await.unwrap();
     let m = within(sub.next()).await.unwrap();
-    assert_eq!(&m.payload[..], b"still here");
+    assert_eq!((m.seq, &m.payload[..]), (1, &b"still here"[..]));
     assert_eq!(
         c.my_channels().await.unwrap(),
         vec!["survivors".to_string()]
     );
-    let _ = first_session;
-    stop.cancel();
+}
+
+/// A dropped connection (same server): what was published meanwhile is
+/// replayed, then live messages follow, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_without_a_gap_after_a_dropped_connection() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let c = Client::builder(relay.addr.to_string())
+        .credentials("mobile", "")
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = c.events();
+    let mut sub = c.subscribe("feed").await.unwrap();
+    let publisher = client(&server, "pub").await;
+    for i in 1..=3 {
+        publisher.publish("feed", format!("m{i}")).await.unwrap();
+    }
+    for seq in 1..=3 {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+    relay.cut();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    // Published while the client is away.
+    for i in 4..=6 {
+        publisher.publish("feed", format!("m{i}")).await.unwrap();
+    }
+    let _ = next_event(&mut events, |e| matches!(e, Event::Reconnected)).await;
+    publisher.publish("feed", "m7").await.unwrap();
+    for seq in 4..=7 {
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(
+            (m.seq, m.payload.clone()),
+            (seq, bytes::Bytes::from(format!("m{seq}")))
+        );
+    }
+    assert!(c.ping().await.is_ok());
 }
 
 #[tokio::test]

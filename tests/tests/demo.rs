@@ -8,15 +8,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use apm_tests::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// How long any one expected line may take. Generous: the demos are
 /// separate processes on a machine that may be busy building.
@@ -266,61 +263,10 @@ async fn two_users_chat() {
     assert!(status.success(), "bob: {status}; saw {:#?}", bob.seen);
 }
 
-/// A TCP relay in front of the server whose connections the test can cut.
-///
-/// It makes clients reconnect without the server giving up its port: a
-/// restarted server would have to bind the same port again, which anyone
-/// binding port 0 in between may have been handed.
-struct Relay {
-    addr: SocketAddr,
-    /// Cancelled to cut every connection relayed so far.
-    cut: Arc<Mutex<CancellationToken>>,
-    task: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(upstream: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let cut = Arc::new(Mutex::new(CancellationToken::new()));
-        let current = cut.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                let token = current.lock().expect("lock").clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
-                    }
-                });
-            }
-        });
-        Relay { addr, cut, task }
-    }
-
-    /// Drops every connection relayed so far; new ones are relayed as
-    /// before.
-    fn cut(&self) {
-        let mut token = self.cut.lock().expect("lock");
-        token.cancel();
-        *token = CancellationToken::new();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn says_when_it_reconnects() {
     let server = TestServer::start(|_| {}).await;
-    let relay = Relay::start(server.addr).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
     let mut alice = Demo::start(relay.addr, "alice").await;
     alice.send("/join room").await;
     alice.expect_line("* joined #room").await;
