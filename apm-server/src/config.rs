@@ -112,7 +112,7 @@ settings! {
     /// Largest page a presence query returns.
     presence_page_max ("APM_PRESENCE_PAGE_MAX"): u32 = 1000;
     /// Members above which a fan-out is split across threads.
-    fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 8192;
+    fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
 }

@@ -140,6 +140,47 @@ fn after(cursor: &Option<String>) -> Bound<&str> {
     }
 }
 
+/// The channel `name`, made on first use.
+fn channel_entry<'a>(
+    channels: &'a mut HashMap<Arc<str>, Channel>,
+    hub: &Hub,
+    name: &str,
+) -> &'a mut Channel {
+    if !channels.contains_key(name) {
+        let channel = Channel {
+            join_leave: hub.config.join_leave_for(name),
+            ..Channel::default()
+        };
+        channels.insert(Arc::from(name), channel);
+    }
+    channels.get_mut(name).expect("inserted above")
+}
+
+/// Stamps a message just given `seq` with the time and its sender, and
+/// encodes the `Deliver` frame every recipient gets.
+fn stamp(
+    conversation: ConversationRef<'_>,
+    seq: u64,
+    sender: &Conn,
+    kind: u16,
+    msg_id: u64,
+    payload: &[u8],
+) -> (u64, Bytes) {
+    let ts_ms = now_ms();
+    let frame = DeliverRef {
+        conversation,
+        seq,
+        ts_ms,
+        sender: &sender.user,
+        kind,
+        msg_id,
+        payload,
+    }
+    .to_frame_bytes(u32::MAX)
+    .expect("no frame limit");
+    (ts_ms, frame)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -350,17 +391,7 @@ impl ShardState {
     }
 
     fn channel_mut(&mut self, name: &str) -> &mut Channel {
-        if !self.channels.contains_key(name) {
-            let join_leave = self.hub.config.join_leave_for(name);
-            self.channels.insert(
-                Arc::from(name),
-                Channel {
-                    join_leave,
-                    ..Channel::default()
-                },
-            );
-        }
-        self.channels.get_mut(name).expect("inserted above")
+        channel_entry(&mut self.channels, &self.hub, name)
     }
 
     fn sub(&mut self, conn: Arc<Conn>, name: String, since: Option<u64>, request_id: u32) {
@@ -480,33 +511,19 @@ impl ShardState {
     }
 
     fn publish(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Publish) {
-        let echo = self.hub.config.echo || flags.contains(Flags::ECHO);
-        let ch = self.channel_mut(&msg.channel);
+        let hub = &self.hub;
+        let echo = hub.config.echo || flags.contains(Flags::ECHO);
+        let ch = channel_entry(&mut self.channels, hub, &msg.channel);
         ch.seq += 1;
         let seq = ch.seq;
-        let ts_ms = now_ms();
         let conversation = ConversationRef::Channel(&msg.channel);
-        let frame = DeliverRef {
-            conversation,
-            seq,
-            ts_ms,
-            sender: &conn.user,
-            kind: msg.kind,
-            msg_id: msg.msg_id,
-            payload: &msg.payload,
-        }
-        .to_frame_bytes(u32::MAX)
-        .expect("no frame limit");
+        let (ts_ms, frame) = stamp(conversation, seq, conn, msg.kind, msg.msg_id, &msg.payload);
+        ch.ring
+            .push(seq, ts_ms, frame.clone(), hub.config.retention());
         let except = if echo { NOBODY } else { conn.id };
-        let keep = self.hub.config.retention();
-        let ch = self
-            .channels
-            .get_mut(msg.channel.as_str())
-            .expect("made above");
-        ch.ring.push(seq, ts_ms, frame.clone(), keep);
-        let ch = &self.channels[msg.channel.as_str()];
-        self.fan_out(&ch.members, &frame, except);
-        Metrics::add(&self.metrics().messages_in, 1);
+        let parallel = ch.members.len() >= hub.config.fanout_parallel_threshold;
+        fan_out(&hub.metrics, &ch.members, &frame, except, parallel);
+        Metrics::add(&hub.metrics.messages_in, 1);
         if flags.contains(Flags::RECEIPT) {
             self.receipt(conn, request_id, conversation, seq, ts_ms);
         }
@@ -520,23 +537,11 @@ impl ShardState {
         let inbox = self.inboxes.get_mut(msg.user.as_str()).expect("made above");
         inbox.seq += 1;
         let seq = inbox.seq;
-        let ts_ms = now_ms();
         let conversation = ConversationRef::User(&msg.user);
-        let frame = DeliverRef {
-            conversation,
-            seq,
-            ts_ms,
-            sender: &conn.user,
-            kind: msg.kind,
-            msg_id: msg.msg_id,
-            payload: &msg.payload,
-        }
-        .to_frame_bytes(u32::MAX)
-        .expect("no frame limit");
-        let keep = self.hub.config.retention();
-        if let Some(inbox) = self.inboxes.get_mut(msg.user.as_str()) {
-            inbox.ring.push(seq, ts_ms, frame.clone(), keep);
-        }
+        let (ts_ms, frame) = stamp(conversation, seq, conn, msg.kind, msg.msg_id, &msg.payload);
+        inbox
+            .ring
+            .push(seq, ts_ms, frame.clone(), self.hub.config.retention());
         self.to_user(&msg.user, &frame, conn.id);
         if *conn.user != *msg.user && conn.user_connections() > 1 {
             let shard = self.hub.shard_of(&conn.user);
@@ -562,18 +567,14 @@ impl ShardState {
     fn broadcast(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Broadcast) {
         self.broadcast_seq += 1;
         let seq = self.broadcast_seq;
-        let ts_ms = now_ms();
-        let frame = DeliverRef {
-            conversation: ConversationRef::Broadcast,
+        let (ts_ms, frame) = stamp(
+            ConversationRef::Broadcast,
             seq,
-            ts_ms,
-            sender: &conn.user,
-            kind: msg.kind,
-            msg_id: msg.msg_id,
-            payload: &msg.payload,
-        }
-        .to_frame_bytes(u32::MAX)
-        .expect("no frame limit");
+            conn,
+            msg.kind,
+            msg.msg_id,
+            &msg.payload,
+        );
         self.broadcast_ring
             .push(seq, ts_ms, frame.clone(), self.hub.config.retention());
         for shard in 0..self.hub.shards.len() {
