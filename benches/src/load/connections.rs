@@ -20,7 +20,8 @@ use crate::load::target::{Endpoint, Publisher};
 pub const CHANNEL: &str = "bench.idle";
 
 /// Worker side: opens `count` connections from `source`, each subscribed
-/// to [`CHANNEL`]; prints `ready <count> <ms>`; on a `stop` line (or EOF)
+/// to [`CHANNEL`]; prints `ready <connected> <ms> <refused>`; on a `stop`
+/// line (or EOF)
 /// prints `received <n>` (messages delivered to its connections, waiting
 /// up to 10 s for one each) and exits.
 pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunError> {
@@ -50,10 +51,26 @@ pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunE
         });
     }
     let mut clients = Vec::with_capacity(count);
+    let mut refused = 0usize;
+    let mut last_error = String::new();
     while let Some(r) = connecting.join_next().await {
-        clients.push(r.map_err(|e| e.to_string())??);
+        match r.map_err(|e| e.to_string())? {
+            Ok(client) => clients.push(client),
+            // Past the server's limit a refusal is the expected answer.
+            Err(e) => {
+                refused += 1;
+                last_error = e;
+            }
+        }
     }
-    println!("ready {} {}", clients.len(), start.elapsed().as_millis());
+    if refused > 0 {
+        eprintln!("{source}: {refused} connections refused, last: {last_error}");
+    }
+    println!(
+        "ready {} {} {refused}",
+        clients.len(),
+        start.elapsed().as_millis()
+    );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim() == "stop" {
@@ -78,6 +95,11 @@ pub async fn run(
     server_pid: Option<u32>,
 ) -> Result<Vec<Figure>, RunError> {
     let workers = workers.max(1);
+    // Connected first, so it has its place even when the run fills the
+    // server.
+    let mut publisher = Publisher::connect(ep, "idle-announcer")
+        .await
+        .map_err(|e| e.to_string())?;
     let rss_before = server_pid.and_then(procfs::rss_bytes);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -106,6 +128,7 @@ pub async fn run(
         children.push((child, stdout));
     }
     let mut connected = 0usize;
+    let mut refused = 0usize;
     let mut slowest_ms = 0u64;
     for (_, out) in &mut children {
         let line = tokio::time::timeout(Duration::from_secs(300), out.next_line())
@@ -119,13 +142,14 @@ pub async fn run(
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or(0);
         slowest_ms = slowest_ms.max(parts.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+        refused += parts
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
     }
     let all_up = started.elapsed();
     let rss_after = server_pid.and_then(procfs::rss_bytes);
     // Prove the connections are live: one message reaches every one.
-    let mut publisher = Publisher::connect(ep, "idle-announcer")
-        .await
-        .map_err(|e| e.to_string())?;
     publisher
         .publish_sync(CHANNEL, crate::load::tally::payload(32))
         .await?;
