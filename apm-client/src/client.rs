@@ -485,12 +485,26 @@ impl Client {
     }
 
     /// Says goodbye to the server and closes the connection for every
-    /// clone; waits until it is closed.
+    /// clone; waits until it is closed. Commands queued before it are sent
+    /// first; a client that is reconnecting stops trying.
     pub async fn close(&self) {
         let (done, closed) = oneshot::channel();
-        if self.inner.cmds.send(Command::Close { done }).await.is_ok() {
-            let _ = closed.await;
+        let queued = tokio::time::timeout(
+            self.inner.request_timeout,
+            self.inner.cmds.send(Command::Close { done }),
+        )
+        .await;
+        if matches!(queued, Ok(Ok(()))) {
+            // While reconnecting the task does not read commands: give it
+            // the request timeout, then stop it directly.
+            if tokio::time::timeout(self.inner.request_timeout, closed)
+                .await
+                .is_ok()
+            {
+                return;
+            }
         }
+        self.inner.closed.cancel();
     }
 }
 

@@ -438,7 +438,10 @@ impl Task {
                     if last_recv.elapsed() > beat * 3 {
                         return End::Lost("no heartbeat from the server".into());
                     }
-                    if last_sent.elapsed() >= beat {
+                    // Ping when this side has been quiet, and also when the
+                    // server has: a client that only sends fire-and-forget
+                    // frames hears nothing back otherwise.
+                    if last_sent.elapsed() >= beat || last_recv.elapsed() >= beat {
                         let id = self.request_id();
                         self.pending.insert(id, Pending::Ignore);
                         if let Err(e) = io.send(Frame::new(id, Message::Ping)).await {
@@ -555,12 +558,7 @@ impl Task {
         match result.map(|f| f.message) {
             Ok(Message::SubOk(ok)) => {
                 if let Some(sub) = self.subs.get_mut(&channel) {
-                    if ok.seq < sub.last_seq {
-                        // The server's order restarted (it lost its
-                        // state): count from where it is now.
-                        sub.last_seq = ok.seq;
-                    }
-                    if ok.oldest > sub.last_seq + 1 && sub.last_seq > 0 {
+                    if ok.oldest > sub.last_seq + 1 {
                         let _ = self.events.send(Event::Lagged {
                             stream: channel.clone(),
                             dropped: ok.oldest - sub.last_seq - 1,
@@ -571,9 +569,15 @@ impl Task {
                     sub.last_seq = sub.last_seq.max(ok.oldest.saturating_sub(1));
                 }
             }
-            _ => {
+            other => {
                 // The channel could not be re-joined; end its stream.
                 self.subs.remove(&channel);
+                let reason = match other {
+                    Ok(Message::Error(e)) => format!("{}: {}", e.code, e.message),
+                    Ok(m) => format!("unexpected {:?}", m.message_type()),
+                    Err(e) => e.to_string(),
+                };
+                self.emit(Event::SubscriptionLost { channel, reason });
             }
         }
     }
@@ -648,13 +652,19 @@ impl Task {
                 }
                 _ => None,
             };
-            if let Some(seen) = seen {
-                if d.seq <= *seen {
-                    return None;
-                }
-                *seen = d.seq;
+            if let Some(seen) = &seen
+                && d.seq <= **seen
+            {
+                return None;
             }
-            if self.inbox.try_send(d).is_err() {
+            let seq = d.seq;
+            if self.inbox.try_send(d).is_ok() {
+                // Advanced only when handed out, so a message dropped here
+                // is taken again when the server replays it.
+                if let Some(seen) = seen {
+                    *seen = seq;
+                }
+            } else {
                 self.inbox_dropped += 1;
                 self.emit(Event::Lagged {
                     stream: "inbox".into(),

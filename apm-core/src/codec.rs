@@ -29,7 +29,8 @@ impl ApmCodec {
 /// Decodes one frame from the front of `src`.
 ///
 /// Returns `Ok(None)` when `src` does not yet hold a whole frame (having
-/// reserved room for it, once its length is known to be within the limit).
+/// reserved room for up to 64 KiB more of it, once its length is known to
+/// be within the limit).
 /// A length over the limit is refused before anything is reserved. On
 /// success the frame's bytes are split off `src`, and any payload is a
 /// zero-copy slice of them.
@@ -54,7 +55,10 @@ pub fn decode_frame(src: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>
         check_header(&src[LENGTH_LEN..])?;
     }
     if src.len() < LENGTH_LEN + len {
-        src.reserve(LENGTH_LEN + len - src.len());
+        // Room for the rest, but at most 64 KiB ahead of what has arrived:
+        // a peer that announces a large frame and stalls does not get the
+        // whole of it reserved.
+        src.reserve((LENGTH_LEN + len - src.len()).min(64 * 1024));
         return Ok(None);
     }
     let mut frame = src.split_to(LENGTH_LEN + len).freeze();

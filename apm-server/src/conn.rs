@@ -111,6 +111,22 @@ impl Conn {
         Pushed::Queued
     }
 
+    /// Queues a frame the connection asked for (Welcome, a reply, a
+    /// replay) outside the slow-consumer bound: such frames are one per
+    /// request, or bounded by the caller, and dropping one would leave a
+    /// request unanswered.
+    pub fn push_reply(&self, frame: Bytes) -> Pushed {
+        if self.is_closing() {
+            return Pushed::Closed;
+        }
+        let mut q = self.lock();
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        self.wake.notify_one();
+        Pushed::Queued
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock cannot leave the queue invalid.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())

@@ -70,7 +70,7 @@ async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
     let mut rbuf = BytesMut::new();
     let hello = match timeout(
         hub.config.handshake_timeout(),
-        first_frame(&stream, &mut rbuf, &hub),
+        first_frame(&stream, &mut rbuf, &hub.handshake_limits()),
     )
     .await
     {
@@ -185,17 +185,17 @@ async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
 async fn first_frame(
     stream: &TcpStream,
     rbuf: &mut BytesMut,
-    hub: &Hub,
+    limits: &apm_core::Limits,
 ) -> Result<Option<Frame>, DecodeError> {
     loop {
-        if let Some(frame) = decode_frame(rbuf, &hub.limits)? {
+        if let Some(frame) = decode_frame(rbuf, limits)? {
             return Ok(Some(frame));
         }
         stream.readable().await?;
         rbuf.reserve(READ_SMALL);
         match stream.try_read_buf(rbuf) {
             Ok(0) => return Ok(None),
-            Ok(n) => Metrics::add(&hub.metrics.bytes_in, n as u64),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e.into()),
         }
@@ -283,15 +283,21 @@ impl Session {
         let timer = tokio::time::sleep_until(self.last_read + idle);
         tokio::pin!(woken, stop, timer);
         let mut closing = false;
+        // Frames that came in the same read as Hello.
+        self.decode_buffered().await;
         loop {
             if let Some(code) = conn.close_code() {
                 if code == ErrorCode::SlowConsumer {
                     // Whatever is queued is abandoned; say why if the socket
                     // has room, and go.
                     conn.clear();
-                    self.out = Bytes::new();
                     self.pending = VecDeque::new();
-                    self.try_close_frame(code);
+                    // A Close after a partly written frame would read as
+                    // garbage: say why only on a clean frame boundary.
+                    if self.out.is_empty() {
+                        self.try_close_frame(code);
+                    }
+                    self.out = Bytes::new();
                     return Ok(());
                 }
                 if !closing {
@@ -431,6 +437,12 @@ impl Session {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e),
         }
+        self.decode_buffered().await;
+        Ok(true)
+    }
+
+    /// Handles every whole frame in the read buffer.
+    async fn decode_buffered(&mut self) {
         loop {
             if !self.reading {
                 self.rbuf.clear();
@@ -465,7 +477,6 @@ impl Session {
             // An idle connection keeps no read buffer.
             self.rbuf = BytesMut::new();
         }
-        Ok(true)
     }
 
     fn reply(&self, frame: Frame) {

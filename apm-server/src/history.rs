@@ -78,6 +78,22 @@ impl Ring {
             .map(|e| &e.frame)
     }
 
+    /// The frames with a seq above `after`, oldest first, cut to the newest
+    /// ones whose sizes add up to at most `budget` bytes.
+    pub fn newest_within(&self, after: u64, budget: usize) -> impl Iterator<Item = &Bytes> {
+        let start = self.index_of(after.saturating_add(1));
+        let mut used = 0usize;
+        let mut first = self.entries.len();
+        for (i, e) in self.entries.iter().enumerate().skip(start).rev() {
+            used += e.frame.len();
+            if used > budget {
+                break;
+            }
+            first = i;
+        }
+        self.entries.range(first..).map(|e| &e.frame)
+    }
+
     /// A page: at most `limit` messages with `after < seq < before`. With
     /// `after`, the oldest such ones (paging forward); without, the newest
     /// (the latest messages, or paging back from `before`).
@@ -97,6 +113,11 @@ impl Ring {
             .filter_map(|e| item(&e.frame))
             .collect()
     }
+}
+
+/// The seq of a stored `Deliver` frame.
+pub fn seq_of(frame: &Bytes) -> Option<u64> {
+    item(frame).map(|i| i.seq)
 }
 
 /// A stored frame back as a history item (the payload stays shared).
@@ -166,6 +187,16 @@ mod tests {
         assert_eq!(r.after(6).count(), 2);
         assert_eq!(r.after(8).count(), 0);
         assert_eq!(Ring::default().oldest(8), 9);
+    }
+
+    #[test]
+    fn replay_budget_keeps_the_newest() {
+        let r = ring(8, FIVE);
+        let one = frame(1).len();
+        assert_eq!(r.newest_within(0, 2 * one).count(), 2);
+        assert_eq!(r.newest_within(0, usize::MAX).count(), 5);
+        assert_eq!(r.newest_within(7, usize::MAX).count(), 1);
+        assert_eq!(r.newest_within(0, one - 1).count(), 0);
     }
 
     #[test]

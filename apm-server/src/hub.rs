@@ -73,6 +73,15 @@ impl Hub {
         }
     }
 
+    /// Limits for the first frame: a Hello is small, so a client that has
+    /// not authenticated cannot make the server reserve a large buffer.
+    pub(crate) fn handshake_limits(&self) -> Limits {
+        Limits {
+            max_frame_len: self.limits.max_frame_len.min(16 * 1024),
+            ..self.limits
+        }
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

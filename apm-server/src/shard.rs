@@ -304,7 +304,7 @@ impl ShardState {
 
     fn reply(&self, conn: &Conn, frame: Frame) {
         if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
-            deliver(self.metrics(), conn, &bytes, NOBODY);
+            conn.push_reply(bytes);
         }
     }
 
@@ -343,12 +343,15 @@ impl ShardState {
             return;
         }
         let user = conn.user.clone();
-        deliver(&self.hub.metrics, &conn, &welcome, NOBODY);
+        conn.push_reply(welcome);
         if let Some(inbox) = self.inboxes.get_mut(&user) {
             inbox.ring.expire(now_ms(), self.hub.config.retention());
-            // What arrived while the user was away (or not yet acknowledged).
-            for frame in inbox.ring.after(inbox.acked) {
-                deliver(&self.hub.metrics, &conn, frame, NOBODY);
+            // What arrived while the user was away (or not yet acknowledged),
+            // the newest that fit the replay budget; older ones stay
+            // readable as history.
+            let budget = self.hub.config.outbound_bytes;
+            for frame in inbox.ring.newest_within(inbox.acked, budget) {
+                conn.push_reply(frame.clone());
             }
         }
         let conns = self.users.get_mut(&user).expect("entry made above");
@@ -396,6 +399,7 @@ impl ShardState {
 
     fn sub(&mut self, conn: Arc<Conn>, name: String, since: Option<u64>, request_id: u32) {
         let keep = self.hub.config.retention();
+        let budget = self.hub.config.outbound_bytes;
         let ch = self.channel_mut(&name);
         ch.ring.expire(now_ms(), keep);
         let mut joined = false;
@@ -405,7 +409,20 @@ impl ShardState {
             joined = *count == 1 && ch.join_leave;
         }
         let seq = ch.seq;
-        let oldest = ch.ring.oldest(seq);
+        let mut oldest = ch.ring.oldest(seq);
+        // A replay is capped at the outbound byte budget: its newest part is
+        // sent, and `oldest` says where it starts (what is older is lost to
+        // this resume, though still in history).
+        let replay: Vec<Bytes> = match since {
+            Some(since) => ch.ring.newest_within(since, budget).cloned().collect(),
+            None => Vec::new(),
+        };
+        if let (Some(since), Some(first)) = (since, replay.first()) {
+            let first = crate::history::seq_of(first).unwrap_or(oldest);
+            if first > since.saturating_add(1) {
+                oldest = oldest.max(first);
+            }
+        }
         let ok = Frame::new(
             request_id,
             Message::SubOk(SubOk {
@@ -415,15 +432,12 @@ impl ShardState {
             }),
         );
         if let Ok(bytes) = ok.to_bytes_limited(u32::MAX) {
-            deliver(&self.hub.metrics, &conn, &bytes, NOBODY);
+            conn.push_reply(bytes);
         }
-        if let Some(since) = since {
-            // Replayed here, in the loop that sequences the channel: nothing
-            // can fall between the replay and what is delivered live next.
-            let ch = &self.channels[name.as_str()];
-            for frame in ch.ring.after(since) {
-                deliver(&self.hub.metrics, &conn, frame, NOBODY);
-            }
+        // Replayed here, in the loop that sequences the channel: nothing can
+        // fall between the replay and what is delivered live next.
+        for frame in replay {
+            conn.push_reply(frame);
         }
         if joined {
             // The joiner has its SubOk; the news is for the others.

@@ -128,3 +128,27 @@ async fn handshake_timeout() {
     assert!(matches!(f.message, Message::Error(ref e) if e.code == ErrorCode::HandshakeTimeout));
     c.expect_eof().await;
 }
+
+/// Hello and the first requests in one write: all answered without the
+/// client sending anything more.
+#[tokio::test]
+async fn requests_pipelined_behind_hello_are_served() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = Client::connect(server.addr).await;
+    let mut wire = bytes::BytesMut::new();
+    let hello = Message::Hello(Hello {
+        user: "eager".into(),
+        token: String::new(),
+        client: "t".into(),
+    });
+    apm_core::Frame::new(1, hello)
+        .encode(&mut wire, u32::MAX)
+        .unwrap();
+    apm_core::Frame::new(2, Message::Ping)
+        .encode(&mut wire, u32::MAX)
+        .unwrap();
+    c.send_raw(&wire).await;
+    assert!(matches!(c.recv().await.message, Message::Welcome(_)));
+    let pong = c.recv().await;
+    assert_eq!((pong.request_id, pong.message), (2, Message::Pong));
+}

@@ -176,6 +176,12 @@ pub async fn run(
             higher_is_better: true,
         },
         Figure {
+            name: "refused".into(),
+            value: refused as f64,
+            unit: "",
+            higher_is_better: false,
+        },
+        Figure {
             name: "time to connect".into(),
             value: all_up.as_secs_f64(),
             unit: "s",
