@@ -220,3 +220,29 @@ async fn acks_for_other_inboxes_are_refused() {
         matches!(f.message, Message::Error(ref e) if e.code == apm_core::ErrorCode::Unsupported)
     );
 }
+
+/// A backlog bigger than the outbound budget: the newest part is replayed
+/// after Welcome, and the connection is not cut as a slow consumer.
+#[tokio::test]
+async fn a_large_backlog_is_replayed_within_the_budget() {
+    let server = TestServer::start(|c| c.outbound_bytes = 64 * 1024).await;
+    let mut alice = server.client("alice").await;
+    let big = "x".repeat(16 * 1024);
+    for _ in 0..10 {
+        direct(&mut alice, "bob", &big).await;
+    }
+    let mut bob = server.client("bob").await;
+    let first = bob.deliver().await.seq;
+    assert!(first > 1, "the oldest did not fit the budget");
+    for seq in first + 1..=10 {
+        assert_eq!(bob.deliver().await.seq, seq);
+    }
+    assert!(bob.round_trip().await.is_empty());
+    assert_eq!(
+        server
+            .metrics
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
