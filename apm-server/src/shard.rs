@@ -2,7 +2,7 @@
 //! dictionary (channel -> members, user -> connections), and the sequencer
 //! of every conversation it owns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -122,6 +122,8 @@ struct ShardState {
     inboxes: HashMap<Arc<str>, Inbox>,
     broadcast_seq: u64,
     broadcast_ring: Ring,
+    /// Channels with at least one member, sorted, for paged listings.
+    occupied: BTreeSet<Arc<str>>,
 }
 
 /// A user's private conversation: its order, what the user acknowledged,
@@ -198,6 +200,7 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
         inboxes: HashMap::new(),
         broadcast_seq: 0,
         broadcast_ring: Ring::default(),
+        occupied: BTreeSet::new(),
     };
     let ingress = &hub.shards[index];
     loop {
@@ -403,7 +406,9 @@ impl ShardState {
         let ch = self.channel_mut(&name);
         ch.ring.expire(now_ms(), keep);
         let mut joined = false;
+        let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
+            first_member = ch.members.len() == 1;
             let count = ch.users.entry(conn.user.clone()).or_insert(0);
             *count += 1;
             joined = *count == 1 && ch.join_leave;
@@ -433,6 +438,9 @@ impl ShardState {
         );
         if let Ok(bytes) = ok.to_bytes_limited(u32::MAX) {
             conn.push_reply(bytes);
+        }
+        if first_member && let Some((key, _)) = self.channels.get_key_value(name.as_str()) {
+            self.occupied.insert(key.clone());
         }
         // Replayed here, in the loop that sequences the channel: nothing can
         // fall between the replay and what is delivered live next.
@@ -464,8 +472,11 @@ impl ShardState {
                     left = ch.join_leave;
                 }
             }
-            if ch.members.is_empty() && ch.seq == 0 {
-                self.channels.remove(name);
+            if ch.members.is_empty() {
+                self.occupied.remove(name);
+                if ch.seq == 0 {
+                    self.channels.remove(name);
+                }
             }
         }
         if let Some(request_id) = request_id {
@@ -709,19 +720,16 @@ impl ShardState {
                             .collect()
                     }),
             ),
-            PresenceQuery::Channels { after: a, limit } => {
-                let mut page: Vec<(String, u32)> = self
-                    .channels
-                    .iter()
-                    .filter(|(name, ch)| {
-                        !ch.users.is_empty() && a.as_deref().is_none_or(|a| &***name > a)
+            PresenceQuery::Channels { after: a, limit } => Answer::Counts(
+                self.occupied
+                    .range::<str, _>((after(&a), Bound::Unbounded))
+                    .take(limit as usize + 1)
+                    .map(|name| {
+                        let users = self.channels.get(name).map_or(0, |ch| ch.users.len());
+                        (name.to_string(), users as u32)
                     })
-                    .map(|(name, ch)| (name.to_string(), ch.users.len() as u32))
-                    .collect();
-                page.sort_unstable();
-                page.truncate(limit as usize + 1);
-                Answer::Counts(page)
-            }
+                    .collect(),
+            ),
             PresenceQuery::MyChannels => Answer::Names(Vec::new()),
         }
     }
