@@ -182,6 +182,16 @@ impl Client {
         self.wait(rx).await
     }
 
+    /// Queues a frame that asks for no reply.
+    async fn fire(&self, message: Message, flags: Flags) -> Result<(), Error> {
+        self.queue(Command::Request {
+            message,
+            flags,
+            reply: None,
+        })
+        .await
+    }
+
     async fn receipt(&self, message: Message, flags: Flags) -> Result<Receipt, Error> {
         match self.request(message, flags | Flags::RECEIPT).await?.message {
             Message::Receipt(r) => Ok(r),
@@ -253,12 +263,7 @@ impl Client {
         opts: SendOptions,
     ) -> Result<(), Error> {
         let (message, flags) = publish_frame(channel, payload.into(), opts);
-        self.queue(Command::Request {
-            message,
-            flags,
-            reply: None,
-        })
-        .await
+        self.fire(message, flags).await
     }
 
     /// Sends to every connection of `user` (and this user's other
@@ -275,13 +280,8 @@ impl Client {
         payload: impl Into<Bytes>,
         opts: SendOptions,
     ) -> Result<Receipt, Error> {
-        let message = Message::Direct(Direct {
-            user: user.to_owned(),
-            kind: opts.kind,
-            msg_id: opts.msg_id,
-            payload: payload.into(),
-        });
-        self.receipt(message, Flags::empty()).await
+        self.receipt(direct_frame(user, payload.into(), opts), Flags::empty())
+            .await
     }
 
     /// Sends to `user` without asking for a receipt: resolves once the
@@ -292,18 +292,8 @@ impl Client {
         payload: impl Into<Bytes>,
         opts: SendOptions,
     ) -> Result<(), Error> {
-        let message = Message::Direct(Direct {
-            user: user.to_owned(),
-            kind: opts.kind,
-            msg_id: opts.msg_id,
-            payload: payload.into(),
-        });
-        self.queue(Command::Request {
-            message,
-            flags: Flags::empty(),
-            reply: None,
-        })
-        .await
+        self.fire(direct_frame(user, payload.into(), opts), Flags::empty())
+            .await
     }
 
     /// Sends to every connection on the server; needs the admin role.
@@ -451,12 +441,7 @@ impl Client {
             conversation: Conversation::User(self.user()),
             seq,
         });
-        self.queue(Command::Request {
-            message,
-            flags: Flags::empty(),
-            reply: None,
-        })
-        .await
+        self.fire(message, Flags::empty()).await
     }
 
     /// Connection events from now on: presence news, disconnects,
@@ -523,6 +508,15 @@ fn publish_frame(channel: &str, payload: Bytes, opts: SendOptions) -> (Message, 
         }),
         flags,
     )
+}
+
+fn direct_frame(user: &str, payload: Bytes, opts: SendOptions) -> Message {
+    Message::Direct(Direct {
+        user: user.to_owned(),
+        kind: opts.kind,
+        msg_id: opts.msg_id,
+        payload,
+    })
 }
 
 fn unexpected(message: &Message) -> Error {
