@@ -53,8 +53,8 @@ pub(crate) struct Hub {
     /// This process's conversation state: seqs restart with it.
     pub(crate) epoch: u64,
     next_conn_id: AtomicU64,
-    /// Fixed keys, so a name maps to the same shard for the process's life.
-    hasher: std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
+    /// Seeded once, so a name maps to the same shard for the process's life.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Hub {
