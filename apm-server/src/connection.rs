@@ -506,7 +506,7 @@ impl Session {
             flags,
             message,
         } = frame;
-        let hub = self.hub.clone();
+        let hub = &*self.hub;
         let conn = &self.conn;
         match message {
             Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
