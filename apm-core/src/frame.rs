@@ -213,6 +213,10 @@ message_types! {
     HistoryRequest = 0x30,
     /// Server to client: a page of history.
     HistoryResponse = 0x31,
+    /// Client to server: how far the user has read some conversations.
+    UnreadRequest = 0x32,
+    /// Server to client: unread counts.
+    UnreadResponse = 0x33,
     /// Client to server: a presence question.
     PresenceQuery = 0x40,
     /// Server to client: the answer to a presence question.

@@ -63,6 +63,10 @@ pub enum Message {
     HistoryRequest(HistoryRequest),
     /// See [`HistoryResponse`].
     HistoryResponse(HistoryResponse),
+    /// See [`UnreadRequest`].
+    UnreadRequest(UnreadRequest),
+    /// See [`UnreadResponse`].
+    UnreadResponse(UnreadResponse),
     /// See [`PresenceQuery`].
     PresenceQuery(PresenceQuery),
     /// See [`PresenceResponse`].
@@ -393,6 +397,39 @@ pub struct HistoryItem {
     pub payload: Bytes,
 }
 
+/// How far the user has read some conversations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadRequest {
+    /// The conversations, answered in this order (the server answers at
+    /// most its unread page size).
+    pub conversations: Vec<Conversation>,
+}
+
+/// The answer to an [`UnreadRequest`], correlated by request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadResponse {
+    /// One entry per conversation asked about, in the order asked.
+    pub counts: Vec<Unread>,
+}
+
+/// One user's position in one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unread {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Its last delivered seq (0 if it has none).
+    pub last: u64,
+    /// The highest seq the user acknowledged with `Ack` (0 if none).
+    pub acked: u64,
+}
+
+impl Unread {
+    /// Messages after the user's acknowledged seq.
+    pub fn count(&self) -> u64 {
+        self.last.saturating_sub(self.acked)
+    }
+}
+
 /// A presence question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PresenceQuery {
@@ -583,6 +620,8 @@ impl Message {
             Message::Ack(_) => MessageType::Ack,
             Message::HistoryRequest(_) => MessageType::HistoryRequest,
             Message::HistoryResponse(_) => MessageType::HistoryResponse,
+            Message::UnreadRequest(_) => MessageType::UnreadRequest,
+            Message::UnreadResponse(_) => MessageType::UnreadResponse,
             Message::PresenceQuery(_) => MessageType::PresenceQuery,
             Message::PresenceResponse(_) => MessageType::PresenceResponse,
             Message::PresenceEvent(_) => MessageType::PresenceEvent,
@@ -639,6 +678,8 @@ impl Message {
             Message::Ack(m) => put(m, dst),
             Message::HistoryRequest(m) => put(m, dst),
             Message::HistoryResponse(m) => put(m, dst),
+            Message::UnreadRequest(m) => put(m, dst),
+            Message::UnreadResponse(m) => put(m, dst),
             Message::PresenceQuery(m) => put(m, dst),
             Message::PresenceResponse(m) => put(m, dst),
             Message::PresenceEvent(m) => put(m, dst),
@@ -709,6 +750,8 @@ impl Message {
             T::Ack => Message::Ack(whole(kind, &body)?),
             T::HistoryRequest => Message::HistoryRequest(whole(kind, &body)?),
             T::HistoryResponse => Message::HistoryResponse(whole(kind, &body)?),
+            T::UnreadRequest => Message::UnreadRequest(whole(kind, &body)?),
+            T::UnreadResponse => Message::UnreadResponse(whole(kind, &body)?),
             T::PresenceQuery => Message::PresenceQuery(whole(kind, &body)?),
             T::PresenceResponse => Message::PresenceResponse(whole(kind, &body)?),
             T::PresenceEvent => Message::PresenceEvent(whole(kind, &body)?),
@@ -730,6 +773,7 @@ impl Message {
             Message::Direct(m) => validate_name(&m.user, limits),
             Message::Ack(m) => conv(&m.conversation),
             Message::HistoryRequest(m) => conv(&m.conversation),
+            Message::UnreadRequest(m) => m.conversations.iter().try_for_each(conv),
             Message::PresenceQuery(PresenceQuery::IsOnline { user }) => validate_name(user, limits),
             Message::PresenceQuery(PresenceQuery::ChannelMembers { channel, .. }) => {
                 validate_name(channel, limits)

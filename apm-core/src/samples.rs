@@ -148,6 +148,32 @@ pub fn all() -> Vec<Frame> {
             }),
         ),
         f(
+            6,
+            Message::UnreadRequest(UnreadRequest {
+                conversations: vec![
+                    Conversation::Channel("news".into()),
+                    Conversation::User("alice".into()),
+                ],
+            }),
+        ),
+        f(
+            6,
+            Message::UnreadResponse(UnreadResponse {
+                counts: vec![
+                    Unread {
+                        conversation: Conversation::Channel("news".into()),
+                        last: 58,
+                        acked: 50,
+                    },
+                    Unread {
+                        conversation: Conversation::User("alice".into()),
+                        last: 12,
+                        acked: 12,
+                    },
+                ],
+            }),
+        ),
+        f(
             11,
             Message::PresenceQuery(PresenceQuery::ChannelMembers {
                 channel: "news".into(),

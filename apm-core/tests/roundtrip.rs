@@ -184,6 +184,23 @@ fn message() -> impl Strategy<Value = Message> {
                         .collect(),
                 })
             }),
+        prop::collection::vec(conversation(), 0..4).prop_map(|conversations| {
+            Message::UnreadRequest(UnreadRequest { conversations })
+        }),
+        prop::collection::vec((conversation(), any::<u64>(), any::<u64>()), 0..4).prop_map(
+            |counts| {
+                Message::UnreadResponse(UnreadResponse {
+                    counts: counts
+                        .into_iter()
+                        .map(|(conversation, last, acked)| Unread {
+                            conversation,
+                            last,
+                            acked,
+                        })
+                        .collect(),
+                })
+            }
+        ),
         prop_oneof![
             name().prop_map(|user| PresenceQuery::IsOnline { user }),
             (cursor(), any::<u32>())

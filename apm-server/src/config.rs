@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::StoreKind;
+
 /// What to do with a message for a connection whose outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +104,15 @@ settings! {
     /// each event goes to every member, so in a large channel they would
     /// cost the square of its size.
     join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 1000;
+    /// Where messages are kept: `disk` (an embedded database in
+    /// `data_dir`, fsync'd per batch: history survives restarts and a
+    /// receipt means the message is on disk) or `memory` (history lasts as
+    /// long as the process; a receipt means the message is sequenced).
+    store ("APM_STORE"): StoreKind = StoreKind::Disk;
+    /// Directory of the disk store.
+    data_dir ("APM_DATA_DIR"): PathBuf = PathBuf::from("apm-data");
+    /// Messages waiting for the disk before publishers wait.
+    store_backlog ("APM_STORE_BACKLOG"): usize = 65_536;
     /// Messages kept per conversation (channel, user inbox, broadcasts) for
     /// resume, history and offline delivery; 0 keeps none.
     history_max_messages ("APM_HISTORY_MAX_MESSAGES"): usize = 1000;
@@ -109,6 +120,8 @@ settings! {
     history_max_age_secs ("APM_HISTORY_MAX_AGE_SECS"): u64 = 86_400;
     /// Largest page a history request returns.
     history_page_max ("APM_HISTORY_PAGE_MAX"): u32 = 100;
+    /// Most conversations one unread-count request is answered for.
+    unread_page_max ("APM_UNREAD_PAGE_MAX"): u32 = 1000;
     /// Largest page a presence query returns.
     presence_page_max ("APM_PRESENCE_PAGE_MAX"): u32 = 1000;
     /// Members above which a fan-out is split across threads.
@@ -162,7 +175,7 @@ impl Config {
         if self.max_frame_len < 64 {
             return bad("max_frame_len must be at least 64");
         }
-        if self.outbound_queue == 0 || self.ingress_queue == 0 {
+        if self.outbound_queue == 0 || self.ingress_queue == 0 || self.store_backlog == 0 {
             return bad("queue sizes must be positive");
         }
         if self.handshake_timeout_ms == 0 || self.idle_timeout_ms == 0 {
@@ -232,6 +245,9 @@ pub enum ConfigError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The store could not be opened or read back.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apm_core::codec::decode_frame;
-use apm_core::message::{Hello, PresenceQuery, PresenceResponse, Role, Welcome};
+use apm_core::message::{
+    Conversation, Hello, PresenceQuery, PresenceResponse, Role, UnreadRequest, UnreadResponse,
+    Welcome,
+};
 use apm_core::names::{is_system_channel, validate_name};
 use apm_core::{DecodeError, ErrorCode, Frame, Message};
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,6 +31,7 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shard::{Answer, Command, now_ms};
+use crate::store::ConversationId;
 
 /// Room for a read when the last one did not fill its buffer: small, since
 /// most reads are a frame or two and the buffer is given back after.
@@ -260,6 +264,7 @@ enum Action {
     Done,
     Submit(usize, Command),
     Presence(u32, PresenceQuery),
+    Unread(u32, UnreadRequest),
 }
 
 /// What woke the session.
@@ -464,6 +469,10 @@ impl Session {
                             let response = Box::pin(self.presence(query)).await;
                             self.reply(Frame::new(request_id, Message::PresenceResponse(response)));
                         }
+                        Action::Unread(request_id, req) => {
+                            let response = Box::pin(self.unread(req)).await;
+                            self.reply(Frame::new(request_id, Message::UnreadResponse(response)));
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -605,22 +614,28 @@ impl Session {
                 };
                 return Action::Submit(Hub::BROADCAST_SHARD, cmd);
             }
-            Message::Ack(ack) => match ack.conversation {
-                apm_core::message::Conversation::User(u) if *u == *conn.user => {
-                    let cmd = Command::AckInbox {
-                        user: conn.user.clone(),
-                        seq: ack.seq,
-                    };
-                    return Action::Submit(hub.shard_of(&u), cmd);
+            Message::Ack(ack) => {
+                if let Conversation::User(u) = &ack.conversation
+                    && **u != *conn.user
+                {
+                    self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "you can acknowledge your own inbox only",
+                    );
+                    return Action::Done;
                 }
-                _ => self.error(
-                    request_id,
-                    ErrorCode::Unsupported,
-                    "acknowledgements are kept for your own inbox only",
-                ),
-            },
+                let conversation = ConversationId::from(&ack.conversation);
+                let shard = hub.shard_of_conversation(&conversation);
+                let cmd = Command::Ack {
+                    user: conn.user.clone(),
+                    seq: ack.seq,
+                    conversation,
+                };
+                return Action::Submit(shard, cmd);
+            }
+            Message::UnreadRequest(req) => return Action::Unread(request_id, req),
             Message::HistoryRequest(req) => {
-                use apm_core::message::Conversation;
                 let shard = match &req.conversation {
                     Conversation::Channel(name) | Conversation::User(name) => hub.shard_of(name),
                     Conversation::Broadcast => Hub::BROADCAST_SHARD,
@@ -731,6 +746,50 @@ impl Session {
             PresenceQuery::MyChannels => PresenceResponse::MyChannels {
                 channels: self.subs.iter().map(|c| c.to_string()).collect(),
             },
+        }
+    }
+
+    /// Asks each shard owning some of the conversations for the user's
+    /// counts there, and answers in the order asked. Only the user's own
+    /// inbox is answered among inboxes; others count as empty.
+    async fn unread(&self, req: UnreadRequest) -> UnreadResponse {
+        let hub = &self.hub;
+        let cap = hub.config.unread_page_max as usize;
+        let mut per_shard: Vec<Vec<(usize, Conversation)>> = vec![Vec::new(); hub.shards.len()];
+        let mut counts: Vec<Option<apm_core::message::Unread>> = Vec::new();
+        for (i, conversation) in req.conversations.into_iter().take(cap).enumerate() {
+            counts.push(None);
+            let conversation = match conversation {
+                Conversation::User(u) if *u != *self.conn.user => {
+                    counts[i] = Some(apm_core::message::Unread {
+                        conversation: Conversation::User(u),
+                        last: 0,
+                        acked: 0,
+                    });
+                    continue;
+                }
+                c => c,
+            };
+            let shard = hub.shard_of_conversation(&ConversationId::from(&conversation));
+            per_shard[shard].push((i, conversation));
+        }
+        for (shard, conversations) in per_shard.into_iter().enumerate() {
+            if conversations.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Unread {
+                user: self.conn.user.clone(),
+                conversations,
+                reply,
+            };
+            hub.submit(shard, cmd).await;
+            for (i, unread) in rx.await.unwrap_or_default() {
+                counts[i] = Some(unread);
+            }
+        }
+        UnreadResponse {
+            counts: counts.into_iter().flatten().collect(),
         }
     }
 

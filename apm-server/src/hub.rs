@@ -2,8 +2,8 @@
 //! settings every task shares.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use apm_core::Limits;
 use crossbeam_queue::SegQueue;
@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shard::Command;
+use crate::store::{AckRecord, ConversationId, Recovered, RecoveredConversation, Store};
+use crate::writer::Writer;
 
 /// One shard's ingress: a lock-free queue with a soft bound, and the
 /// wake-ups between readers and the shard's forwarding loop.
@@ -50,26 +52,91 @@ pub(crate) struct Hub {
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shards: Vec<Ingress>,
-    /// This process's conversation state: seqs restart with it.
+    /// The store's conversation state: seqs restart when it changes.
     pub(crate) epoch: u64,
+    /// The group-commit writer, for a durable store; `None` when messages
+    /// are delivered as soon as they are sequenced.
+    pub(crate) writer: Option<Writer>,
+    /// What each shard starts from, taken by its loop.
+    seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
     /// Seeded once, so a name maps to the same shard for the process's life.
     hasher: foldhash::fast::RandomState,
 }
 
 impl Hub {
-    pub(crate) fn new(config: Config, metrics: Arc<Metrics>) -> Hub {
-        let shards = (0..config.shard_count())
-            .map(|_| Ingress::default())
-            .collect();
-        Hub {
+    /// A hub over `store`, with each shard's seed taken from what the
+    /// store read back.
+    pub(crate) fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        recovered: Recovered,
+    ) -> Hub {
+        let count = config.shard_count();
+        let shards = (0..count).map(|_| Ingress::default()).collect();
+        let writer = store.is_durable().then(|| Writer::new(store.clone()));
+        let mut hub = Hub {
             limits: config.limits(),
             config,
             metrics,
             shards,
-            epoch: crate::shard::now_ms(),
+            epoch: store.epoch(),
+            writer,
+            seeds: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(1),
             hasher: Default::default(),
+        };
+        let mut seeds: Vec<Seed> = (0..count).map(|_| Seed::default()).collect();
+        for c in recovered.conversations {
+            seeds[hub.shard_of_conversation(&c.conversation)]
+                .conversations
+                .push(c);
+        }
+        for a in recovered.acks {
+            seeds[hub.shard_of_conversation(&a.conversation)]
+                .acks
+                .push(a);
+        }
+        hub.seeds = Mutex::new(seeds);
+        hub
+    }
+
+    /// Shard `index`'s seed; empty after the first call.
+    pub(crate) fn take_seed(&self, index: usize) -> Seed {
+        self.seeds
+            .lock()
+            .ok()
+            .and_then(|mut s| s.get_mut(index).map(std::mem::take))
+            .unwrap_or_default()
+    }
+
+    /// The shard that sequences a conversation.
+    pub(crate) fn shard_of_conversation(&self, c: &ConversationId) -> usize {
+        match c {
+            ConversationId::Channel(name) | ConversationId::User(name) => self.shard_of(name),
+            ConversationId::Broadcast => Hub::BROADCAST_SHARD,
+        }
+    }
+
+    /// Whether a reader may queue another command for `shard`: its
+    /// ingress is under its bound and the disk is not too far behind.
+    fn has_room(&self, shard: usize) -> bool {
+        self.shards[shard].len.load(Ordering::Acquire) < self.config.ingress_queue
+            && self
+                .writer
+                .as_ref()
+                .is_none_or(|w| w.backlog() < self.config.store_backlog)
+    }
+
+    /// The writer has handed `n` messages back: wake readers waiting for
+    /// the disk to catch up.
+    pub(crate) fn writer_drained(&self, n: usize) {
+        if let Some(w) = &self.writer {
+            w.drained(n);
+        }
+        for ingress in &self.shards {
+            ingress.space.notify_waiters();
         }
     }
 
@@ -98,13 +165,12 @@ impl Hub {
     /// ingress is over its bound: this is the backpressure on publishers.
     pub(crate) async fn submit(&self, shard: usize, cmd: Command) {
         let ingress = &self.shards[shard];
-        let max = self.config.ingress_queue;
-        if ingress.len.load(Ordering::Acquire) >= max {
+        if !self.has_room(shard) {
             loop {
                 let space = ingress.space.notified();
                 tokio::pin!(space);
                 space.as_mut().enable();
-                if ingress.len.load(Ordering::Acquire) < max {
+                if self.has_room(shard) {
                     break;
                 }
                 space.await;
@@ -116,11 +182,10 @@ impl Hub {
     /// Queues a command from a connection unless the shard's ingress is
     /// over its bound, in which case the command comes back.
     pub(crate) fn try_submit(&self, shard: usize, cmd: Command) -> Result<(), Command> {
-        let ingress = &self.shards[shard];
-        if ingress.len.load(Ordering::Acquire) >= self.config.ingress_queue {
+        if !self.has_room(shard) {
             return Err(cmd);
         }
-        ingress.push(cmd);
+        self.shards[shard].push(cmd);
         Ok(())
     }
 
@@ -133,4 +198,12 @@ impl Hub {
     pub(crate) fn submit_now(&self, shard: usize, cmd: Command) {
         self.shards[shard].push(cmd);
     }
+}
+
+/// What a shard's loop starts from: the conversations it owns as the store
+/// read them back, and the read positions in them.
+#[derive(Debug, Default)]
+pub(crate) struct Seed {
+    pub(crate) conversations: Vec<RecoveredConversation>,
+    pub(crate) acks: Vec<AckRecord>,
 }

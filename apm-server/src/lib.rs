@@ -36,6 +36,8 @@ mod hub;
 mod listener;
 pub mod metrics;
 mod shard;
+pub mod store;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +49,10 @@ use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, Overrides};
 pub use metrics::Metrics;
+pub use store::StoreKind;
 
 use hub::Hub;
+use store::{DiskStore, MemoryStore, Store};
 
 /// File descriptors kept back from the connection limit for the listener,
 /// the runtime, storage and the brief socket used to refuse a connection.
@@ -61,11 +65,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Checks `config` and prepares the shards.
+    /// Checks `config`, opens the store (reading back what it holds) and
+    /// prepares the shards.
     pub fn new(config: Config) -> Result<Server, ConfigError> {
         config.validate()?;
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+            StoreKind::Disk => Arc::new(DiskStore::open(&config.data_dir)?),
+        };
+        Server::with_store(config, store)
+    }
+
+    /// Like [`Server::new`], over a store of the caller's.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Server, ConfigError> {
+        config.validate()?;
+        let recovered = store.recover(config.retention())?;
+        let conversations = recovered.conversations.len();
+        if conversations > 0 {
+            info!(conversations, epoch = store.epoch(), "store read back");
+        }
         Ok(Server {
-            hub: Arc::new(Hub::new(config, Arc::new(Metrics::default()))),
+            hub: Arc::new(Hub::new(
+                config,
+                Arc::new(Metrics::default()),
+                store,
+                recovered,
+            )),
         })
     }
 
@@ -99,6 +124,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
         let hub = self.hub;
+        let writer = hub.writer.as_ref().and_then(|w| w.start(hub.clone()));
         let stop_shards = CancellationToken::new();
         let shards = TaskTracker::new();
         for index in 0..hub.shards.len() {
@@ -127,6 +153,11 @@ impl Server {
         }
         stop_shards.cancel();
         shards.wait().await;
+        if let (Some(w), Some(thread)) = (&hub.writer, writer) {
+            // Whatever the loops handed over goes to disk before exit.
+            w.stop();
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         info!("stopped");
         Ok(())
     }

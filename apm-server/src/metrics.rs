@@ -48,6 +48,12 @@ counters! {
     protocol_errors,
     /// Connections closed for idleness.
     idle_timeouts,
+    /// Batches the store made durable (one fsync each).
+    store_batches,
+    /// Messages the store made durable.
+    store_messages,
+    /// Store writes that failed and were retried.
+    store_errors,
 }
 
 impl Metrics {

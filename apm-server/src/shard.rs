@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use apm_core::message::{
     Broadcast, Conversation, ConversationRef, DeliverRef, Direct, HistoryRequest, HistoryResponse,
-    PresenceEvent, PresenceQuery, Publish, Receipt, SubOk, UnsubOk,
+    PresenceEvent, PresenceQuery, Publish, Receipt, SubOk, Unread, UnsubOk,
 };
 use apm_core::names::PRESENCE_CHANNEL;
 use apm_core::{ErrorCode, Flags, Frame, Message};
@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
 use crate::fanout::{Members, deliver, fan_out};
-use crate::history::Ring;
-use crate::hub::Hub;
+use crate::history::{Retention, Ring};
+use crate::hub::{Hub, Seed};
 use crate::metrics::Metrics;
+use crate::store::{AckRecord, ConversationId, Record};
 
 /// Work for a forwarding loop. Everything that touches a shard's tables
 /// arrives this way, so commands from one connection take effect in the
@@ -53,8 +54,22 @@ pub(crate) enum Command {
         request_id: u32,
         req: HistoryRequest,
     },
-    /// The user has its inbox up to `seq`.
-    AckInbox { user: Arc<str>, seq: u64 },
+    /// `user` has `conversation` up to `seq`.
+    Ack {
+        user: Arc<str>,
+        conversation: ConversationId,
+        seq: u64,
+    },
+    /// Unread counts of `user` in some of the conversations owned here;
+    /// each answer keeps the index it was asked with.
+    Unread {
+        user: Arc<str>,
+        conversations: Vec<(usize, Conversation)>,
+        reply: oneshot::Sender<Vec<(usize, Unread)>>,
+    },
+    /// Messages the store made durable, in the order they were sequenced:
+    /// deliver them now.
+    Stored(Vec<Sequenced>),
     /// `request_id` is `None` when a closing connection leaves: no reply.
     Unsub {
         conn: Arc<Conn>,
@@ -105,17 +120,73 @@ pub(crate) enum Answer {
     Counts(Vec<(String, u32)>),
 }
 
+/// A message sequenced and not yet delivered: with a durable store it
+/// waits for its batch to be on disk, so nobody sees a message (or a
+/// receipt) that a crash could take back.
+#[derive(Debug)]
+pub(crate) struct Sequenced {
+    pub(crate) record: Record,
+    /// The sending connection: told the receipt, and left out of the
+    /// fan-out unless `echo`.
+    from: Arc<Conn>,
+    request_id: u32,
+    echo: bool,
+    receipt: bool,
+}
+
+/// One conversation's order, what is kept of it, and how far its readers
+/// have read.
 #[derive(Debug, Default)]
-struct Channel {
-    /// The last seq sequenced.
+struct Log {
+    /// The last seq assigned.
     seq: u64,
+    /// The last seq delivered: with a durable store, the last one on disk.
+    visible: u64,
+    ring: Ring,
+    /// User -> delivered up to this seq (the user's `Ack`s).
+    acks: HashMap<Arc<str>, u64>,
+}
+
+impl Log {
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Starts from what the store read back.
+    fn recovered(last: u64, messages: Vec<Record>, keep: Retention) -> Log {
+        let mut log = Log {
+            seq: last,
+            visible: last,
+            ..Log::default()
+        };
+        for m in messages {
+            log.ring.push(m.seq, m.ts_ms, m.frame, keep);
+        }
+        log
+    }
+
+    fn settle(&mut self, record: &Record, keep: Retention) {
+        self.visible = record.seq;
+        self.ring
+            .push(record.seq, record.ts_ms, record.frame.clone(), keep);
+    }
+
+    fn acked(&self, user: &str) -> u64 {
+        self.acks.get(user).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: Arc<str>,
+    log: Log,
     /// Connection id -> connection. An `IndexMap` keeps members in one
     /// contiguous array for the fan-out and removes in O(1).
     members: Members,
     /// Distinct users among the members, with their connection counts.
     users: BTreeMap<Arc<str>, u32>,
     join_leave: bool,
-    ring: Ring,
 }
 
 struct ShardState {
@@ -123,20 +194,11 @@ struct ShardState {
     hub: Arc<Hub>,
     channels: HashMap<Arc<str>, Channel>,
     users: BTreeMap<Arc<str>, Vec<Arc<Conn>>>,
-    inboxes: HashMap<Arc<str>, Inbox>,
-    broadcast_seq: u64,
-    broadcast_ring: Ring,
+    /// Each user's private conversation.
+    inboxes: HashMap<Arc<str>, Log>,
+    broadcasts: Log,
     /// Channels with at least one member, sorted, for paged listings.
     occupied: BTreeSet<Arc<str>>,
-}
-
-/// A user's private conversation: its order, what the user acknowledged,
-/// and what is kept.
-#[derive(Debug, Default)]
-struct Inbox {
-    seq: u64,
-    acked: u64,
-    ring: Ring,
 }
 
 fn after(cursor: &Option<String>) -> Bound<&str> {
@@ -153,11 +215,15 @@ fn channel_entry<'a>(
     name: &str,
 ) -> &'a mut Channel {
     if !channels.contains_key(name) {
+        let name: Arc<str> = Arc::from(name);
         let channel = Channel {
-            join_leave: hub.config.join_leave_for(name),
-            ..Channel::default()
+            name: name.clone(),
+            log: Log::default(),
+            members: Members::default(),
+            users: BTreeMap::new(),
+            join_leave: hub.config.join_leave_for(&name),
         };
-        channels.insert(Arc::from(name), channel);
+        channels.insert(name, channel);
     }
     channels.get_mut(name).expect("inserted above")
 }
@@ -202,10 +268,10 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
         channels: HashMap::default(),
         users: BTreeMap::new(),
         inboxes: HashMap::default(),
-        broadcast_seq: 0,
-        broadcast_ring: Ring::default(),
+        broadcasts: Log::default(),
         occupied: BTreeSet::new(),
     };
+    state.seed(hub.take_seed(index));
     let ingress = &hub.shards[index];
     loop {
         let mut handled = 0usize;
@@ -255,9 +321,25 @@ impl ShardState {
                 request_id,
                 req,
             } => self.history(&conn, request_id, req),
-            Command::AckInbox { user, seq } => {
-                if let Some(inbox) = self.inboxes.get_mut(&user) {
-                    inbox.acked = inbox.acked.max(seq.min(inbox.seq));
+            Command::Ack {
+                user,
+                conversation,
+                seq,
+            } => self.ack(user, conversation, seq),
+            Command::Unread {
+                user,
+                conversations,
+                reply,
+            } => {
+                let answers = conversations
+                    .into_iter()
+                    .map(|(i, c)| (i, self.unread(&user, c)))
+                    .collect();
+                let _ = reply.send(answers);
+            }
+            Command::Stored(msgs) => {
+                for msg in msgs {
+                    self.settle(msg);
                 }
             }
             Command::Unsub {
@@ -270,19 +352,19 @@ impl ShardState {
                 request_id,
                 flags,
                 msg,
-            } => self.publish(&conn, request_id, flags, msg),
+            } => self.publish(conn, request_id, flags, msg),
             Command::Direct {
                 conn,
                 request_id,
                 flags,
                 msg,
-            } => self.direct(&conn, request_id, flags, msg),
+            } => self.direct(conn, request_id, flags, msg),
             Command::Broadcast {
                 conn,
                 request_id,
                 flags,
                 msg,
-            } => self.broadcast(&conn, request_id, flags, msg),
+            } => self.broadcast(conn, request_id, flags, msg),
             Command::ToAll { frame, except } => self.to_all(&frame, except),
             Command::ToUser {
                 user,
@@ -357,7 +439,7 @@ impl ShardState {
             // the newest that fit the replay budget; older ones stay
             // readable as history.
             let budget = self.hub.config.outbound_bytes;
-            for frame in inbox.ring.newest_within(inbox.acked, budget) {
+            for frame in inbox.ring.newest_within(inbox.acked(&user), budget) {
                 conn.push_reply(frame.clone());
             }
         }
@@ -408,7 +490,7 @@ impl ShardState {
         let keep = self.hub.config.retention();
         let budget = self.hub.config.outbound_bytes;
         let ch = self.channel_mut(&name);
-        ch.ring.expire(now_ms(), keep);
+        ch.log.ring.expire(now_ms(), keep);
         let mut joined = false;
         let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
@@ -417,13 +499,13 @@ impl ShardState {
             *count += 1;
             joined = *count == 1 && ch.join_leave;
         }
-        let seq = ch.seq;
-        let mut oldest = ch.ring.oldest(seq);
+        let seq = ch.log.visible;
+        let mut oldest = ch.log.ring.oldest(seq);
         // A replay is capped at the outbound byte budget: its newest part is
         // sent, and `oldest` says where it starts (what is older is lost to
         // this resume, though still in history).
         let replay: Vec<Bytes> = match since {
-            Some(since) => ch.ring.newest_within(since, budget).cloned().collect(),
+            Some(since) => ch.log.ring.newest_within(since, budget).cloned().collect(),
             None => Vec::new(),
         };
         if let (Some(since), Some(first)) = (since, replay.first()) {
@@ -478,7 +560,7 @@ impl ShardState {
             }
             if ch.members.is_empty() {
                 self.occupied.remove(name);
-                if ch.seq == 0 {
+                if ch.log.seq == 0 {
                     self.channels.remove(name);
                 }
             }
@@ -539,89 +621,217 @@ impl ShardState {
         );
     }
 
-    fn publish(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Publish) {
-        let hub = &self.hub;
-        let echo = hub.config.echo || flags.contains(Flags::ECHO);
-        let ch = channel_entry(&mut self.channels, hub, &msg.channel);
-        ch.seq += 1;
-        let seq = ch.seq;
+    fn publish(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Publish) {
+        let echo = self.hub.config.echo || flags.contains(Flags::ECHO);
+        let ch = channel_entry(&mut self.channels, &self.hub, &msg.channel);
+        let seq = ch.log.next();
         let conversation = ConversationRef::Channel(&msg.channel);
-        let (ts_ms, frame) = stamp(conversation, seq, conn, msg.kind, msg.msg_id, &msg.payload);
-        ch.ring
-            .push(seq, ts_ms, frame.clone(), hub.config.retention());
-        let except = if echo { NOBODY } else { conn.id };
-        let parallel = ch.members.len() >= hub.config.fanout_parallel_threshold;
-        fan_out(&hub.metrics, &ch.members, &frame, except, parallel);
-        Metrics::add(&hub.metrics.messages_in, 1);
-        if flags.contains(Flags::RECEIPT) {
-            self.receipt(conn, request_id, conversation, seq, ts_ms);
-        }
-    }
-
-    fn direct(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Direct) {
-        if !self.inboxes.contains_key(msg.user.as_str()) {
-            self.inboxes
-                .insert(Arc::from(msg.user.as_str()), Inbox::default());
-        }
-        let inbox = self.inboxes.get_mut(msg.user.as_str()).expect("made above");
-        inbox.seq += 1;
-        let seq = inbox.seq;
-        let conversation = ConversationRef::User(&msg.user);
-        let (ts_ms, frame) = stamp(conversation, seq, conn, msg.kind, msg.msg_id, &msg.payload);
-        inbox
-            .ring
-            .push(seq, ts_ms, frame.clone(), self.hub.config.retention());
-        self.to_user(&msg.user, &frame, conn.id);
-        if *conn.user != *msg.user && conn.user_connections() > 1 {
-            let shard = self.hub.shard_of(&conn.user);
-            if shard == self.index {
-                self.to_user(&conn.user, &frame, conn.id);
-            } else {
-                self.hub.submit_now(
-                    shard,
-                    Command::ToUser {
-                        user: conn.user.clone(),
-                        except: conn.id,
-                        frame,
-                    },
-                );
-            }
-        }
-        Metrics::add(&self.metrics().messages_in, 1);
-        if flags.contains(Flags::RECEIPT) {
-            self.receipt(conn, request_id, conversation, seq, ts_ms);
-        }
-    }
-
-    fn broadcast(&mut self, conn: &Conn, request_id: u32, flags: Flags, msg: Broadcast) {
-        self.broadcast_seq += 1;
-        let seq = self.broadcast_seq;
-        let (ts_ms, frame) = stamp(
-            ConversationRef::Broadcast,
+        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
+        let record = Record {
+            conversation: ConversationId::Channel(ch.name.clone()),
             seq,
-            conn,
-            msg.kind,
-            msg.msg_id,
-            &msg.payload,
-        );
-        self.broadcast_ring
-            .push(seq, ts_ms, frame.clone(), self.hub.config.retention());
-        for shard in 0..self.hub.shards.len() {
-            if shard == self.index {
-                self.to_all(&frame, conn.id);
-            } else {
-                self.hub.submit_now(
-                    shard,
-                    Command::ToAll {
-                        frame: frame.clone(),
-                        except: conn.id,
-                    },
-                );
+            ts_ms,
+            frame,
+        };
+        self.sequenced(record, conn, request_id, flags, echo);
+    }
+
+    fn direct(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Direct) {
+        let user = match self.inboxes.get_key_value(msg.user.as_str()) {
+            Some((user, _)) => user.clone(),
+            None => {
+                let user: Arc<str> = Arc::from(msg.user.as_str());
+                self.inboxes.insert(user.clone(), Log::default());
+                user
+            }
+        };
+        let inbox = self.inboxes.get_mut(&user).expect("made above");
+        let seq = inbox.next();
+        let conversation = ConversationRef::User(&user);
+        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
+        let record = Record {
+            conversation: ConversationId::User(user),
+            seq,
+            ts_ms,
+            frame,
+        };
+        self.sequenced(record, conn, request_id, flags, false);
+    }
+
+    fn broadcast(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Broadcast) {
+        let seq = self.broadcasts.next();
+        let conversation = ConversationRef::Broadcast;
+        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
+        let record = Record {
+            conversation: ConversationId::Broadcast,
+            seq,
+            ts_ms,
+            frame,
+        };
+        self.sequenced(record, conn, request_id, flags, false);
+    }
+
+    /// A message has its seq: deliver it now, or once the store has it on
+    /// disk.
+    fn sequenced(
+        &mut self,
+        record: Record,
+        from: Arc<Conn>,
+        request_id: u32,
+        flags: Flags,
+        echo: bool,
+    ) {
+        Metrics::add(&self.metrics().messages_in, 1);
+        let msg = Sequenced {
+            record,
+            from,
+            request_id,
+            echo,
+            receipt: flags.contains(Flags::RECEIPT),
+        };
+        match &self.hub.writer {
+            Some(writer) => writer.push(self.index, msg),
+            None => self.settle(msg),
+        }
+    }
+
+    /// Keeps a sequenced message in its ring, delivers it, and sends the
+    /// receipt.
+    fn settle(&mut self, msg: Sequenced) {
+        let Sequenced {
+            record,
+            from,
+            request_id,
+            echo,
+            receipt,
+        } = msg;
+        let keep = self.hub.config.retention();
+        match &record.conversation {
+            ConversationId::Channel(name) => {
+                let Some(ch) = self.channels.get_mut(name) else {
+                    return;
+                };
+                ch.log.settle(&record, keep);
+                let except = if echo { NOBODY } else { from.id };
+                let parallel = ch.members.len() >= self.hub.config.fanout_parallel_threshold;
+                fan_out(&self.hub.metrics, &ch.members, &record.frame, except, parallel);
+            }
+            ConversationId::User(user) => {
+                if let Some(inbox) = self.inboxes.get_mut(user) {
+                    inbox.settle(&record, keep);
+                }
+                self.to_user(user, &record.frame, from.id);
+                // The sender's other devices see what was sent.
+                if *from.user != **user && from.user_connections() > 1 {
+                    let shard = self.hub.shard_of(&from.user);
+                    if shard == self.index {
+                        self.to_user(&from.user, &record.frame, from.id);
+                    } else {
+                        self.hub.submit_now(
+                            shard,
+                            Command::ToUser {
+                                user: from.user.clone(),
+                                except: from.id,
+                                frame: record.frame.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            ConversationId::Broadcast => {
+                self.broadcasts.settle(&record, keep);
+                for shard in 0..self.hub.shards.len() {
+                    if shard == self.index {
+                        self.to_all(&record.frame, from.id);
+                    } else {
+                        self.hub.submit_now(
+                            shard,
+                            Command::ToAll {
+                                frame: record.frame.clone(),
+                                except: from.id,
+                            },
+                        );
+                    }
+                }
             }
         }
-        Metrics::add(&self.metrics().messages_in, 1);
-        if flags.contains(Flags::RECEIPT) {
-            self.receipt(conn, request_id, ConversationRef::Broadcast, seq, ts_ms);
+        if receipt {
+            self.receipt(
+                &from,
+                request_id,
+                record.conversation.as_ref(),
+                record.seq,
+                record.ts_ms,
+            );
+        }
+    }
+
+    /// Starts from what the store read back.
+    fn seed(&mut self, seed: Seed) {
+        let keep = self.hub.config.retention();
+        for c in seed.conversations {
+            let log = Log::recovered(c.last, c.messages, keep);
+            match c.conversation {
+                ConversationId::Channel(name) => {
+                    channel_entry(&mut self.channels, &self.hub, &name).log = log;
+                }
+                ConversationId::User(user) => {
+                    self.inboxes.insert(user, log);
+                }
+                ConversationId::Broadcast => self.broadcasts = log,
+            }
+        }
+        for a in seed.acks {
+            if let Some(log) = self.log_mut(&a.conversation) {
+                log.acks.insert(a.user, a.seq);
+            }
+        }
+    }
+
+    fn log_mut(&mut self, conversation: &ConversationId) -> Option<&mut Log> {
+        match conversation {
+            ConversationId::Channel(c) => self.channels.get_mut(c).map(|ch| &mut ch.log),
+            ConversationId::User(u) => self.inboxes.get_mut(u),
+            ConversationId::Broadcast => Some(&mut self.broadcasts),
+        }
+    }
+
+    fn log(&self, conversation: &Conversation) -> Option<&Log> {
+        match conversation {
+            Conversation::Channel(c) => self.channels.get(c.as_str()).map(|ch| &ch.log),
+            Conversation::User(u) => self.inboxes.get(u.as_str()),
+            Conversation::Broadcast => Some(&self.broadcasts),
+        }
+    }
+
+    /// Moves `user`'s read position in a conversation forward (never back,
+    /// never past what was delivered).
+    fn ack(&mut self, user: Arc<str>, conversation: ConversationId, seq: u64) {
+        let Some(log) = self.log_mut(&conversation) else {
+            return;
+        };
+        let seq = seq.min(log.visible);
+        if seq <= log.acked(&user) {
+            return;
+        }
+        log.acks.insert(user.clone(), seq);
+        if let Some(writer) = &self.hub.writer {
+            writer.push_ack(AckRecord {
+                user,
+                conversation,
+                seq,
+            });
+        }
+    }
+
+    fn unread(&self, user: &str, conversation: Conversation) -> Unread {
+        let (last, acked) = self
+            .log(&conversation)
+            .map_or((0, 0), |log| (log.visible, log.acked(user)));
+        Unread {
+            conversation,
+            last,
+            acked,
         }
     }
 
@@ -630,7 +840,7 @@ impl ShardState {
         let now = now_ms();
         let (ring, last) = match &req.conversation {
             Conversation::Channel(c) => match self.channels.get_mut(c.as_str()) {
-                Some(ch) => (Some(&mut ch.ring), ch.seq),
+                Some(ch) => (Some(&mut ch.log.ring), ch.log.visible),
                 None => (None, 0),
             },
             Conversation::User(u) => {
@@ -642,11 +852,11 @@ impl ShardState {
                     return self.reply(conn, refusal);
                 }
                 match self.inboxes.get_mut(u.as_str()) {
-                    Some(inbox) => (Some(&mut inbox.ring), inbox.seq),
+                    Some(inbox) => (Some(&mut inbox.ring), inbox.visible),
                     None => (None, 0),
                 }
             }
-            Conversation::Broadcast => (Some(&mut self.broadcast_ring), self.broadcast_seq),
+            Conversation::Broadcast => (Some(&mut self.broadcasts.ring), self.broadcasts.visible),
         };
         let limit = req.limit.min(self.hub.config.history_page_max) as usize;
         let (oldest, mut messages) = match ring {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apm_core::message::{Hello, Publish, Sub};
 use apm_core::{ApmCodec, Flags, Frame, Message};
-use apm_server::{Config, Metrics, Server};
+use apm_server::{Config, Metrics, Server, StoreKind};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -35,10 +35,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with dev auth and `tweak` applied to the defaults.
+    /// Starts a server with dev auth, the memory store, and `tweak`
+    /// applied to the defaults.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            store: StoreKind::Memory,
             ..Config::default()
         };
         tweak(&mut config);

@@ -217,7 +217,7 @@ async fn acks_for_other_inboxes_are_refused() {
     let f = c.recv().await;
     assert_eq!(f.request_id, id);
     assert!(
-        matches!(f.message, Message::Error(ref e) if e.code == apm_core::ErrorCode::Unsupported)
+        matches!(f.message, Message::Error(ref e) if e.code == apm_core::ErrorCode::Forbidden)
     );
 }
 

@@ -1,0 +1,49 @@
+//! The store that keeps nothing beyond the forwarding loops' rings.
+
+use super::{Batch, Recovered, Store, StoreError};
+use crate::history::Retention;
+
+/// No persistence: history lives in the shards' rings for the life of the
+/// process, and each start is a new epoch.
+#[derive(Debug)]
+pub struct MemoryStore {
+    epoch: u64,
+}
+
+impl MemoryStore {
+    /// A store whose epoch is the time it was made.
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            epoch: crate::shard::now_ms(),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl Store for MemoryStore {
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn write(&self, _batch: &Batch, _keep: Retention) -> Result<(), StoreError> {
+        // The rings are the only copy; nothing outlives the process.
+        Ok(())
+    }
+
+    fn expire(&self, _cutoff_ms: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn recover(&self, _keep: Retention) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+}

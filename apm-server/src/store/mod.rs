@@ -1,0 +1,212 @@
+//! Where sequenced messages live beyond the forwarding loops' rings: the
+//! [`Store`] seam, its two implementations, and what a restart reads back.
+//!
+//! The rings in the shards always hold each conversation's retained
+//! messages and serve every read (resume, history, offline delivery). A
+//! store adds persistence: [`MemoryStore`] keeps nothing beyond the rings
+//! (a restart starts a new epoch), [`DiskStore`] writes every message and
+//! acknowledgement to an embedded database with an fsync per batch, and
+//! rebuilds the rings from it at start.
+
+mod disk;
+mod memory;
+
+use std::sync::Arc;
+
+use apm_core::message::{Conversation, ConversationRef};
+use bytes::Bytes;
+
+use crate::history::Retention;
+
+pub use disk::DiskStore;
+pub use memory::MemoryStore;
+
+/// A conversation as the store and the loops name it, cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConversationId {
+    /// A channel.
+    Channel(Arc<str>),
+    /// A user's private inbox.
+    User(Arc<str>),
+    /// Server-wide broadcasts.
+    Broadcast,
+}
+
+impl ConversationId {
+    /// The borrowed protocol form.
+    pub fn as_ref(&self) -> ConversationRef<'_> {
+        match self {
+            ConversationId::Channel(c) => ConversationRef::Channel(c),
+            ConversationId::User(u) => ConversationRef::User(u),
+            ConversationId::Broadcast => ConversationRef::Broadcast,
+        }
+    }
+
+    /// The key the store files it under: a one-character kind, then the
+    /// name. Names cannot hold whitespace or control characters, and the
+    /// kind comes first, so keys of different kinds never collide.
+    pub fn key(&self) -> String {
+        match self {
+            ConversationId::Channel(c) => format!("#{c}"),
+            ConversationId::User(u) => format!("@{u}"),
+            ConversationId::Broadcast => "*".to_owned(),
+        }
+    }
+
+    /// Reads a key made by [`ConversationId::key`].
+    pub fn from_key(key: &str) -> Option<ConversationId> {
+        match key.split_at_checked(1)? {
+            ("#", name) if !name.is_empty() => Some(ConversationId::Channel(Arc::from(name))),
+            ("@", name) if !name.is_empty() => Some(ConversationId::User(Arc::from(name))),
+            ("*", "") => Some(ConversationId::Broadcast),
+            _ => None,
+        }
+    }
+}
+
+impl From<&Conversation> for ConversationId {
+    fn from(c: &Conversation) -> ConversationId {
+        match c {
+            Conversation::Channel(c) => ConversationId::Channel(Arc::from(c.as_str())),
+            Conversation::User(u) => ConversationId::User(Arc::from(u.as_str())),
+            Conversation::Broadcast => ConversationId::Broadcast,
+        }
+    }
+}
+
+/// One sequenced message: stored once, whatever the number of recipients.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Where it belongs.
+    pub conversation: ConversationId,
+    /// Its place in the conversation.
+    pub seq: u64,
+    /// Server time when sequenced, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The encoded `Deliver` frame, length prefix included.
+    pub frame: Bytes,
+}
+
+/// A user's read position in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRecord {
+    /// The user.
+    pub user: Arc<str>,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Delivered up to and including this seq.
+    pub seq: u64,
+}
+
+/// What one write makes durable, all or nothing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New messages, in the order they were sequenced.
+    pub messages: Vec<Record>,
+    /// Read positions that moved.
+    pub acks: Vec<AckRecord>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.acks.is_empty()
+    }
+}
+
+/// One conversation as read back at start.
+#[derive(Debug)]
+pub struct RecoveredConversation {
+    /// Which one.
+    pub conversation: ConversationId,
+    /// Its last seq: the next message gets `last + 1`, even when retention
+    /// has dropped every message.
+    pub last: u64,
+    /// The retained messages, oldest first.
+    pub messages: Vec<Record>,
+}
+
+/// Everything a store holds, read back at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every conversation that ever had a message.
+    pub conversations: Vec<RecoveredConversation>,
+    /// Every user's read positions.
+    pub acks: Vec<AckRecord>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be made or opened.
+    #[error("data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database refused an operation.
+    #[error("store: {0}")]
+    Db(String),
+    /// Something stored does not read back as what was written.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// Persistence for sequenced messages and read positions.
+///
+/// Called from one writer thread (group commit) and, at start, from the
+/// server's constructor: implementations need no internal ordering beyond
+/// applying each batch atomically.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether a batch survives a crash once [`Store::write`] returned. A
+    /// store that is not durable is never written to: its receipts go out
+    /// as soon as a message is sequenced.
+    fn is_durable(&self) -> bool;
+
+    /// Identifies this store's conversation state: seqs from another epoch
+    /// mean nothing here.
+    fn epoch(&self) -> u64;
+
+    /// Makes `batch` durable, atomically, and drops what `keep` no longer
+    /// allows by count.
+    fn write(&self, batch: &Batch, keep: Retention) -> Result<(), StoreError>;
+
+    /// Drops messages older than `cutoff_ms`.
+    fn expire(&self, cutoff_ms: u64) -> Result<(), StoreError>;
+
+    /// Reads back every conversation's last seq, its messages within
+    /// `keep`, and every read position.
+    fn recover(&self, keep: Retention) -> Result<Recovered, StoreError>;
+}
+
+/// Which store a server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Nothing beyond memory: history lasts as long as the process.
+    Memory,
+    /// An embedded database in the data directory (redb), fsync'd per batch.
+    Disk,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        for id in [
+            ConversationId::Channel(Arc::from("room")),
+            ConversationId::Channel(Arc::from("@x")),
+            ConversationId::User(Arc::from("alice")),
+            ConversationId::Broadcast,
+        ] {
+            assert_eq!(ConversationId::from_key(&id.key()), Some(id));
+        }
+        for bad in ["", "#", "@", "*x", "?a"] {
+            assert_eq!(ConversationId::from_key(bad), None, "{bad:?}");
+        }
+    }
+}

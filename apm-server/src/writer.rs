@@ -1,0 +1,180 @@
+//! Group commit: one thread takes every message and read position the
+//! forwarding loops hand it, writes them to the store in one batch with one
+//! fsync, then hands the messages back to their loops for delivery.
+//!
+//! The loops never wait for the disk: they sequence and move on. Publishers
+//! do wait, through the ingress bound, when more than `store_backlog`
+//! messages are waiting for the disk.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, warn};
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shard::{Command, Sequenced};
+use crate::store::{AckRecord, Batch, Store};
+
+/// The most jobs written in one transaction; more wait for the next.
+const MAX_BATCH: usize = 8192;
+/// How often messages past the age limit are deleted from disk.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Work for the writer thread.
+#[derive(Debug)]
+enum Job {
+    /// A message from shard `shard`, to be handed back once durable.
+    Message { shard: usize, msg: Sequenced },
+    /// A read position that moved.
+    Ack(AckRecord),
+    /// Write what came before, then end the thread.
+    Stop,
+}
+
+/// The handle the loops hold to the writer thread.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: Sender<Job>,
+    rx: Mutex<Option<Receiver<Job>>>,
+    store: Arc<dyn Store>,
+    /// Messages handed over and not yet back in their loops.
+    backlog: AtomicUsize,
+}
+
+impl Writer {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Writer {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            store,
+            backlog: AtomicUsize::new(0),
+        }
+    }
+
+    /// Messages waiting for the disk.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Queues a sequenced message; it comes back to `shard` as
+    /// `Command::Stored` once on disk.
+    pub(crate) fn push(&self, shard: usize, msg: Sequenced) {
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Job::Message { shard, msg }).is_err() {
+            // The writer has stopped (shutdown): the message is not
+            // durable, so it is neither delivered nor receipted.
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `n` messages went back to their loops.
+    pub(crate) fn drained(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Queues a read position.
+    pub(crate) fn push_ack(&self, ack: AckRecord) {
+        let _ = self.tx.send(Job::Ack(ack));
+    }
+
+    /// Starts the thread. Only the first call starts one.
+    pub(crate) fn start(&self, hub: Arc<Hub>) -> Option<JoinHandle<()>> {
+        let rx = self.rx.lock().ok()?.take()?;
+        let store = self.store.clone();
+        std::thread::Builder::new()
+            .name("apm-store".into())
+            .spawn(move || run(&hub, &*store, rx))
+            .map_err(|e| error!(error = %e, "cannot start the store writer"))
+            .ok()
+    }
+
+    /// Asks the thread to write what it has and end.
+    pub(crate) fn stop(&self) {
+        let _ = self.tx.send(Job::Stop);
+    }
+}
+
+fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
+    let keep = hub.config.retention();
+    let mut next_expiry = Instant::now() + EXPIRY_INTERVAL;
+    let mut stopping = false;
+    while !stopping {
+        let first = match rx.recv_timeout(next_expiry.saturating_duration_since(Instant::now())) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                if keep.max_age_ms > 0 {
+                    let cutoff = crate::shard::now_ms().saturating_sub(keep.max_age_ms);
+                    if let Err(e) = store.expire(cutoff) {
+                        warn!(error = %e, "expiring old messages failed");
+                    }
+                }
+                next_expiry = Instant::now() + EXPIRY_INTERVAL;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = Batch::default();
+        let mut back: Vec<Vec<Sequenced>> = (0..hub.shards.len()).map(|_| Vec::new()).collect();
+        let mut jobs = 0usize;
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                Job::Message { shard, msg } => {
+                    batch.messages.push(msg.record.clone());
+                    back[shard].push(msg);
+                }
+                Job::Ack(ack) => batch.acks.push(ack),
+                Job::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+            jobs += 1;
+            next = if jobs < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if write(hub, store, &batch, stopping) {
+            for (shard, msgs) in back.into_iter().enumerate() {
+                if !msgs.is_empty() {
+                    hub.submit_now(shard, Command::Stored(msgs));
+                }
+            }
+        }
+        hub.writer_drained(batch.messages.len());
+    }
+}
+
+/// Writes `batch`, retrying while the store fails: a message that is not
+/// on disk is never delivered nor receipted, and later ones must not
+/// overtake it. Gives up (false) only when stopping.
+fn write(hub: &Hub, store: &dyn Store, batch: &Batch, stopping: bool) -> bool {
+    let keep = hub.config.retention();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store.write(batch, keep) {
+            Ok(()) => {
+                Metrics::add(&hub.metrics.store_batches, 1);
+                Metrics::add(&hub.metrics.store_messages, batch.messages.len() as u64);
+                return true;
+            }
+            Err(e) => {
+                Metrics::add(&hub.metrics.store_errors, 1);
+                if stopping {
+                    error!(error = %e, lost = batch.messages.len(), "store write failed at shutdown");
+                    return false;
+                }
+                error!(error = %e, retry_in = ?pause, "store write failed; publishing waits");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
