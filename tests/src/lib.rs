@@ -2,10 +2,14 @@
 //! a raw protocol client that sends and expects exact frames.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apm_core::message::{Hello, Publish, Sub};
+use apm_core::message::{
+    Conversation, Hello, HistoryRequest, HistoryResponse, Publish, Sub, SubOk, Unread,
+    UnreadRequest,
+};
 use apm_core::{ApmCodec, Flags, Frame, Message};
 use apm_server::{Config, Metrics, Server, StoreKind};
 use bytes::Bytes;
@@ -69,6 +73,14 @@ impl TestServer {
         .await
     }
 
+    /// Shuts the server down gracefully and waits until it has stopped
+    /// (its store flushed and closed).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
+        task.await.expect("server task").expect("server run");
+    }
+
     /// Dev-mode client for `user`, past the handshake.
     pub async fn client(&self, user: &str) -> Client {
         let mut c = Client::connect(self.addr).await;
@@ -91,6 +103,54 @@ pub fn token(user: &str, admin: bool, ttl: Duration) -> String {
         apm_core::message::Role::User
     };
     apm_server::auth::mint(SECRET.as_bytes(), user, role, ttl)
+}
+
+/// A binary of this workspace, built for the profile the test runs under.
+///
+/// `CARGO_BIN_EXE_*` only exists for a package's own binaries, so this asks
+/// cargo to build `package` into the target directory the test executable
+/// lives in (`<target>/<profile>/deps/<test>-<hash>`) and returns
+/// `<target>/<profile>/<bin>`. Asking every time (a no-op when it is up to
+/// date) means a stale binary is never tested; each package is built once
+/// per test process.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps");
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|p| p == package) {
+        return path;
+    }
+    let target_dir = profile_dir.parent().expect("<target>");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .expect("a profile directory name");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package}: {status}");
+    assert!(path.exists(), "{} was not built", path.display());
+    built.push(package.to_owned());
+    path
 }
 
 /// A raw protocol client.
@@ -213,6 +273,56 @@ impl Client {
             assert!(
                 matches!(f.message, Message::PresenceEvent(_)),
                 "{}: expected SubOk, got {f:?}",
+                self.user
+            );
+        }
+    }
+
+    /// Subscribes with `since` and waits for SubOk.
+    pub async fn sub_since(&mut self, channel: &str, since: u64) -> SubOk {
+        let id = self
+            .send(Message::Sub(Sub {
+                channel: channel.into(),
+                since: Some(since),
+            }))
+            .await;
+        match self.reply_to(id).await {
+            Message::SubOk(ok) => ok,
+            other => panic!("{}: expected SubOk, got {other:?}", self.user),
+        }
+    }
+
+    /// Reads a page of history.
+    pub async fn history(&mut self, req: HistoryRequest) -> HistoryResponse {
+        let id = self.send(Message::HistoryRequest(req)).await;
+        match self.reply_to(id).await {
+            Message::HistoryResponse(h) => h,
+            other => panic!("{}: expected HistoryResponse, got {other:?}", self.user),
+        }
+    }
+
+    /// Asks for unread counts.
+    pub async fn unread(&mut self, conversations: Vec<Conversation>) -> Vec<Unread> {
+        let id = self
+            .send(Message::UnreadRequest(UnreadRequest { conversations }))
+            .await;
+        match self.reply_to(id).await {
+            Message::UnreadResponse(r) => r.counts,
+            other => panic!("{}: expected UnreadResponse, got {other:?}", self.user),
+        }
+    }
+
+    /// The reply to request `id`, skipping pushed frames (deliveries and
+    /// presence events) that come before it.
+    pub async fn reply_to(&mut self, id: u32) -> Message {
+        loop {
+            let f = self.recv().await;
+            if f.request_id == id {
+                return f.message;
+            }
+            assert!(
+                matches!(f.message, Message::Deliver(_) | Message::PresenceEvent(_)),
+                "{}: expected the reply to {id}, got {f:?}",
                 self.user
             );
         }

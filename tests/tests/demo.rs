@@ -6,9 +6,8 @@
 //! a guard against a hang.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use apm_tests::TestServer;
@@ -19,51 +18,12 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// separate processes on a machine that may be busy building.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The `apm-demo` binary, built once for the whole test run.
-///
-/// `CARGO_BIN_EXE_*` only exists for a package's own binaries, so the test
-/// asks cargo to build `apm-demo` into the target directory this test
-/// executable lives in (`<target>/<profile>/deps/demo-<hash>`) and runs it
-/// from `<target>/<profile>/`. Asking every time (a no-op when it is up to
-/// date) means a stale binary is never tested. `APM_DEMO_BIN` overrides.
-fn demo_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("APM_DEMO_BIN") {
-            return bin.into();
-        }
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("<target>");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|p| p.to_str())
-            .expect("a profile directory name");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "--quiet", "-p", "apm-demo", "--manifest-path"])
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build.status().expect("run cargo build -p apm-demo");
-        assert!(status.success(), "cargo build -p apm-demo: {status}");
-        let bin = profile_dir.join(format!("apm-demo{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
+/// The `apm-demo` binary, built for this run (`APM_DEMO_BIN` overrides).
+fn demo_binary() -> PathBuf {
+    match std::env::var_os("APM_DEMO_BIN") {
+        Some(bin) => bin.into(),
+        None => apm_tests::workspace_binary("apm-demo", "apm-demo"),
+    }
 }
 
 /// One running `apm-demo`, killed if the test ends early.

@@ -1,40 +1,10 @@
 //! Kept history: resume with `since`, history pages, retention, and private
 //! messages for users who were away.
 
-use apm_core::message::{Ack, Conversation, Direct, HistoryRequest, HistoryResponse, Sub};
+use apm_core::message::{Ack, Conversation, Direct, HistoryRequest, HistoryResponse};
 use apm_core::{Flags, Message};
 use apm_tests::{Client, TestServer};
 use bytes::Bytes;
-
-async fn sub_since(c: &mut Client, channel: &str, since: u64) -> apm_core::message::SubOk {
-    let id = c
-        .send(Message::Sub(Sub {
-            channel: channel.into(),
-            since: Some(since),
-        }))
-        .await;
-    loop {
-        let f = c.recv().await;
-        match f.message {
-            Message::SubOk(ok) if f.request_id == id => return ok,
-            Message::PresenceEvent(_) => {}
-            other => panic!("expected SubOk, got {other:?}"),
-        }
-    }
-}
-
-async fn history(c: &mut Client, req: HistoryRequest) -> HistoryResponse {
-    let id = c.send(Message::HistoryRequest(req)).await;
-    loop {
-        let f = c.recv().await;
-        if f.request_id == id {
-            match f.message {
-                Message::HistoryResponse(h) => return h,
-                other => panic!("expected HistoryResponse, got {other:?}"),
-            }
-        }
-    }
-}
 
 fn seqs(h: &HistoryResponse) -> Vec<u64> {
     h.messages.iter().map(|m| m.seq).collect()
@@ -59,7 +29,7 @@ async fn resume_replays_what_was_missed_then_goes_live() {
     let mut p = server.client("pub").await;
     publish_n(&mut p, "news", 5).await; // seqs 1..=6
     let mut late = server.client("late").await;
-    let ok = sub_since(&mut late, "news", 3).await;
+    let ok = late.sub_since("news", 3).await;
     assert_eq!((ok.seq, ok.oldest), (6, 1));
     for seq in 4..=6 {
         assert_eq!(late.deliver().await.seq, seq);
@@ -83,7 +53,7 @@ async fn no_gap_and_no_duplicate_at_the_seam() {
         p
     });
     let mut r = server.client("reader").await;
-    sub_since(&mut r, "busy", 20).await;
+    r.sub_since("busy", 20).await;
     let mut expected = 21;
     while expected <= 552 {
         let d = r.deliver().await;
@@ -99,7 +69,7 @@ async fn retention_says_what_is_lost() {
     let mut p = server.client("pub").await;
     publish_n(&mut p, "short", 9).await; // seqs 1..=10, keeps 6..=10
     let mut r = server.client("r").await;
-    let ok = sub_since(&mut r, "short", 2).await;
+    let ok = r.sub_since("short", 2).await;
     assert_eq!((ok.seq, ok.oldest), (10, 6));
     for seq in 6..=10 {
         assert_eq!(r.deliver().await.seq, seq);
@@ -118,19 +88,18 @@ async fn history_pages() {
         after,
         limit,
     };
-    let latest = history(&mut r, page(None, None, 100)).await;
+    let latest = r.history(page(None, None, 100)).await;
     assert_eq!(seqs(&latest), vec![7, 8, 9, 10], "capped at 4, newest");
     assert_eq!((latest.oldest, latest.last), (1, 10));
     assert_eq!(&latest.messages[3].payload[..], b"marker");
     assert_eq!(latest.messages[0].sender, "pub");
-    let back = history(&mut r, page(Some(7), None, 3)).await;
+    let back = r.history(page(Some(7), None, 3)).await;
     assert_eq!(seqs(&back), vec![4, 5, 6]);
-    let forward = history(&mut r, page(None, Some(2), 2)).await;
+    let forward = r.history(page(None, Some(2), 2)).await;
     assert_eq!(seqs(&forward), vec![3, 4]);
-    let between = history(&mut r, page(Some(6), Some(3), 10)).await;
+    let between = r.history(page(Some(6), Some(3), 10)).await;
     assert_eq!(seqs(&between), vec![4, 5]);
-    let empty = history(
-        &mut r,
+    let empty = r.history(
         HistoryRequest {
             conversation: Conversation::Channel("nothing-here".into()),
             before: None,
@@ -179,8 +148,7 @@ async fn private_messages_wait_for_an_offline_user() {
         assert_eq!(d.conversation, Conversation::User("bob".into()));
     }
     // His own inbox's history is his to read.
-    let h = history(
-        &mut bob,
+    let h = bob.history(
         HistoryRequest {
             conversation: Conversation::User("bob".into()),
             before: None,

@@ -1,0 +1,191 @@
+//! The disk store, end to end: what a receipt promises survives a restart,
+//! seqs go on where they were, offline messages and read positions are
+//! kept, and unread counts follow acks.
+
+use std::path::Path;
+
+use apm_core::message::{Ack, Conversation, Direct, HistoryRequest, Receipt};
+use apm_core::{ErrorCode, Flags, Message};
+use apm_server::StoreKind;
+use apm_tests::{Client, TestServer};
+use bytes::Bytes;
+
+async fn durable(dir: &Path) -> TestServer {
+    let dir = dir.to_owned();
+    TestServer::start(move |c| {
+        c.store = StoreKind::Disk;
+        c.data_dir = dir;
+    })
+    .await
+}
+
+/// The receipt for request `id`.
+async fn receipt(c: &mut Client, id: u32) -> Receipt {
+    match c.reply_to(id).await {
+        Message::Receipt(r) => r,
+        other => panic!("expected Receipt, got {other:?}"),
+    }
+}
+
+async fn direct(c: &mut Client, to: &str, text: &str) -> Receipt {
+    let id = c
+        .send_flags(
+            Message::Direct(Direct {
+                user: to.into(),
+                kind: 1,
+                msg_id: 0,
+                payload: Bytes::copy_from_slice(text.as_bytes()),
+            }),
+            Flags::RECEIPT,
+        )
+        .await;
+    receipt(c, id).await
+}
+
+fn channel(name: &str) -> Conversation {
+    Conversation::Channel(name.into())
+}
+
+fn latest(conversation: Conversation) -> HistoryRequest {
+    HistoryRequest {
+        conversation,
+        before: None,
+        after: None,
+        limit: 100,
+    }
+}
+
+#[tokio::test]
+async fn receipted_messages_survive_a_restart_and_seqs_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = durable(dir.path()).await;
+    let mut reader = server.client("reader").await;
+    reader.sub("room").await;
+    let mut alice = Client::connect(server.addr).await;
+    let epoch = alice.hello("alice", "").await.epoch;
+    for i in 1..=20u64 {
+        let id = alice.publish("room", &format!("m{i}"), Flags::RECEIPT).await;
+        assert_eq!(receipt(&mut alice, id).await.seq, i);
+    }
+    for i in 1..=20u64 {
+        let d = reader.deliver().await;
+        assert_eq!((d.seq, &d.payload[..]), (i, format!("m{i}").as_bytes()));
+    }
+    for i in 1..=3u64 {
+        assert_eq!(direct(&mut alice, "bob", &format!("psst {i}")).await.seq, i);
+    }
+    drop((reader, alice));
+    server.stop().await;
+
+    let server = durable(dir.path()).await;
+    let mut alice = Client::connect(server.addr).await;
+    let welcome = alice.hello("alice", "").await;
+    assert_eq!(welcome.epoch, epoch, "the epoch survives a restart");
+    let h = alice.history(latest(channel("room"))).await;
+    assert_eq!(h.last, 20);
+    let got: Vec<(u64, Bytes)> = h.messages.into_iter().map(|m| (m.seq, m.payload)).collect();
+    let want: Vec<(u64, Bytes)> = (1..=20u64)
+        .map(|i| (i, Bytes::from(format!("m{i}"))))
+        .collect();
+    assert_eq!(got, want);
+    // Bob was away the whole time: his inbox waited on disk.
+    let mut bob = server.client("bob").await;
+    for i in 1..=3u64 {
+        let d = bob.deliver().await;
+        assert_eq!((d.seq, &d.payload[..]), (i, format!("psst {i}").as_bytes()));
+    }
+    // Seqs go on where they were, and a resume across the restart works.
+    let mut reader = server.client("reader").await;
+    let ok = reader.sub_since("room", 18).await;
+    assert_eq!((ok.seq, ok.oldest), (20, 1));
+    assert_eq!(reader.deliver().await.seq, 19);
+    assert_eq!(reader.deliver().await.seq, 20);
+    let id = alice.publish("room", "after", Flags::RECEIPT).await;
+    assert_eq!(receipt(&mut alice, id).await.seq, 21);
+    assert_eq!(reader.deliver().await.seq, 21);
+    assert_eq!(direct(&mut alice, "bob", "again").await.seq, 4);
+}
+
+#[tokio::test]
+async fn unread_counts_follow_acks_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = durable(dir.path()).await;
+    let mut alice = server.client("alice").await;
+    for i in 0..5 {
+        let id = alice.publish("room", &format!("m{i}"), Flags::RECEIPT).await;
+        receipt(&mut alice, id).await;
+    }
+    direct(&mut alice, "bob", "hi").await;
+    let mut bob = server.client("bob").await;
+    bob.deliver().await;
+    let asked = vec![
+        channel("room"),
+        Conversation::User("bob".into()),
+        channel("nothing-here"),
+        Conversation::Broadcast,
+    ];
+    let counts = bob.unread(asked.clone()).await;
+    let view = |counts: &[apm_core::message::Unread]| -> Vec<(u64, u64, u64)> {
+        counts
+            .iter()
+            .map(|u| (u.last, u.acked, u.count()))
+            .collect()
+    };
+    assert_eq!(
+        counts.iter().map(|u| &u.conversation).collect::<Vec<_>>(),
+        asked.iter().collect::<Vec<_>>(),
+        "answered in the order asked"
+    );
+    assert_eq!(view(&counts), [(5, 0, 5), (1, 0, 1), (0, 0, 0), (0, 0, 0)]);
+
+    let ack = |conversation, seq| Message::Ack(Ack { conversation, seq });
+    bob.send(ack(channel("room"), 3)).await;
+    bob.send(ack(Conversation::User("bob".into()), 1)).await;
+    bob.send(ack(channel("nothing-here"), 7)).await;
+    assert_eq!(
+        view(&bob.unread(asked.clone()).await),
+        [(5, 3, 2), (1, 1, 0), (0, 0, 0), (0, 0, 0)]
+    );
+    // Positions never move back, nor past the last message.
+    bob.send(ack(channel("room"), 2)).await;
+    assert_eq!(view(&bob.unread(vec![channel("room")]).await), [(5, 3, 2)]);
+    // Another user's inbox is not yours to acknowledge or count.
+    let id = bob.send(ack(Conversation::User("alice".into()), 1)).await;
+    assert!(matches!(
+        bob.reply_to(id).await,
+        Message::Error(e) if e.code == ErrorCode::Forbidden
+    ));
+    drop((alice, bob));
+    server.stop().await;
+
+    let server = durable(dir.path()).await;
+    let mut bob = server.client("bob").await;
+    // Bob acknowledged his inbox: nothing is replayed after Welcome.
+    assert_eq!(
+        view(&bob.unread(asked.clone()).await),
+        [(5, 3, 2), (1, 1, 0), (0, 0, 0), (0, 0, 0)]
+    );
+    // Every device of a user shares its read position.
+    let mut phone = server.client("bob").await;
+    phone.send(ack(channel("room"), 99)).await;
+    assert_eq!(view(&phone.unread(vec![channel("room")]).await), [(5, 5, 0)]);
+    assert_eq!(view(&bob.unread(vec![channel("room")]).await), [(5, 5, 0)]);
+}
+
+#[tokio::test]
+async fn unread_counts_work_in_memory_too() {
+    let server = TestServer::start(|_| {}).await;
+    let mut alice = server.client("alice").await;
+    let id = alice.publish("room", "one", Flags::RECEIPT).await;
+    receipt(&mut alice, id).await;
+    alice
+        .send(Message::Ack(Ack {
+            conversation: channel("room"),
+            seq: 1,
+        }))
+        .await;
+    let id = alice.publish("room", "two", Flags::RECEIPT).await;
+    receipt(&mut alice, id).await;
+    let counts = alice.unread(vec![channel("room")]).await;
+    assert_eq!((counts[0].last, counts[0].acked, counts[0].count()), (2, 1, 1));
+}
