@@ -226,6 +226,17 @@ impl Client {
         id
     }
 
+    /// Sends a message with flags; `None` once the connection is gone.
+    pub async fn try_send_flags(&mut self, message: Message, flags: Flags) -> Option<u32> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.io
+            .send(Frame::new(id, message).with_flags(flags))
+            .await
+            .ok()?;
+        Some(id)
+    }
+
     /// Writes raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
