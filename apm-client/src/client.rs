@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use apm_core::message::{
     Broadcast, Conversation, Direct, HistoryRequest, HistoryResponse, PresenceQuery,
-    PresenceResponse, Publish, Receipt, Role, content_kind,
+    PresenceResponse, Publish, Receipt, Role, Unread, UnreadRequest, content_kind,
 };
 use apm_core::{Flags, Frame, Message};
 use bytes::Bytes;
@@ -437,11 +437,40 @@ impl Client {
     /// they are not delivered again on the next connect. Resolves once
     /// queued for sending.
     pub async fn ack_inbox(&self, seq: u64) -> Result<(), Error> {
-        let message = Message::Ack(apm_core::message::Ack {
-            conversation: Conversation::User(self.user()),
-            seq,
-        });
+        self.ack(Conversation::User(self.user()), seq).await
+    }
+
+    /// Records that this user has read `conversation` up to `seq` (a
+    /// channel, `Broadcast`, or your own inbox). The position belongs to
+    /// the user, shared by all of its devices; it only moves forward.
+    /// Resolves once queued for sending.
+    pub async fn ack(&self, conversation: Conversation, seq: u64) -> Result<(), Error> {
+        let message = Message::Ack(apm_core::message::Ack { conversation, seq });
         self.fire(message, Flags::empty()).await
+    }
+
+    /// Unread counts for `conversations`, in the order given: each
+    /// conversation's last seq and this user's acknowledged position
+    /// ([`Unread::count`] is the difference). The server answers at most
+    /// its `unread_page_max` conversations.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(client: apm_client::Client) -> Result<(), apm_client::Error> {
+    /// use apm_client::Conversation;
+    ///
+    /// let counts = client.unread(vec![Conversation::Channel("room".into())]).await?;
+    /// println!("{} unread in #room", counts[0].count());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn unread(&self, conversations: Vec<Conversation>) -> Result<Vec<Unread>, Error> {
+        let message = Message::UnreadRequest(UnreadRequest { conversations });
+        match self.request(message, Flags::empty()).await?.message {
+            Message::UnreadResponse(r) => Ok(r.counts),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Connection events from now on: presence news, disconnects,

@@ -31,7 +31,8 @@ mod task;
 
 pub use apm_core::ErrorCode;
 pub use apm_core::message::{
-    Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, content_kind,
+    Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, Unread,
+    content_kind,
 };
 pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};

@@ -612,6 +612,7 @@ impl Task {
             | Message::Broadcast(_)
             | Message::Ack(_)
             | Message::HistoryRequest(_)
+            | Message::UnreadRequest(_)
             | Message::PresenceQuery(_) => Some(End::Lost(format!(
                 "unexpected {:?} from the server",
                 frame.message.message_type()

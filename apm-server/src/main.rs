@@ -117,6 +117,14 @@ fn serve(config: Config) -> ExitCode {
         let listen = config.listen;
         let dev_mode = config.dev_mode();
         let shards = config.shard_count();
+        match config.store {
+            apm_server::StoreKind::Disk => {
+                info!(data_dir = %config.data_dir.display(), "disk store: receipts after fsync")
+            }
+            apm_server::StoreKind::Memory => {
+                warn!("memory store: history and offline messages are lost on restart")
+            }
+        }
         let server = match Server::new(config) {
             Ok(s) => s,
             Err(e) => {

@@ -390,3 +390,30 @@ async fn an_inbox_keeps_the_connection_open() {
     let m = within(inbox.next()).await.unwrap();
     assert_eq!(&m.payload[..], b"still listening");
 }
+
+#[tokio::test]
+async fn read_positions_and_unread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let server = TestServer::start(move |c| {
+        c.store = apm_server::StoreKind::Disk;
+        c.data_dir = path;
+    })
+    .await;
+    let alice = client(&server, "alice").await;
+    let bob = client(&server, "bob").await;
+    for text in ["one", "two", "three"] {
+        alice.publish("room", text).await.unwrap();
+    }
+    let receipt = alice.send_to("bob", "psst").await.unwrap();
+    let room = Conversation::Channel("room".into());
+    let inbox = Conversation::User("bob".into());
+    bob.ack(room.clone(), 2).await.unwrap();
+    bob.ack_inbox(receipt.seq).await.unwrap();
+    let counts = bob.unread(vec![room, inbox]).await.unwrap();
+    let seen: Vec<(u64, u64, u64)> = counts
+        .iter()
+        .map(|u| (u.last, u.acked, u.count()))
+        .collect();
+    assert_eq!(seen, [(3, 2, 1), (1, 1, 0)]);
+}
