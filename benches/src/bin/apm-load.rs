@@ -9,7 +9,7 @@ use apm_benches::load::report::{Report, Run};
 use apm_benches::load::scenario::{self, Figure, Settings};
 use apm_benches::load::server::{self, SpawnedServer};
 use apm_benches::load::target::{Endpoint, Target};
-use apm_benches::load::{connections, procfs};
+use apm_benches::load::{connections, durable, procfs};
 use clap::{Parser, Subcommand};
 
 /// Load tester for apm and the servers people compare it with.
@@ -108,6 +108,18 @@ enum Scenario {
         #[arg(long, default_value_t = 4)]
         workers: usize,
     },
+    /// Publishing with receipts: apm with the memory store, apm with the
+    /// disk store, and Redis Streams (XADD, AOF fsync always; the tool
+    /// starts its own redis-server) in one run. Uses --window as the
+    /// publishes in flight per publisher.
+    Durable {
+        /// Publishing connections.
+        #[arg(long, default_value_t = 50)]
+        publishers: usize,
+        /// Channels / streams they spread over.
+        #[arg(long, default_value_t = 10)]
+        channels: usize,
+    },
     /// Internal: one process of the connections scenario.
     #[command(hide = true)]
     Worker {
@@ -143,6 +155,37 @@ async fn run(cli: Cli) -> Result<(), String> {
     } = &cli.scenario
     {
         return connections::worker(addr, *count, *source).await;
+    }
+    if let Scenario::Durable {
+        publishers,
+        channels,
+    } = &cli.scenario
+    {
+        if cli.vs.is_some() || cli.target != Target::Apm || cli.apm_addr.is_some() {
+            return Err(
+                "the durable scenario starts its own servers and compares them itself".into(),
+            );
+        }
+        let plan = durable::Plan {
+            publishers: *publishers,
+            channels: *channels,
+            window: cli.window as usize,
+            payload: cli.payload,
+            warmup: cli.warmup,
+            duration: cli.duration,
+            rounds: cli.rounds.unwrap_or(2).max(1),
+            apm_args: cli.apm_arg.clone(),
+        };
+        let runs = durable::run(&plan, !cli.json).await?;
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runs).map_err(|e| e.to_string())?
+            );
+        } else {
+            println!("{}", durable::table(&plan, &runs));
+        }
+        return Ok(());
     }
     let mut targets = vec![cli.target];
     if let Some(peer) = cli.vs {
@@ -228,7 +271,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Scenario::Connections { count, workers } => {
                     connections::run(&ep, *count, *workers, pid).await?
                 }
-                Scenario::Worker { .. } => unreachable!("handled above"),
+                Scenario::Worker { .. } | Scenario::Durable { .. } => {
+                    unreachable!("handled above")
+                }
             };
             runs.push(Run {
                 target,

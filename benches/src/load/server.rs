@@ -36,16 +36,21 @@ fn binary() -> Result<PathBuf, String> {
 }
 
 /// Starts apm-server on a free loopback port with `args`, and waits (at
-/// most 10 s) until it accepts connections.
+/// most 10 s) until it accepts connections. Without a `--store` in `args`
+/// it runs with the memory store, like the pub/sub peers it is compared
+/// with (the `durable` scenario compares the stores).
 pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = Command::new(binary()?)
-        .arg("--listen")
-        .arg(addr.to_string())
+    let mut command = Command::new(binary()?);
+    command.arg("--listen").arg(addr.to_string());
+    if !args.iter().any(|a| a == "--store" || a.starts_with("--store=")) {
+        command.args(["--store", "memory"]);
+    }
+    let child = command
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
