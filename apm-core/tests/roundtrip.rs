@@ -184,9 +184,8 @@ fn message() -> impl Strategy<Value = Message> {
                         .collect(),
                 })
             }),
-        prop::collection::vec(conversation(), 0..4).prop_map(|conversations| {
-            Message::UnreadRequest(UnreadRequest { conversations })
-        }),
+        prop::collection::vec(conversation(), 0..4)
+            .prop_map(|conversations| { Message::UnreadRequest(UnreadRequest { conversations }) }),
         prop::collection::vec((conversation(), any::<u64>(), any::<u64>()), 0..4).prop_map(
             |counts| {
                 Message::UnreadResponse(UnreadResponse {

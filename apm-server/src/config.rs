@@ -118,6 +118,10 @@ settings! {
     history_max_messages ("APM_HISTORY_MAX_MESSAGES"): usize = 1000;
     /// Seconds a message is kept; 0 means no age limit.
     history_max_age_secs ("APM_HISTORY_MAX_AGE_SECS"): u64 = 86_400;
+    /// Client message ids remembered per conversation: a message with the
+    /// same sender and `msg_id` as one of these is a retry, answered with
+    /// the first copy's receipt and not stored again. 0 turns this off.
+    dedup_window ("APM_DEDUP_WINDOW"): usize = 1024;
     /// Largest page a history request returns.
     history_page_max ("APM_HISTORY_PAGE_MAX"): u32 = 100;
     /// Most conversations one unread-count request is answered for.

@@ -120,6 +120,11 @@ pub fn seq_of(frame: &Bytes) -> Option<u64> {
     item(frame).map(|i| i.seq)
 }
 
+/// The sender and client message id of a stored `Deliver` frame.
+pub fn origin(frame: &Bytes) -> Option<(String, u64)> {
+    item(frame).map(|i| (i.sender, i.msg_id))
+}
+
 /// A stored frame back as a history item (the payload stays shared).
 fn item(frame: &Bytes) -> Option<HistoryItem> {
     let body = frame.slice(apm_core::LENGTH_LEN..);

@@ -30,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 mod connection;
+mod dedup;
 pub mod fanout;
 pub mod history;
 mod hub;

@@ -38,6 +38,9 @@ counters! {
     bytes_out,
     /// Messages sequenced (publish, direct, broadcast).
     messages_in,
+    /// Retries dropped: a message the conversation already had (same
+    /// sender, same client message id).
+    duplicates,
     /// Message copies queued to connections.
     messages_out,
     /// Message copies dropped for full queues under the drop policy.

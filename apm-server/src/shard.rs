@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
+use crate::dedup::{First, Recent};
 use crate::fanout::{Members, deliver, fan_out};
 use crate::history::{Retention, Ring};
 use crate::hub::{Hub, Seed};
@@ -145,6 +146,8 @@ struct Log {
     ring: Ring,
     /// User -> delivered up to this seq (the user's `Ack`s).
     acks: HashMap<Arc<str>, u64>,
+    /// Recent client message ids, to drop retries.
+    recent: Recent,
 }
 
 impl Log {
@@ -153,14 +156,26 @@ impl Log {
         self.seq
     }
 
-    /// Starts from what the store read back.
-    fn recovered(last: u64, messages: Vec<Record>, keep: Retention) -> Log {
+    /// Starts from what the store read back; the retained messages'
+    /// client ids count as recent, so a retry across a restart is still
+    /// recognised.
+    fn recovered(last: u64, messages: Vec<Record>, keep: Retention, window: usize) -> Log {
         let mut log = Log {
             seq: last,
             visible: last,
             ..Log::default()
         };
-        for m in messages {
+        let skip = messages.len().saturating_sub(window);
+        for (i, m) in messages.into_iter().enumerate() {
+            if i >= skip
+                && let Some((sender, msg_id)) = crate::history::origin(&m.frame)
+            {
+                let first = First {
+                    seq: m.seq,
+                    ts_ms: m.ts_ms,
+                };
+                log.recent.insert(&Arc::from(sender), msg_id, first, window);
+            }
             log.ring.push(m.seq, m.ts_ms, m.frame, keep);
         }
         log
@@ -228,29 +243,58 @@ fn channel_entry<'a>(
     channels.get_mut(name).expect("inserted above")
 }
 
-/// Stamps a message just given `seq` with the time and its sender, and
-/// encodes the `Deliver` frame every recipient gets.
-fn stamp(
-    conversation: ConversationRef<'_>,
-    seq: u64,
-    sender: &Conn,
+/// What became of a message offered to a conversation.
+enum Admitted {
+    /// It is new: sequenced, stamped and encoded.
+    New(Record),
+    /// A retry (same sender, same client message id) of a message the
+    /// conversation already has.
+    Retry {
+        conversation: ConversationId,
+        first: First,
+        visible: u64,
+    },
+}
+
+/// Gives a message its seq, server time and `Deliver` frame, unless the
+/// conversation saw it recently.
+fn admit(
+    log: &mut Log,
+    conversation: ConversationId,
+    sender: &Arc<str>,
     kind: u16,
     msg_id: u64,
     payload: &[u8],
-) -> (u64, Bytes) {
+    window: usize,
+) -> Admitted {
+    if let Some(first) = log.recent.get(sender, msg_id) {
+        return Admitted::Retry {
+            conversation,
+            first,
+            visible: log.visible,
+        };
+    }
+    let seq = log.next();
     let ts_ms = now_ms();
     let frame = DeliverRef {
-        conversation,
+        conversation: conversation.as_ref(),
         seq,
         ts_ms,
-        sender: &sender.user,
+        sender,
         kind,
         msg_id,
         payload,
     }
     .to_frame_bytes(u32::MAX)
     .expect("no frame limit");
-    (ts_ms, frame)
+    log.recent
+        .insert(sender, msg_id, First { seq, ts_ms }, window);
+    Admitted::New(Record {
+        conversation,
+        seq,
+        ts_ms,
+        frame,
+    })
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -623,17 +667,19 @@ impl ShardState {
 
     fn publish(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Publish) {
         let echo = self.hub.config.echo || flags.contains(Flags::ECHO);
+        let window = self.hub.config.dedup_window;
         let ch = channel_entry(&mut self.channels, &self.hub, &msg.channel);
-        let seq = ch.log.next();
-        let conversation = ConversationRef::Channel(&msg.channel);
-        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
-        let record = Record {
-            conversation: ConversationId::Channel(ch.name.clone()),
-            seq,
-            ts_ms,
-            frame,
-        };
-        self.sequenced(record, conn, request_id, flags, echo);
+        let conversation = ConversationId::Channel(ch.name.clone());
+        let admitted = admit(
+            &mut ch.log,
+            conversation,
+            &conn.user,
+            msg.kind,
+            msg.msg_id,
+            &msg.payload,
+            window,
+        );
+        self.admitted(admitted, conn, request_id, flags, echo);
     }
 
     fn direct(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Direct) {
@@ -646,29 +692,71 @@ impl ShardState {
             }
         };
         let inbox = self.inboxes.get_mut(&user).expect("made above");
-        let seq = inbox.next();
-        let conversation = ConversationRef::User(&user);
-        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
-        let record = Record {
-            conversation: ConversationId::User(user),
-            seq,
-            ts_ms,
-            frame,
-        };
-        self.sequenced(record, conn, request_id, flags, false);
+        let admitted = admit(
+            inbox,
+            ConversationId::User(user),
+            &conn.user,
+            msg.kind,
+            msg.msg_id,
+            &msg.payload,
+            self.hub.config.dedup_window,
+        );
+        self.admitted(admitted, conn, request_id, flags, false);
     }
 
     fn broadcast(&mut self, conn: Arc<Conn>, request_id: u32, flags: Flags, msg: Broadcast) {
-        let seq = self.broadcasts.next();
-        let conversation = ConversationRef::Broadcast;
-        let (ts_ms, frame) = stamp(conversation, seq, &conn, msg.kind, msg.msg_id, &msg.payload);
-        let record = Record {
-            conversation: ConversationId::Broadcast,
-            seq,
-            ts_ms,
-            frame,
-        };
-        self.sequenced(record, conn, request_id, flags, false);
+        let admitted = admit(
+            &mut self.broadcasts,
+            ConversationId::Broadcast,
+            &conn.user,
+            msg.kind,
+            msg.msg_id,
+            &msg.payload,
+            self.hub.config.dedup_window,
+        );
+        self.admitted(admitted, conn, request_id, flags, false);
+    }
+
+    fn admitted(
+        &mut self,
+        admitted: Admitted,
+        conn: Arc<Conn>,
+        request_id: u32,
+        flags: Flags,
+        echo: bool,
+    ) {
+        match admitted {
+            Admitted::New(record) => self.sequenced(record, conn, request_id, flags, echo),
+            Admitted::Retry {
+                conversation,
+                first,
+                visible,
+            } => {
+                Metrics::add(&self.metrics().duplicates, 1);
+                if !flags.contains(Flags::RECEIPT) {
+                    return;
+                }
+                let receipt = Frame::new(
+                    request_id,
+                    Message::Receipt(Receipt {
+                        conversation: conversation.as_ref().to_owned(),
+                        seq: first.seq,
+                        ts_ms: first.ts_ms,
+                    }),
+                );
+                let Ok(frame) = receipt.to_bytes_limited(u32::MAX) else {
+                    return;
+                };
+                match &self.hub.writer {
+                    // The first copy is not on disk yet: its batch, or an
+                    // earlier one, is ahead of this reply in the writer.
+                    Some(writer) if first.seq > visible => writer.reply_after(conn, frame),
+                    _ => {
+                        conn.push_reply(frame);
+                    }
+                }
+            }
+        }
     }
 
     /// A message has its seq: deliver it now, or once the store has it on
@@ -714,7 +802,13 @@ impl ShardState {
                 ch.log.settle(&record, keep);
                 let except = if echo { NOBODY } else { from.id };
                 let parallel = ch.members.len() >= self.hub.config.fanout_parallel_threshold;
-                fan_out(&self.hub.metrics, &ch.members, &record.frame, except, parallel);
+                fan_out(
+                    &self.hub.metrics,
+                    &ch.members,
+                    &record.frame,
+                    except,
+                    parallel,
+                );
             }
             ConversationId::User(user) => {
                 if let Some(inbox) = self.inboxes.get_mut(user) {
@@ -770,7 +864,7 @@ impl ShardState {
     fn seed(&mut self, seed: Seed) {
         let keep = self.hub.config.retention();
         for c in seed.conversations {
-            let log = Log::recovered(c.last, c.messages, keep);
+            let log = Log::recovered(c.last, c.messages, keep, self.hub.config.dedup_window);
             match c.conversation {
                 ConversationId::Channel(name) => {
                     channel_entry(&mut self.channels, &self.hub, &name).log = log;

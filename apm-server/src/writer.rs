@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tracing::{error, warn};
 
+use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shard::{Command, Sequenced};
@@ -31,6 +33,9 @@ enum Job {
     Message { shard: usize, msg: Sequenced },
     /// A read position that moved.
     Ack(AckRecord),
+    /// A frame for a connection, sent once everything queued before it is
+    /// on disk.
+    Reply { conn: Arc<Conn>, frame: Bytes },
     /// Write what came before, then end the thread.
     Stop,
 }
@@ -77,6 +82,11 @@ impl Writer {
         self.backlog.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Sends `frame` to `conn` once everything queued so far is on disk.
+    pub(crate) fn reply_after(&self, conn: Arc<Conn>, frame: Bytes) {
+        let _ = self.tx.send(Job::Reply { conn, frame });
+    }
+
     /// Queues a read position.
     pub(crate) fn push_ack(&self, ack: AckRecord) {
         let _ = self.tx.send(Job::Ack(ack));
@@ -120,6 +130,7 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
         };
         let mut batch = Batch::default();
         let mut back: Vec<Vec<Sequenced>> = (0..hub.shards.len()).map(|_| Vec::new()).collect();
+        let mut replies = Vec::new();
         let mut jobs = 0usize;
         let mut next = Some(first);
         while let Some(job) = next {
@@ -129,6 +140,7 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                     back[shard].push(msg);
                 }
                 Job::Ack(ack) => batch.acks.push(ack),
+                Job::Reply { conn, frame } => replies.push((conn, frame)),
                 Job::Stop => {
                     stopping = true;
                     break;
@@ -146,6 +158,9 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                 if !msgs.is_empty() {
                     hub.submit_now(shard, Command::Stored(msgs));
                 }
+            }
+            for (conn, frame) in replies {
+                conn.push_reply(frame);
             }
         }
         hub.writer_drained(batch.messages.len());

@@ -134,7 +134,15 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut build = std::process::Command::new(cargo);
     build
-        .args(["build", "--quiet", "-p", package, "--bin", bin, "--manifest-path"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir);
     match profile {

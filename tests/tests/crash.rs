@@ -43,7 +43,14 @@ struct ServerProcess {
 async fn spawn_server(dir: &Path) -> ServerProcess {
     let bin = apm_tests::workspace_binary("apm-server", "apm-server");
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--store", "disk", "--shards", "2"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "disk",
+            "--shards",
+            "2",
+        ])
         .args(["--history-max-messages", "1000000", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
@@ -59,7 +66,9 @@ async fn spawn_server(dir: &Path) -> ServerProcess {
         while let Some(line) = lines.next_line().await.expect("read server log") {
             let line = strip_ansi(&line);
             if line.contains("listening")
-                && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
+                && let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
             {
                 return addr.parse::<SocketAddr>().expect("listen address");
             }

@@ -99,15 +99,14 @@ async fn history_pages() {
     assert_eq!(seqs(&forward), vec![3, 4]);
     let between = r.history(page(Some(6), Some(3), 10)).await;
     assert_eq!(seqs(&between), vec![4, 5]);
-    let empty = r.history(
-        HistoryRequest {
+    let empty = r
+        .history(HistoryRequest {
             conversation: Conversation::Channel("nothing-here".into()),
             before: None,
             after: None,
             limit: 10,
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(empty.messages.is_empty());
     assert_eq!((empty.oldest, empty.last), (1, 0));
 }
@@ -148,15 +147,14 @@ async fn private_messages_wait_for_an_offline_user() {
         assert_eq!(d.conversation, Conversation::User("bob".into()));
     }
     // His own inbox's history is his to read.
-    let h = bob.history(
-        HistoryRequest {
+    let h = bob
+        .history(HistoryRequest {
             conversation: Conversation::User("bob".into()),
             before: None,
             after: None,
             limit: 10,
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(seqs(&h), vec![1, 2, 3]);
     // Acknowledged messages are not delivered again.
     bob.send(Message::Ack(Ack {
@@ -184,9 +182,7 @@ async fn acks_for_other_inboxes_are_refused() {
         .await;
     let f = c.recv().await;
     assert_eq!(f.request_id, id);
-    assert!(
-        matches!(f.message, Message::Error(ref e) if e.code == apm_core::ErrorCode::Forbidden)
-    );
+    assert!(matches!(f.message, Message::Error(ref e) if e.code == apm_core::ErrorCode::Forbidden));
 }
 
 /// A backlog bigger than the outbound budget: the newest part is replayed

@@ -228,3 +228,62 @@ async fn system_channels_are_read_only() {
     assert_eq!(f.request_id, id);
     assert!(matches!(f.message, Message::Error(ref e) if e.code == ErrorCode::Forbidden));
 }
+
+async fn publish_id(c: &mut Client, channel: &str, msg_id: u64, text: &str) -> Receipt {
+    let id = c
+        .send_flags(
+            Message::Publish(apm_core::message::Publish {
+                channel: channel.into(),
+                kind: 1,
+                msg_id,
+                payload: Bytes::copy_from_slice(text.as_bytes()),
+            }),
+            Flags::RECEIPT,
+        )
+        .await;
+    match c.reply_to(id).await {
+        Message::Receipt(r) => r,
+        other => panic!("expected Receipt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_msg_id_is_not_stored_twice() {
+    let server = TestServer::start(|_| {}).await;
+    let mut reader = server.client("reader").await;
+    reader.sub("room").await;
+    let mut alice = server.client("alice").await;
+    let first = publish_id(&mut alice, "room", 42, "hello").await;
+    let retry = publish_id(&mut alice, "room", 42, "hello").await;
+    assert_eq!((first.seq, retry.seq), (1, 1));
+    assert_eq!(retry.ts_ms, first.ts_ms);
+    // The same id from another user, or from alice's other device after a
+    // new id, is a new message.
+    let mut bob = server.client("bob").await;
+    assert_eq!(publish_id(&mut bob, "room", 42, "bob's").await.seq, 2);
+    let mut phone = server.client("alice").await;
+    assert_eq!(publish_id(&mut phone, "room", 42, "hello").await.seq, 1);
+    assert_eq!(publish_id(&mut phone, "room", 43, "next").await.seq, 3);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = reader.deliver().await;
+        got.push((d.seq, d.payload));
+    }
+    assert_eq!(
+        got,
+        [
+            (1, Bytes::from("hello")),
+            (2, Bytes::from("bob's")),
+            (3, Bytes::from("next"))
+        ]
+    );
+    // Nothing else was delivered: the round trip comes back empty-handed.
+    assert!(reader.round_trip().await.is_empty());
+    assert_eq!(
+        server
+            .metrics
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}

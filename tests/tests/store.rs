@@ -64,7 +64,9 @@ async fn receipted_messages_survive_a_restart_and_seqs_go_on() {
     let mut alice = Client::connect(server.addr).await;
     let epoch = alice.hello("alice", "").await.epoch;
     for i in 1..=20u64 {
-        let id = alice.publish("room", &format!("m{i}"), Flags::RECEIPT).await;
+        let id = alice
+            .publish("room", &format!("m{i}"), Flags::RECEIPT)
+            .await;
         assert_eq!(receipt(&mut alice, id).await.seq, i);
     }
     for i in 1..=20u64 {
@@ -112,7 +114,9 @@ async fn unread_counts_follow_acks_and_survive_a_restart() {
     let server = durable(dir.path()).await;
     let mut alice = server.client("alice").await;
     for i in 0..5 {
-        let id = alice.publish("room", &format!("m{i}"), Flags::RECEIPT).await;
+        let id = alice
+            .publish("room", &format!("m{i}"), Flags::RECEIPT)
+            .await;
         receipt(&mut alice, id).await;
     }
     direct(&mut alice, "bob", "hi").await;
@@ -168,7 +172,10 @@ async fn unread_counts_follow_acks_and_survive_a_restart() {
     // Every device of a user shares its read position.
     let mut phone = server.client("bob").await;
     phone.send(ack(channel("room"), 99)).await;
-    assert_eq!(view(&phone.unread(vec![channel("room")]).await), [(5, 5, 0)]);
+    assert_eq!(
+        view(&phone.unread(vec![channel("room")]).await),
+        [(5, 5, 0)]
+    );
     assert_eq!(view(&bob.unread(vec![channel("room")]).await), [(5, 5, 0)]);
 }
 
@@ -187,5 +194,37 @@ async fn unread_counts_work_in_memory_too() {
     let id = alice.publish("room", "two", Flags::RECEIPT).await;
     receipt(&mut alice, id).await;
     let counts = alice.unread(vec![channel("room")]).await;
-    assert_eq!((counts[0].last, counts[0].acked, counts[0].count()), (2, 1, 1));
+    assert_eq!(
+        (counts[0].last, counts[0].acked, counts[0].count()),
+        (2, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_across_a_restart_is_recognised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let publish = |msg_id| {
+        Message::Publish(apm_core::message::Publish {
+            channel: "room".into(),
+            kind: 1,
+            msg_id,
+            payload: Bytes::from_static(b"once"),
+        })
+    };
+    let server = durable(dir.path()).await;
+    let mut alice = server.client("alice").await;
+    let id = alice.send_flags(publish(9), Flags::RECEIPT).await;
+    let first = receipt(&mut alice, id).await;
+    // A retry while the first copy may still be on its way to disk.
+    let id = alice.send_flags(publish(9), Flags::RECEIPT).await;
+    assert_eq!(receipt(&mut alice, id).await, first);
+    drop(alice);
+    server.stop().await;
+
+    let server = durable(dir.path()).await;
+    let mut alice = server.client("alice").await;
+    let id = alice.send_flags(publish(9), Flags::RECEIPT).await;
+    assert_eq!(receipt(&mut alice, id).await, first);
+    let h = alice.history(latest(channel("room"))).await;
+    assert_eq!((h.last, h.messages.len()), (1, 1));
 }

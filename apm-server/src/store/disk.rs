@@ -114,7 +114,8 @@ impl Store for DiskStore {
             let mut acks = txn.open_table(ACKS).map_err(db_error)?;
             for a in &batch.acks {
                 let key = a.conversation.key();
-                acks.insert((&*a.user, key.as_str()), a.seq).map_err(db_error)?;
+                acks.insert((&*a.user, key.as_str()), a.seq)
+                    .map_err(db_error)?;
             }
         }
         txn.commit().map_err(db_error)
@@ -168,7 +169,10 @@ impl Store for DiskStore {
             let mut kept = Vec::new();
             if keep.max_messages > 0 {
                 let first = last.saturating_sub(keep.max_messages as u64) + 1;
-                for entry in messages.range((key, first)..=(key, last)).map_err(db_error)? {
+                for entry in messages
+                    .range((key, first)..=(key, last))
+                    .map_err(db_error)?
+                {
                     let (k, v) = entry.map_err(db_error)?;
                     let v = v.value();
                     let ts_ms = ts_of(v)?;

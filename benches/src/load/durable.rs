@@ -135,7 +135,14 @@ fn spawn_redis(dir: &std::path::Path) -> Result<RedisServer, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
@@ -158,7 +165,11 @@ fn start(leg: Leg, plan: &Plan) -> Result<Running, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let server = match leg {
         Leg::ApmMemory | Leg::ApmDisk => {
-            let store = if leg == Leg::ApmDisk { "disk" } else { "memory" };
+            let store = if leg == Leg::ApmDisk {
+                "disk"
+            } else {
+                "memory"
+            };
             let mut args = vec![
                 "--store".to_owned(),
                 store.to_owned(),
@@ -192,8 +203,8 @@ impl Acker {
                     .map_err(|e| e.to_string())?,
             ),
             Server::Redis(r) => {
-                let client =
-                    redis::Client::open(format!("redis://{}", r.addr)).map_err(|e| e.to_string())?;
+                let client = redis::Client::open(format!("redis://{}", r.addr))
+                    .map_err(|e| e.to_string())?;
                 let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
                 Acker::Redis(
                     client
@@ -249,9 +260,7 @@ async fn publish_loop(
     loop {
         while in_flight.len() < window && !counters.stop.load(Ordering::Relaxed) {
             let sent = Instant::now();
-            let fut = acker
-                .clone()
-                .publish(stream.clone(), tally::payload(size));
+            let fut = acker.clone().publish(stream.clone(), tally::payload(size));
             in_flight.push(async move { fut.await.map(|()| sent) });
         }
         let Some(done) = in_flight.next().await else {
@@ -338,7 +347,13 @@ pub fn table(plan: &Plan, runs: &[Measured]) -> String {
     let _ = writeln!(
         t,
         "durable publish: {} publishers x {} in flight over {} streams, {} B payload, {:?} measured after {:?} warm-up, {} round(s)\n",
-        plan.publishers, plan.window, plan.channels, plan.payload, plan.duration, plan.warmup, plan.rounds
+        plan.publishers,
+        plan.window,
+        plan.channels,
+        plan.payload,
+        plan.duration,
+        plan.warmup,
+        plan.rounds
     );
     let _ = writeln!(
         t,
@@ -382,6 +397,10 @@ pub fn table(plan: &Plan, runs: &[Measured]) -> String {
             format!("{:.2}x", of(Leg::ApmDisk) / of(Leg::RedisXadd))
         })
         .collect();
-    let _ = writeln!(t, "apm disk / redis xadd acked/s per round: {}", per_round.join(", "));
+    let _ = writeln!(
+        t,
+        "apm disk / redis xadd acked/s per round: {}",
+        per_round.join(", ")
+    );
     t
 }

@@ -47,7 +47,10 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = Command::new(binary()?);
     command.arg("--listen").arg(addr.to_string());
-    if !args.iter().any(|a| a == "--store" || a.starts_with("--store=")) {
+    if !args
+        .iter()
+        .any(|a| a == "--store" || a.starts_with("--store="))
+    {
         command.args(["--store", "memory"]);
     }
     let child = command
