@@ -23,7 +23,10 @@ pub struct SendOptions {
     /// What the payload holds (see `apm_core::message::content_kind`);
     /// default binary.
     pub kind: u16,
-    /// A client message id, echoed to receivers (0 for none).
+    /// A client message id, echoed to receivers (0 for none). A message
+    /// sent with a receipt gets a random one when this is 0: after a lost
+    /// connection the SDK sends it again, and the server recognises the
+    /// copy by (sender, id) and answers with the first copy's receipt.
     pub msg_id: u64,
     /// On a publish: deliver to this connection too.
     pub echo: bool,
@@ -192,7 +195,18 @@ impl Client {
         .await
     }
 
-    async fn receipt(&self, message: Message, flags: Flags) -> Result<Receipt, Error> {
+    /// Sends a message with a receipt. It gets a random client message id
+    /// if it has none, so that after a lost connection it can be sent again
+    /// safely: the server answers a copy it already has with the first
+    /// copy's receipt.
+    async fn receipt(&self, mut message: Message, flags: Flags) -> Result<Receipt, Error> {
+        if let Message::Publish(Publish { msg_id, .. })
+        | Message::Direct(Direct { msg_id, .. })
+        | Message::Broadcast(Broadcast { msg_id, .. }) = &mut message
+            && *msg_id == 0
+        {
+            *msg_id = rand::random::<u64>().max(1);
+        }
         match self.request(message, flags | Flags::RECEIPT).await?.message {
             Message::Receipt(r) => Ok(r),
             other => Err(unexpected(&other)),

@@ -60,6 +60,14 @@ pub(crate) struct SessionInfo {
 
 enum Pending {
     Caller(Reply),
+    /// A message sent with a receipt and a client message id: after a lost
+    /// connection it is sent again (the server answers a copy it already
+    /// has with the first copy's receipt) instead of failing.
+    Retry {
+        message: Message,
+        flags: Flags,
+        reply: Reply,
+    },
     Subscribe {
         channel: String,
         tx: mpsc::Sender<Deliver>,
@@ -95,6 +103,8 @@ pub(crate) struct Task {
     pub(crate) session: Arc<Mutex<SessionInfo>>,
     subs: HashMap<String, SubState>,
     pending: HashMap<u32, Pending>,
+    /// Messages to send again once reconnected, in the order first sent.
+    retry: Vec<(u32, Message, Flags, Reply)>,
     next_id: u32,
     /// Re-subscriptions not yet answered; `Reconnected` waits for them.
     resubscribing: usize,
@@ -180,6 +190,30 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error
         })?
 }
 
+/// Tells whoever waits for `pending` that it failed.
+fn fail(pending: Pending, err: Error) {
+    match pending {
+        Pending::Caller(r) | Pending::Retry { reply: r, .. } => {
+            let _ = r.send(Err(err));
+        }
+        Pending::Subscribe { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Pending::Resubscribe { .. } | Pending::Ignore => {}
+    }
+}
+
+/// Whether a message carries a client message id the server can
+/// de-duplicate a re-sent copy by.
+fn has_msg_id(message: &Message) -> bool {
+    match message {
+        Message::Publish(m) => m.msg_id != 0,
+        Message::Direct(m) => m.msg_id != 0,
+        Message::Broadcast(m) => m.msg_id != 0,
+        _ => false,
+    }
+}
+
 fn server_error(frame: &Frame) -> Option<Error> {
     match &frame.message {
         Message::Error(e) => Some(Error::Server {
@@ -209,6 +243,7 @@ impl Task {
             session,
             subs: HashMap::new(),
             pending: HashMap::new(),
+            retry: Vec::new(),
             // 1 was the Hello.
             next_id: 2,
             resubscribing: 0,
@@ -256,13 +291,13 @@ impl Task {
                 }
                 End::Lost(reason) => {
                     debug!(%reason, "connection lost");
-                    self.fail_pending(|| Error::Disconnected);
+                    self.lose_pending();
                     self.emit(Event::Disconnected { reason });
                     match self.reconnect().await {
                         Some(new_io) => {
                             io = new_io;
                             if let Err(reason) = self.resubscribe(&mut io).await {
-                                self.fail_pending(|| Error::Disconnected);
+                                self.lose_pending();
                                 self.emit(Event::Disconnected { reason });
                                 continue;
                             }
@@ -300,17 +335,31 @@ impl Task {
         self.emit(Event::Closed);
     }
 
-    fn fail_pending(&mut self, err: impl Fn() -> Error) {
-        for (_, p) in self.pending.drain() {
+    /// The connection is gone: what can be sent again waits for the next
+    /// one, the rest fails with `Disconnected`.
+    fn lose_pending(&mut self) {
+        for (id, p) in std::mem::take(&mut self.pending) {
             match p {
-                Pending::Caller(r) => {
-                    let _ = r.send(Err(err()));
-                }
-                Pending::Subscribe { reply, .. } => {
-                    let _ = reply.send(Err(err()));
-                }
-                Pending::Resubscribe { .. } | Pending::Ignore => {}
+                Pending::Retry {
+                    message,
+                    flags,
+                    reply,
+                } => self.retry.push((id, message, flags, reply)),
+                other => fail(other, Error::Disconnected),
             }
+        }
+        // Request ids grow with each send (wrapping only after 4 billion):
+        // this restores the order they were first sent in.
+        self.retry.sort_by_key(|(id, ..)| *id);
+        self.resubscribing = 0;
+    }
+
+    fn fail_pending(&mut self, err: impl Fn() -> Error) {
+        for (_, _, _, reply) in self.retry.drain(..) {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, p) in self.pending.drain() {
+            fail(p, err());
         }
         self.resubscribing = 0;
     }
@@ -386,6 +435,24 @@ impl Task {
                     channel,
                     since: Some(last_seq),
                 }),
+            );
+            io.feed(frame).await.map_err(|e| e.to_string())?;
+        }
+        // Then what was sent with a receipt and not answered, in order.
+        for (_, message, flags, reply) in std::mem::take(&mut self.retry) {
+            if reply.is_closed() {
+                // The caller gave up (timed out): its outcome stays unknown.
+                continue;
+            }
+            let id = self.request_id();
+            let frame = Frame::new(id, message.clone()).with_flags(flags);
+            self.pending.insert(
+                id,
+                Pending::Retry {
+                    message,
+                    flags,
+                    reply,
+                },
             );
             io.feed(frame).await.map_err(|e| e.to_string())?;
         }
@@ -475,8 +542,19 @@ impl Task {
                 reply,
             } => {
                 let id = self.request_id();
-                if let Some(reply) = reply {
-                    self.pending.insert(id, Pending::Caller(reply));
+                match reply {
+                    Some(reply) if flags.contains(Flags::RECEIPT) && has_msg_id(&message) => {
+                        let pending = Pending::Retry {
+                            message: message.clone(),
+                            flags,
+                            reply,
+                        };
+                        self.pending.insert(id, pending);
+                    }
+                    Some(reply) => {
+                        self.pending.insert(id, Pending::Caller(reply));
+                    }
+                    None => {}
                 }
                 (id, message, flags)
             }
@@ -522,7 +600,7 @@ impl Task {
 
     fn answer(&mut self, pending: Pending, result: Result<Frame, Error>) {
         match pending {
-            Pending::Caller(r) => {
+            Pending::Caller(r) | Pending::Retry { reply: r, .. } => {
                 let _ = r.send(result);
             }
             Pending::Subscribe { channel, tx, reply } => {

@@ -417,3 +417,58 @@ async fn read_positions_and_unread_counts() {
         .collect();
     assert_eq!(seen, [(3, 2, 1), (1, 1, 0)]);
 }
+
+/// Publishes waiting for receipts when the connection drops are sent again
+/// after the reconnect, and each is stored once: every caller gets a
+/// receipt, the seqs are 1..=N, and the reader sees every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipted_publishes_survive_a_dropped_connection() {
+    const N: u64 = 300;
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let c = Client::builder(relay.addr.to_string())
+        .credentials("mobile", "")
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut reader = client(&server, "reader")
+        .await
+        .subscribe("log")
+        .await
+        .unwrap();
+    let publishes: Vec<_> = (0..N)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.publish("log", format!("m{i}")).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    while seen.len() < 50 {
+        seen.push(within(reader.next()).await.unwrap());
+    }
+    // Cut with publishes and receipts in flight.
+    relay.cut();
+    let mut seqs = BTreeSet::new();
+    for p in publishes {
+        let receipt = p.await.unwrap().expect("a receipt despite the cut");
+        assert!(
+            seqs.insert(receipt.seq),
+            "seq {} receipted twice",
+            receipt.seq
+        );
+    }
+    assert_eq!(seqs, (1..=N).collect::<BTreeSet<_>>());
+    while (seen.len() as u64) < N {
+        seen.push(within(reader.next()).await.unwrap());
+    }
+    let payloads: BTreeSet<_> = seen.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(payloads.len() as u64, N, "every message once");
+    let marker = client(&server, "marker").await;
+    assert_eq!(marker.publish("log", "end").await.unwrap().seq, N + 1);
+    assert_eq!(within(reader.next()).await.unwrap().seq, N + 1);
+}
