@@ -110,12 +110,14 @@ enum Scenario {
     },
     /// Publishing with receipts: apm with the memory store, apm with the
     /// disk store, and Redis Streams (XADD, AOF fsync always; the tool
-    /// starts its own redis-server) in one run. Uses --window as the
-    /// publishes in flight per publisher.
+    /// starts its own redis-server) in one run.
     Durable {
         /// Publishing connections.
         #[arg(long, default_value_t = 50)]
         publishers: usize,
+        /// Publishes each publisher keeps waiting for their receipts.
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
         /// Channels / streams they spread over.
         #[arg(long, default_value_t = 10)]
         channels: usize,
@@ -158,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     if let Scenario::Durable {
         publishers,
+        in_flight,
         channels,
     } = &cli.scenario
     {
@@ -169,7 +172,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         let plan = durable::Plan {
             publishers: *publishers,
             channels: *channels,
-            window: cli.window as usize,
+            window: *in_flight,
             payload: cli.payload,
             warmup: cli.warmup,
             duration: cli.duration,

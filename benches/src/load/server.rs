@@ -11,6 +11,9 @@ pub struct SpawnedServer {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its data directory when this tool chose it: fresh for every server,
+    /// removed after it (fields drop after `Drop::drop` has stopped it).
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl SpawnedServer {
@@ -38,7 +41,9 @@ fn binary() -> Result<PathBuf, String> {
 /// Starts apm-server on a free loopback port with `args`, and waits (at
 /// most 10 s) until it accepts connections. Without a `--store` in `args`
 /// it runs with the memory store, like the pub/sub peers it is compared
-/// with (the `durable` scenario compares the stores).
+/// with (the `durable` scenario compares the stores); without a
+/// `--data-dir`, in a fresh temporary directory, so no run inherits
+/// another's history.
 pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -47,12 +52,20 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = Command::new(binary()?);
     command.arg("--listen").arg(addr.to_string());
-    if !args
-        .iter()
-        .any(|a| a == "--store" || a.starts_with("--store="))
-    {
+    let given = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !given("--store") {
         command.args(["--store", "memory"]);
     }
+    let data_dir = if given("--data-dir") {
+        None
+    } else {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        command.arg("--data-dir").arg(dir.path());
+        Some(dir)
+    };
     let child = command
         .args(args)
         .env("RUST_LOG", "warn")
@@ -61,7 +74,11 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start apm-server: {e}"))?;
-    let server = SpawnedServer { child, addr };
+    let server = SpawnedServer {
+        child,
+        addr,
+        _data_dir: data_dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
