@@ -26,17 +26,20 @@ pub(crate) struct Recent {
     seen: HashMap<Key, (Arc<str>, First)>,
 }
 
-fn sender_hash(sender: &str) -> u64 {
+/// A sender's hash for [`Recent`]: computed once per message, used for
+/// both the look-up and the insert.
+pub(crate) fn sender_hash(sender: &str) -> u64 {
     foldhash::fast::FixedState::default().hash_one(sender)
 }
 
 impl Recent {
-    /// The first copy of `msg_id` from `sender`, if it is recent.
-    pub(crate) fn get(&self, sender: &str, msg_id: u64) -> Option<First> {
+    /// The first copy of `msg_id` from `sender` (whose [`sender_hash`] is
+    /// `hash`), if it is recent.
+    pub(crate) fn get(&self, sender: &str, hash: u64, msg_id: u64) -> Option<First> {
         if msg_id == 0 {
             return None;
         }
-        match self.seen.get(&(sender_hash(sender), msg_id)) {
+        match self.seen.get(&(hash, msg_id)) {
             Some((s, first)) if **s == *sender => Some(*first),
             _ => None,
         }
@@ -44,11 +47,18 @@ impl Recent {
 
     /// Remembers a message just sequenced, forgetting the oldest past
     /// `capacity`.
-    pub(crate) fn insert(&mut self, sender: &Arc<str>, msg_id: u64, first: First, capacity: usize) {
+    pub(crate) fn insert(
+        &mut self,
+        sender: &Arc<str>,
+        hash: u64,
+        msg_id: u64,
+        first: First,
+        capacity: usize,
+    ) {
         if msg_id == 0 || capacity == 0 {
             return;
         }
-        let key = (sender_hash(sender), msg_id);
+        let key = (hash, msg_id);
         if self.seen.insert(key, (sender.clone(), first)).is_none() {
             self.order.push_back(key);
         }
@@ -71,17 +81,20 @@ mod tests {
     #[test]
     fn remembers_per_sender_within_capacity() {
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let (ha, hb, hc) = (sender_hash("a"), sender_hash("b"), sender_hash("c"));
         let mut r = Recent::default();
-        r.insert(&a, 7, first(1), 2);
-        r.insert(&b, 7, first(2), 2);
-        assert_eq!(r.get("a", 7), Some(first(1)));
-        assert_eq!(r.get("b", 7), Some(first(2)));
-        assert_eq!(r.get("c", 7), None);
-        assert_eq!(r.get("a", 0), None);
-        r.insert(&a, 8, first(3), 2);
-        assert_eq!(r.get("a", 7), None, "the oldest is forgotten");
-        assert_eq!(r.get("a", 8), Some(first(3)));
-        r.insert(&a, 0, first(4), 2);
-        assert_eq!(r.get("a", 0), None, "0 is no id");
+        r.insert(&a, ha, 7, first(1), 2);
+        r.insert(&b, hb, 7, first(2), 2);
+        assert_eq!(r.get("a", ha, 7), Some(first(1)));
+        assert_eq!(r.get("b", hb, 7), Some(first(2)));
+        assert_eq!(r.get("c", hc, 7), None);
+        assert_eq!(r.get("a", ha, 0), None);
+        // A colliding hash with another sender is not a hit.
+        assert_eq!(r.get("c", ha, 7), None);
+        r.insert(&a, ha, 8, first(3), 2);
+        assert_eq!(r.get("a", ha, 7), None, "the oldest is forgotten");
+        assert_eq!(r.get("a", ha, 8), Some(first(3)));
+        r.insert(&a, ha, 0, first(4), 2);
+        assert_eq!(r.get("a", ha, 0), None, "0 is no id");
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
-use crate::dedup::{First, Recent};
+use crate::dedup::{First, Recent, sender_hash};
 use crate::fanout::{Members, deliver, fan_out};
 use crate::history::{Retention, Ring};
 use crate::hub::{Hub, Seed};
@@ -174,7 +174,9 @@ impl Log {
                     seq: m.seq,
                     ts_ms: m.ts_ms,
                 };
-                log.recent.insert(&Arc::from(sender), msg_id, first, window);
+                let hash = sender_hash(&sender);
+                log.recent
+                    .insert(&Arc::from(sender), hash, msg_id, first, window);
             }
             log.ring.push(m.seq, m.ts_ms, m.frame, keep);
         }
@@ -267,7 +269,8 @@ fn admit(
     payload: &[u8],
     window: usize,
 ) -> Admitted {
-    if let Some(first) = log.recent.get(sender, msg_id) {
+    let hash = if msg_id == 0 { 0 } else { sender_hash(sender) };
+    if let Some(first) = log.recent.get(sender, hash, msg_id) {
         return Admitted::Retry {
             conversation,
             first,
@@ -288,7 +291,7 @@ fn admit(
     .to_frame_bytes(u32::MAX)
     .expect("no frame limit");
     log.recent
-        .insert(sender, msg_id, First { seq, ts_ms }, window);
+        .insert(sender, hash, msg_id, First { seq, ts_ms }, window);
     Admitted::New(Record {
         conversation,
         seq,
