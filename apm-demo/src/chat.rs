@@ -80,12 +80,16 @@ pub(crate) async fn run(login: Login) -> Result<Exit, Error> {
     let inbox = client.messages()?;
     // `$presence` carries who comes online and goes offline.
     let presence = client.subscribe("$presence").await?;
+    let printers = vec![
+        spawn_printer(client.clone(), inbox),
+        spawn_printer(client.clone(), presence),
+    ];
     let mut chat = Chat {
         me: client.user(),
         client,
         current: None,
         joined: BTreeSet::new(),
-        printers: vec![spawn_printer(inbox), spawn_printer(presence)],
+        printers,
     };
     let mut news = tokio::spawn(print_events(events));
     say(&format!(
@@ -143,13 +147,20 @@ pub(crate) async fn run(login: Login) -> Result<Exit, Error> {
     Ok(exit)
 }
 
-/// Prints every message of a subscription or the inbox until it ends.
+/// Prints every message of a subscription or the inbox until it ends, and
+/// marks each read as it is shown: the read position is what `/unread` and
+/// `/join` count from, on every device of the user.
 fn spawn_printer(
+    client: Client,
     mut stream: impl Stream<Item = apm_client::Deliver> + Send + Unpin + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(d) = stream.next().await {
-            say(&render::deliver(&d));
+            let line = render::deliver(&d);
+            // Queued before the line shows, so a command typed after
+            // seeing it counts the message as read.
+            let _ = client.ack(d.conversation, d.seq).await;
+            say(&line);
         }
     })
 }
@@ -202,6 +213,7 @@ impl Chat {
                 }
             }
             Input::History { channel, limit } => self.history(channel, limit).await,
+            Input::Unread => self.unread().await,
             Input::Help => {
                 for line in command::HELP {
                     say(&format!("* {line}"));
@@ -224,24 +236,37 @@ impl Chat {
             .publish_with(&channel, text.clone(), SendOptions::text())
             .await
         {
-            Ok(receipt) => say(&render::channel_message(
-                receipt.ts_ms,
-                &channel,
-                &self.me,
-                content_kind::TEXT,
-                text.as_bytes(),
-            )),
+            Ok(receipt) => {
+                say(&render::channel_message(
+                    receipt.ts_ms,
+                    &channel,
+                    &self.me,
+                    content_kind::TEXT,
+                    text.as_bytes(),
+                ));
+                // What you said yourself is read.
+                let _ = self.client.ack(receipt.conversation, receipt.seq).await;
+            }
             Err(e) => say(&format!("! send failed: {e}")),
         }
     }
 
     async fn join(&mut self, channel: String) {
+        // What came while this user was away (from any of its devices).
+        let conversation = Conversation::Channel(channel.clone());
+        if let Ok(counts) = self.client.unread(vec![conversation]).await
+            && let Some(n) = counts.first().map(|u| u.count()).filter(|n| *n > 0)
+        {
+            say(&format!(
+                "* #{channel}: {n} unread since you last read it (/history {channel} {n})"
+            ));
+        }
         match self.client.subscribe(&channel).await {
             Ok(sub) => {
                 // Joining again replaces the subscription: the old printer
                 // ends with the old stream.
                 self.printers.retain(|p| !p.is_finished());
-                self.printers.push(spawn_printer(sub));
+                self.printers.push(spawn_printer(self.client.clone(), sub));
                 say(&format!("* joined #{channel}"));
                 self.joined.insert(channel.clone());
                 self.current = Some(channel);
@@ -282,6 +307,20 @@ impl Chat {
                 text.as_bytes(),
             )),
             Err(e) => say(&format!("! send failed: {e}")),
+        }
+    }
+
+    /// Unread counts of the joined channels and the user's private inbox.
+    async fn unread(&mut self) {
+        let mut conversations: Vec<Conversation> = self
+            .joined
+            .iter()
+            .map(|c| Conversation::Channel(c.clone()))
+            .collect();
+        conversations.push(Conversation::User(self.me.clone()));
+        match self.client.unread(conversations).await {
+            Ok(counts) => say(&format!("* unread: {}", render::unread(&counts))),
+            Err(e) => say(&format!("! unread failed: {e}")),
         }
     }
 

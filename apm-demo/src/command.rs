@@ -14,6 +14,7 @@ pub(crate) const HELP: &[&str] = &[
     "/who CHANNEL         list the channel's members",
     "/online              list the users online",
     "/history CHANNEL [N] show the channel's last N messages",
+    "/unread              unread counts of your channels and private messages",
     "/help                this list",
     "/quit                leave (so does end of input)",
 ];
@@ -47,6 +48,8 @@ pub(crate) enum Input {
         /// How many messages at most.
         limit: u32,
     },
+    /// `/unread`.
+    Unread,
     /// `/help`.
     Help,
     /// `/quit`.
@@ -100,6 +103,7 @@ pub(crate) fn parse(line: &str) -> Result<Input, String> {
             }
             Ok(Input::History { channel, limit })
         }
+        "unread" => no_args(&mut words, "/unread").map(|()| Input::Unread),
         "help" | "?" => Ok(Input::Help),
         "quit" | "exit" | "q" => Ok(Input::Quit),
         _ => Err(format!("unknown command /{name} (try /help)")),
@@ -172,6 +176,8 @@ mod tests {
         assert!(parse("/msg bob").is_err());
         assert!(parse("/msg bob   ").is_err());
         assert!(parse("/history room many").is_err());
+        assert_eq!(parse("/unread"), Ok(Input::Unread));
+        assert!(parse("/unread room").is_err());
         assert!(parse("/online now").is_err());
         assert_eq!(
             parse("/dance"),

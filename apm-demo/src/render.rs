@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 
-use apm_client::{Conversation, Deliver, Event, PresenceEvent, content_kind};
+use apm_client::{Conversation, Deliver, Event, PresenceEvent, Unread, content_kind};
 
 /// Writes one line to stdout. A closed stdout is ignored: the chat carries
 /// on until its input ends, as `cat` would not, but nothing is lost by it.
@@ -108,6 +108,19 @@ pub(crate) fn deliver(d: &Deliver) -> String {
     }
 }
 
+/// Unread counts: `#room 2, (private) 0`; channels first, as asked.
+pub(crate) fn unread(counts: &[Unread]) -> String {
+    counts
+        .iter()
+        .map(|u| match &u.conversation {
+            Conversation::Channel(c) => format!("#{c} {}", u.count()),
+            Conversation::User(_) => format!("(private) {}", u.count()),
+            Conversation::Broadcast => format!("(broadcast) {}", u.count()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A presence event.
 pub(crate) fn presence(e: &PresenceEvent) -> String {
     match e {
@@ -199,6 +212,20 @@ mod tests {
             "<2 bytes, kind 0>"
         );
         assert_eq!(payload(content_kind::BINARY, b"plain"), "plain");
+    }
+
+    #[test]
+    fn unread_lines() {
+        let u = |conversation, last, acked| Unread {
+            conversation,
+            last,
+            acked,
+        };
+        let counts = [
+            u(Conversation::Channel("room".into()), 5, 3),
+            u(Conversation::User("bob".into()), 2, 2),
+        ];
+        assert_eq!(unread(&counts), "#room 2, (private) 0");
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl Server {
     ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
         let hub = self.hub;
-        let writer = hub.writer.as_ref().and_then(|w| w.start(hub.clone()));
+        let writer = match &hub.writer {
+            Some(w) => Some(w.start(hub.clone())?),
+            None => None,
+        };
         let stop_shards = CancellationToken::new();
         let shards = TaskTracker::new();
         for index in 0..hub.shards.len() {

@@ -6,7 +6,7 @@
 //! do wait, through the ingress bound, when more than `store_backlog`
 //! messages are waiting for the disk.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -48,6 +48,8 @@ pub(crate) struct Writer {
     store: Arc<dyn Store>,
     /// Messages handed over and not yet back in their loops.
     backlog: AtomicUsize,
+    /// Set by [`Writer::stop`]: a failing write stops retrying.
+    stopping: AtomicBool,
 }
 
 impl Writer {
@@ -58,6 +60,7 @@ impl Writer {
             rx: Mutex::new(Some(rx)),
             store,
             backlog: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -92,20 +95,29 @@ impl Writer {
         let _ = self.tx.send(Job::Ack(ack));
     }
 
-    /// Starts the thread. Only the first call starts one.
-    pub(crate) fn start(&self, hub: Arc<Hub>) -> Option<JoinHandle<()>> {
-        let rx = self.rx.lock().ok()?.take()?;
+    /// Starts the thread.
+    pub(crate) fn start(&self, hub: Arc<Hub>) -> std::io::Result<JoinHandle<()>> {
+        let rx = self
+            .rx
+            .lock()
+            .ok()
+            .and_then(|mut rx| rx.take())
+            .ok_or_else(|| std::io::Error::other("the store writer was started before"))?;
         let store = self.store.clone();
         std::thread::Builder::new()
             .name("apm-store".into())
             .spawn(move || run(&hub, &*store, rx))
-            .map_err(|e| error!(error = %e, "cannot start the store writer"))
-            .ok()
     }
 
-    /// Asks the thread to write what it has and end.
+    /// Asks the thread to write what it has and end; a write that keeps
+    /// failing is given up.
     pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         let _ = self.tx.send(Job::Stop);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 
@@ -153,7 +165,7 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                 None
             };
         }
-        if write(hub, store, &batch, stopping) {
+        if write(hub, store, &batch) {
             for (shard, msgs) in back.into_iter().enumerate() {
                 if !msgs.is_empty() {
                     hub.submit_now(shard, Command::Stored(msgs));
@@ -169,8 +181,8 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
 
 /// Writes `batch`, retrying while the store fails: a message that is not
 /// on disk is never delivered nor receipted, and later ones must not
-/// overtake it. Gives up (false) only when stopping.
-fn write(hub: &Hub, store: &dyn Store, batch: &Batch, stopping: bool) -> bool {
+/// overtake it. Gives up (false) only when the server is stopping.
+fn write(hub: &Hub, store: &dyn Store, batch: &Batch) -> bool {
     let keep = hub.config.retention();
     let mut pause = Duration::from_millis(50);
     loop {
@@ -182,7 +194,7 @@ fn write(hub: &Hub, store: &dyn Store, batch: &Batch, stopping: bool) -> bool {
             }
             Err(e) => {
                 Metrics::add(&hub.metrics.store_errors, 1);
-                if stopping {
+                if hub.writer.as_ref().is_none_or(Writer::is_stopping) {
                     error!(error = %e, lost = batch.messages.len(), "store write failed at shutdown");
                     return false;
                 }

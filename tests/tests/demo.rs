@@ -199,6 +199,21 @@ async fn two_users_chat() {
         .await;
     alice.expect_line("* bob left #room").await;
 
+    // Read positions: bob read up to "hello bob"; two more come while he
+    // is out of the room, and rejoining tells him so.
+    alice.send("one more").await;
+    alice.expect_message("#room alice: one more").await;
+    alice.send("and another").await;
+    alice.expect_message("#room alice: and another").await;
+    bob.send("/join room").await;
+    bob.expect_line("* #room: 2 unread since you last read it (/history room 2)")
+        .await;
+    bob.expect_line("* joined #room").await;
+    bob.send("/unread").await;
+    bob.expect_line("* unread: #room 2, (private) 0").await;
+    alice.send("/unread").await;
+    alice.expect_line("* unread: #room 0, (private) 0").await;
+
     // Presence: carol comes and goes (end of input ends her demo).
     let mut carol = Demo::start(server.addr, "carol").await;
     alice.expect_line("* carol is online").await;
