@@ -64,6 +64,8 @@ enum Pending {
     /// connection it is sent again (the server answers a copy it already
     /// has with the first copy's receipt) instead of failing.
     Retry {
+        /// When it was first sent, for re-sending in the same order.
+        order: u64,
         message: Message,
         flags: Flags,
         reply: Reply,
@@ -104,7 +106,9 @@ pub(crate) struct Task {
     subs: HashMap<String, SubState>,
     pending: HashMap<u32, Pending>,
     /// Messages to send again once reconnected, in the order first sent.
-    retry: Vec<(u32, Message, Flags, Reply)>,
+    retry: Vec<(u64, Message, Flags, Reply)>,
+    /// Counts messages sent with a receipt (never wraps, unlike ids).
+    next_order: u64,
     next_id: u32,
     /// Re-subscriptions not yet answered; `Reconnected` waits for them.
     resubscribing: usize,
@@ -244,6 +248,7 @@ impl Task {
             subs: HashMap::new(),
             pending: HashMap::new(),
             retry: Vec::new(),
+            next_order: 0,
             // 1 was the Hello.
             next_id: 2,
             resubscribing: 0,
@@ -338,19 +343,18 @@ impl Task {
     /// The connection is gone: what can be sent again waits for the next
     /// one, the rest fails with `Disconnected`.
     fn lose_pending(&mut self) {
-        for (id, p) in std::mem::take(&mut self.pending) {
+        for (_, p) in std::mem::take(&mut self.pending) {
             match p {
                 Pending::Retry {
+                    order,
                     message,
                     flags,
                     reply,
-                } => self.retry.push((id, message, flags, reply)),
+                } => self.retry.push((order, message, flags, reply)),
                 other => fail(other, Error::Disconnected),
             }
         }
-        // Request ids grow with each send (wrapping only after 4 billion):
-        // this restores the order they were first sent in.
-        self.retry.sort_by_key(|(id, ..)| *id);
+        self.retry.sort_by_key(|(order, ..)| *order);
         self.resubscribing = 0;
     }
 
@@ -439,7 +443,8 @@ impl Task {
             io.feed(frame).await.map_err(|e| e.to_string())?;
         }
         // Then what was sent with a receipt and not answered, in order.
-        for (_, message, flags, reply) in std::mem::take(&mut self.retry) {
+        let mut retry = std::mem::take(&mut self.retry).into_iter();
+        while let Some((order, message, flags, reply)) = retry.next() {
             if reply.is_closed() {
                 // The caller gave up (timed out): its outcome stays unknown.
                 continue;
@@ -449,12 +454,18 @@ impl Task {
             self.pending.insert(
                 id,
                 Pending::Retry {
+                    order,
                     message,
                     flags,
                     reply,
                 },
             );
-            io.feed(frame).await.map_err(|e| e.to_string())?;
+            if let Err(e) = io.feed(frame).await {
+                // Lost again: the rest wait for the next connection (this
+                // one is pending, and goes back with the others).
+                self.retry.extend(retry);
+                return Err(e.to_string());
+            }
         }
         SinkExt::<Bytes>::flush(io).await.map_err(|e| e.to_string())
     }
@@ -544,7 +555,10 @@ impl Task {
                 let id = self.request_id();
                 match reply {
                     Some(reply) if flags.contains(Flags::RECEIPT) && has_msg_id(&message) => {
+                        let order = self.next_order;
+                        self.next_order += 1;
                         let pending = Pending::Retry {
+                            order,
                             message: message.clone(),
                             flags,
                             reply,

@@ -757,7 +757,8 @@ impl Session {
         let cap = hub.config.unread_page_max as usize;
         let mut per_shard: Vec<Vec<(usize, Conversation)>> = vec![Vec::new(); hub.shards.len()];
         let mut counts: Vec<Option<apm_core::message::Unread>> = Vec::new();
-        for (i, conversation) in req.conversations.into_iter().take(cap).enumerate() {
+        let asked: Vec<Conversation> = req.conversations.into_iter().take(cap).collect();
+        for (i, conversation) in asked.iter().cloned().enumerate() {
             counts.push(None);
             let conversation = match conversation {
                 Conversation::User(u) if *u != *self.conn.user => {
@@ -788,9 +789,20 @@ impl Session {
                 counts[i] = Some(unread);
             }
         }
-        UnreadResponse {
-            counts: counts.into_iter().flatten().collect(),
-        }
+        // A shard that did not answer (shutting down) counts as empty, so
+        // the answer keeps one entry per conversation asked.
+        let counts = counts
+            .into_iter()
+            .zip(asked)
+            .map(|(count, conversation)| {
+                count.unwrap_or(apm_core::message::Unread {
+                    conversation,
+                    last: 0,
+                    acked: 0,
+                })
+            })
+            .collect();
+        UnreadResponse { counts }
     }
 
     /// Takes the connection out of every channel and off its user.

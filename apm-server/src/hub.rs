@@ -119,14 +119,16 @@ impl Hub {
         }
     }
 
-    /// Whether a reader may queue another command for `shard`: its
-    /// ingress is under its bound and the disk is not too far behind.
-    fn has_room(&self, shard: usize) -> bool {
+    /// Whether a reader may queue `cmd` for `shard`: the shard's ingress is
+    /// under its bound and, for a new message, the disk is not too far
+    /// behind. Reads, subscriptions and handshakes do not wait for the disk.
+    fn has_room(&self, shard: usize, cmd: &Command) -> bool {
         self.shards[shard].len.load(Ordering::Acquire) < self.config.ingress_queue
-            && self
-                .writer
-                .as_ref()
-                .is_none_or(|w| w.backlog() < self.config.store_backlog)
+            && (!cmd.is_message()
+                || self
+                    .writer
+                    .as_ref()
+                    .is_none_or(|w| w.backlog() < self.config.store_backlog))
     }
 
     /// The writer has handed `n` messages back: wake readers waiting for
@@ -165,12 +167,12 @@ impl Hub {
     /// ingress is over its bound: this is the backpressure on publishers.
     pub(crate) async fn submit(&self, shard: usize, cmd: Command) {
         let ingress = &self.shards[shard];
-        if !self.has_room(shard) {
+        if !self.has_room(shard, &cmd) {
             loop {
                 let space = ingress.space.notified();
                 tokio::pin!(space);
                 space.as_mut().enable();
-                if self.has_room(shard) {
+                if self.has_room(shard, &cmd) {
                     break;
                 }
                 space.await;
@@ -182,7 +184,7 @@ impl Hub {
     /// Queues a command from a connection unless the shard's ingress is
     /// over its bound, in which case the command comes back.
     pub(crate) fn try_submit(&self, shard: usize, cmd: Command) -> Result<(), Command> {
-        if !self.has_room(shard) {
+        if !self.has_room(shard, &cmd) {
             return Err(cmd);
         }
         self.shards[shard].push(cmd);

@@ -129,6 +129,9 @@ impl Server {
             Some(w) => Some(w.start(hub.clone())?),
             None => None,
         };
+        // The writer thread holds the hub: make sure it ends even if this
+        // future is dropped before the end.
+        let _stop_writer = StopWriter(hub.clone());
         let stop_shards = CancellationToken::new();
         let shards = TaskTracker::new();
         for index in 0..hub.shards.len() {
@@ -164,6 +167,17 @@ impl Server {
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Tells the store writer to finish when dropped.
+struct StopWriter(Arc<Hub>);
+
+impl Drop for StopWriter {
+    fn drop(&mut self) {
+        if let Some(w) = &self.0.writer {
+            w.stop();
+        }
     }
 }
 

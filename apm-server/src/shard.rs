@@ -28,6 +28,7 @@ use crate::history::{Retention, Ring};
 use crate::hub::{Hub, Seed};
 use crate::metrics::Metrics;
 use crate::store::{AckRecord, ConversationId, Record};
+use crate::writer::Durable;
 
 /// Work for a forwarding loop. Everything that touches a shard's tables
 /// arrives this way, so commands from one connection take effect in the
@@ -69,8 +70,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Vec<(usize, Unread)>>,
     },
     /// Messages the store made durable, in the order they were sequenced:
-    /// deliver them now.
-    Stored(Vec<Sequenced>),
+    /// deliver them now, then send the replies that waited for them.
+    Stored(Durable),
     /// `request_id` is `None` when a closing connection leaves: no reply.
     Unsub {
         conn: Arc<Conn>,
@@ -109,6 +110,16 @@ pub(crate) enum Command {
         query: PresenceQuery,
         reply: oneshot::Sender<Answer>,
     },
+}
+
+impl Command {
+    /// Whether this is a new message (what waits for a lagging disk).
+    pub(crate) fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Command::Publish { .. } | Command::Direct { .. } | Command::Broadcast { .. }
+        )
+    }
 }
 
 /// A shard's part of the answer to a presence query.
@@ -165,11 +176,8 @@ impl Log {
             visible: last,
             ..Log::default()
         };
-        let skip = messages.len().saturating_sub(window);
-        for (i, m) in messages.into_iter().enumerate() {
-            if i >= skip
-                && let Some((sender, msg_id)) = crate::history::origin(&m.frame)
-            {
+        for m in messages {
+            if let Some((sender, msg_id)) = crate::history::origin(&m.frame) {
                 let first = First {
                     seq: m.seq,
                     ts_ms: m.ts_ms,
@@ -384,9 +392,12 @@ impl ShardState {
                     .collect();
                 let _ = reply.send(answers);
             }
-            Command::Stored(msgs) => {
-                for msg in msgs {
+            Command::Stored(durable) => {
+                for msg in durable.msgs {
                     self.settle(msg);
+                }
+                for (conn, frame) in durable.replies {
+                    conn.push_reply(frame);
                 }
             }
             Command::Unsub {
@@ -753,7 +764,9 @@ impl ShardState {
                 match &self.hub.writer {
                     // The first copy is not on disk yet: its batch, or an
                     // earlier one, is ahead of this reply in the writer.
-                    Some(writer) if first.seq > visible => writer.reply_after(conn, frame),
+                    Some(writer) if first.seq > visible => {
+                        writer.reply_after(self.index, conn, frame);
+                    }
                     _ => {
                         conn.push_reply(frame);
                     }

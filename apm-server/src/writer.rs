@@ -2,9 +2,9 @@
 //! forwarding loops hand it, writes them to the store in one batch with one
 //! fsync, then hands the messages back to their loops for delivery.
 //!
-//! The loops never wait for the disk: they sequence and move on. Publishers
-//! do wait, through the ingress bound, when more than `store_backlog`
-//! messages are waiting for the disk.
+//! The loops never wait for the disk: they sequence and move on. Clients
+//! sending messages do wait, through the ingress bound, when more than
+//! `store_backlog` jobs are waiting for the disk.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -33,11 +33,24 @@ enum Job {
     Message { shard: usize, msg: Sequenced },
     /// A read position that moved.
     Ack(AckRecord),
-    /// A frame for a connection, sent once everything queued before it is
-    /// on disk.
-    Reply { conn: Arc<Conn>, frame: Bytes },
+    /// A frame for a connection, handed to `shard` to send once everything
+    /// queued before it is on disk and delivered.
+    Reply {
+        shard: usize,
+        conn: Arc<Conn>,
+        frame: Bytes,
+    },
     /// Write what came before, then end the thread.
     Stop,
+}
+
+/// What the writer hands back to one shard after a write.
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    /// Messages now on disk, in the order they were sequenced.
+    pub(crate) msgs: Vec<Sequenced>,
+    /// Frames to send once those are delivered.
+    pub(crate) replies: Vec<(Arc<Conn>, Bytes)>,
 }
 
 /// The handle the loops hold to the writer thread.
@@ -46,7 +59,7 @@ pub(crate) struct Writer {
     tx: Sender<Job>,
     rx: Mutex<Option<Receiver<Job>>>,
     store: Arc<dyn Store>,
-    /// Messages handed over and not yet back in their loops.
+    /// Messages and replies handed over and not yet back in their loops.
     backlog: AtomicUsize,
     /// Set by [`Writer::stop`]: a failing write stops retrying.
     stopping: AtomicBool,
@@ -64,33 +77,40 @@ impl Writer {
         }
     }
 
-    /// Messages waiting for the disk.
+    /// Jobs waiting for the disk.
     pub(crate) fn backlog(&self) -> usize {
         self.backlog.load(Ordering::Acquire)
     }
 
-    /// Queues a sequenced message; it comes back to `shard` as
-    /// `Command::Stored` once on disk.
-    pub(crate) fn push(&self, shard: usize, msg: Sequenced) {
+    fn send(&self, job: Job) {
         self.backlog.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(Job::Message { shard, msg }).is_err() {
-            // The writer has stopped (shutdown): the message is not
+        if self.tx.send(job).is_err() {
+            // The thread has ended (shutdown): what was not written is not
             // durable, so it is neither delivered nor receipted.
             self.backlog.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
-    /// `n` messages went back to their loops.
+    /// Queues a sequenced message; it comes back to `shard` as
+    /// `Command::Stored` once on disk.
+    pub(crate) fn push(&self, shard: usize, msg: Sequenced) {
+        self.send(Job::Message { shard, msg });
+    }
+
+    /// Has `shard` send `frame` to `conn` once everything queued so far is
+    /// on disk and delivered.
+    pub(crate) fn reply_after(&self, shard: usize, conn: Arc<Conn>, frame: Bytes) {
+        self.send(Job::Reply { shard, conn, frame });
+    }
+
+    /// `n` jobs went back to their loops.
     pub(crate) fn drained(&self, n: usize) {
         self.backlog.fetch_sub(n, Ordering::AcqRel);
     }
 
-    /// Sends `frame` to `conn` once everything queued so far is on disk.
-    pub(crate) fn reply_after(&self, conn: Arc<Conn>, frame: Bytes) {
-        let _ = self.tx.send(Job::Reply { conn, frame });
-    }
-
-    /// Queues a read position.
+    /// Queues a read position. Not counted in the backlog: a position only
+    /// moves up to what was delivered, so there is at most one per user,
+    /// conversation and delivered message.
     pub(crate) fn push_ack(&self, ack: AckRecord) {
         let _ = self.tx.send(Job::Ack(ack));
     }
@@ -106,7 +126,16 @@ impl Writer {
         let store = self.store.clone();
         std::thread::Builder::new()
             .name("apm-store".into())
-            .spawn(move || run(&hub, &*store, rx))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| run(&hub, &*store, rx));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Nothing could be made durable any more, and every
+                    // publisher would wait for receipts that never come:
+                    // stop rather than serve without a store.
+                    error!("the store writer failed; stopping the process");
+                    std::process::abort();
+                }
+            })
     }
 
     /// Asks the thread to write what it has and end; a write that keeps
@@ -121,38 +150,49 @@ impl Writer {
     }
 }
 
-fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
+fn expire(hub: &Hub, store: &dyn Store) {
     let keep = hub.config.retention();
+    if keep.max_age_ms > 0 {
+        let cutoff = crate::shard::now_ms().saturating_sub(keep.max_age_ms);
+        if let Err(e) = store.expire(cutoff) {
+            warn!(error = %e, "expiring old messages failed");
+        }
+    }
+}
+
+fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
     let mut next_expiry = Instant::now() + EXPIRY_INTERVAL;
     let mut stopping = false;
+    // Once a batch is given up (at shutdown), later ones are not written:
+    // the disk must not hold a message without the ones before it.
+    let mut gave_up = false;
     while !stopping {
+        if Instant::now() >= next_expiry {
+            expire(hub, store);
+            next_expiry = Instant::now() + EXPIRY_INTERVAL;
+        }
         let first = match rx.recv_timeout(next_expiry.saturating_duration_since(Instant::now())) {
             Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => {
-                if keep.max_age_ms > 0 {
-                    let cutoff = crate::shard::now_ms().saturating_sub(keep.max_age_ms);
-                    if let Err(e) = store.expire(cutoff) {
-                        warn!(error = %e, "expiring old messages failed");
-                    }
-                }
-                next_expiry = Instant::now() + EXPIRY_INTERVAL;
-                continue;
-            }
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let mut batch = Batch::default();
-        let mut back: Vec<Vec<Sequenced>> = (0..hub.shards.len()).map(|_| Vec::new()).collect();
-        let mut replies = Vec::new();
+        let mut back: Vec<Durable> = (0..hub.shards.len()).map(|_| Durable::default()).collect();
+        let mut counted = 0usize;
         let mut jobs = 0usize;
         let mut next = Some(first);
         while let Some(job) = next {
             match job {
                 Job::Message { shard, msg } => {
                     batch.messages.push(msg.record.clone());
-                    back[shard].push(msg);
+                    back[shard].msgs.push(msg);
+                    counted += 1;
                 }
                 Job::Ack(ack) => batch.acks.push(ack),
-                Job::Reply { conn, frame } => replies.push((conn, frame)),
+                Job::Reply { shard, conn, frame } => {
+                    back[shard].replies.push((conn, frame));
+                    counted += 1;
+                }
                 Job::Stop => {
                     stopping = true;
                     break;
@@ -165,17 +205,16 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                 None
             };
         }
-        if write(hub, store, &batch) {
-            for (shard, msgs) in back.into_iter().enumerate() {
-                if !msgs.is_empty() {
-                    hub.submit_now(shard, Command::Stored(msgs));
+        if !gave_up && write(hub, store, &batch) {
+            for (shard, durable) in back.into_iter().enumerate() {
+                if !durable.msgs.is_empty() || !durable.replies.is_empty() {
+                    hub.submit_now(shard, Command::Stored(durable));
                 }
             }
-            for (conn, frame) in replies {
-                conn.push_reply(frame);
-            }
+        } else {
+            gave_up = true;
         }
-        hub.writer_drained(batch.messages.len());
+        hub.writer_drained(counted);
     }
 }
 

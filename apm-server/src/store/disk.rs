@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -37,7 +38,11 @@ fn db_error(e: impl Display) -> StoreError {
 /// Messages and read positions in a redb file, fsync'd per batch.
 #[derive(Debug)]
 pub struct DiskStore {
-    db: Database,
+    path: PathBuf,
+    /// `None` after a failure: redb refuses every operation after an I/O
+    /// error until the database is opened again, so the next operation
+    /// reopens it (after a full disk is cleared, say).
+    db: Mutex<Option<Database>>,
     epoch: u64,
 }
 
@@ -67,7 +72,28 @@ impl DiskStore {
             }
         };
         txn.commit().map_err(db_error)?;
-        Ok(DiskStore { db, epoch })
+        Ok(DiskStore {
+            path: dir.join(FILE_NAME),
+            db: Mutex::new(Some(db)),
+            epoch,
+        })
+    }
+
+    /// Runs `f` on the database, opening it again first if the last
+    /// operation failed.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            *db = Some(Database::create(&self.path).map_err(db_error)?);
+        }
+        let result = f(db.as_ref().expect("opened above"));
+        if result.is_err() {
+            *db = None;
+        }
+        result
     }
 }
 
@@ -84,129 +110,141 @@ impl Store for DiskStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
-            let mut heads = txn.open_table(HEADS).map_err(db_error)?;
-            let mut last: HashMap<String, u64> = HashMap::new();
-            let mut value = Vec::new();
-            for r in &batch.messages {
-                let key = r.conversation.key();
-                value.clear();
-                value.extend_from_slice(&r.ts_ms.to_be_bytes());
-                value.extend_from_slice(&r.frame);
-                messages
-                    .insert((key.as_str(), r.seq), value.as_slice())
-                    .map_err(db_error)?;
-                let head = last.entry(key).or_default();
-                *head = (*head).max(r.seq);
-            }
-            for (key, seq) in &last {
-                heads.insert(key.as_str(), *seq).map_err(db_error)?;
-                // Everything at or below `cut` is past the count limit.
-                let cut = seq.saturating_sub(keep.max_messages as u64);
-                if cut > 0 {
-                    messages
-                        .retain_in((key.as_str(), 0)..=(key.as_str(), cut), |_, _| false)
-                        .map_err(db_error)?;
-                }
-            }
-            let mut acks = txn.open_table(ACKS).map_err(db_error)?;
-            for a in &batch.acks {
-                let key = a.conversation.key();
-                acks.insert((&*a.user, key.as_str()), a.seq)
-                    .map_err(db_error)?;
-            }
-        }
-        txn.commit().map_err(db_error)
+        self.with_db(|db| write(db, batch, keep))
     }
 
     fn expire(&self, cutoff_ms: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let heads = txn.open_table(HEADS).map_err(db_error)?;
-            let keys: Vec<String> = heads
-                .iter()
-                .map_err(db_error)?
-                .map(|e| e.map(|(k, _)| k.value().to_owned()).map_err(db_error))
-                .collect::<Result<_, _>>()?;
-            let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
-            for key in keys {
-                let range = (key.as_str(), 0)..=(key.as_str(), u64::MAX);
-                let mut cut = None;
-                for entry in messages.range(range.clone()).map_err(db_error)? {
-                    let (k, v) = entry.map_err(db_error)?;
-                    if ts_of(v.value())? >= cutoff_ms {
-                        break;
-                    }
-                    cut = Some(k.value().1);
-                }
-                if let Some(cut) = cut {
-                    messages
-                        .retain_in((key.as_str(), 0)..=(key.as_str(), cut), |_, _| false)
-                        .map_err(db_error)?;
-                }
-            }
-        }
-        txn.commit().map_err(db_error)
+        self.with_db(|db| expire(db, cutoff_ms))
     }
 
     fn recover(&self, keep: Retention) -> Result<Recovered, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let heads = txn.open_table(HEADS).map_err(db_error)?;
-        let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-        let cutoff = match keep.max_age_ms {
-            0 => 0,
-            age => crate::shard::now_ms().saturating_sub(age),
-        };
-        let mut out = Recovered::default();
-        for head in heads.iter().map_err(db_error)? {
-            let (key, last) = head.map_err(db_error)?;
-            let key = key.value();
-            let last = last.value();
-            let conversation = ConversationId::from_key(key)
-                .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
-            let mut kept = Vec::new();
-            if keep.max_messages > 0 {
-                let first = last.saturating_sub(keep.max_messages as u64) + 1;
-                for entry in messages
-                    .range((key, first)..=(key, last))
-                    .map_err(db_error)?
-                {
-                    let (k, v) = entry.map_err(db_error)?;
-                    let v = v.value();
-                    let ts_ms = ts_of(v)?;
-                    if ts_ms < cutoff {
-                        continue;
-                    }
-                    kept.push(Record {
-                        conversation: conversation.clone(),
-                        seq: k.value().1,
-                        ts_ms,
-                        frame: Bytes::copy_from_slice(&v[TS_LEN..]),
-                    });
-                }
-            }
-            out.conversations.push(RecoveredConversation {
-                conversation,
-                last,
-                messages: kept,
-            });
-        }
-        let acks = txn.open_table(ACKS).map_err(db_error)?;
-        for entry in acks.iter().map_err(db_error)? {
-            let (k, seq) = entry.map_err(db_error)?;
-            let (user, key) = k.value();
-            let conversation = ConversationId::from_key(key)
-                .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
-            out.acks.push(AckRecord {
-                user: user.into(),
-                conversation,
-                seq: seq.value(),
-            });
-        }
-        Ok(out)
+        self.with_db(|db| recover(db, keep))
     }
+}
+
+fn write(db: &Database, batch: &Batch, keep: Retention) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
+        let mut heads = txn.open_table(HEADS).map_err(db_error)?;
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let mut value = Vec::new();
+        for r in &batch.messages {
+            let key = r.conversation.key();
+            value.clear();
+            value.extend_from_slice(&r.ts_ms.to_be_bytes());
+            value.extend_from_slice(&r.frame);
+            messages
+                .insert((key.as_str(), r.seq), value.as_slice())
+                .map_err(db_error)?;
+            let head = last.entry(key).or_default();
+            *head = (*head).max(r.seq);
+        }
+        for (key, seq) in &last {
+            heads.insert(key.as_str(), *seq).map_err(db_error)?;
+            // Everything at or below `cut` is past the count limit.
+            let cut = seq.saturating_sub(keep.max_messages as u64);
+            if cut > 0 {
+                messages
+                    .retain_in((key.as_str(), 0)..=(key.as_str(), cut), |_, _| false)
+                    .map_err(db_error)?;
+            }
+        }
+        let mut acks = txn.open_table(ACKS).map_err(db_error)?;
+        for a in &batch.acks {
+            let key = a.conversation.key();
+            acks.insert((&*a.user, key.as_str()), a.seq)
+                .map_err(db_error)?;
+        }
+    }
+    txn.commit().map_err(db_error)
+}
+
+fn expire(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        let heads = txn.open_table(HEADS).map_err(db_error)?;
+        let keys: Vec<String> = heads
+            .iter()
+            .map_err(db_error)?
+            .map(|e| e.map(|(k, _)| k.value().to_owned()).map_err(db_error))
+            .collect::<Result<_, _>>()?;
+        let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
+        for key in keys {
+            let range = (key.as_str(), 0)..=(key.as_str(), u64::MAX);
+            let mut cut = None;
+            for entry in messages.range(range.clone()).map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                if ts_of(v.value())? >= cutoff_ms {
+                    break;
+                }
+                cut = Some(k.value().1);
+            }
+            if let Some(cut) = cut {
+                messages
+                    .retain_in((key.as_str(), 0)..=(key.as_str(), cut), |_, _| false)
+                    .map_err(db_error)?;
+            }
+        }
+    }
+    txn.commit().map_err(db_error)
+}
+
+fn recover(db: &Database, keep: Retention) -> Result<Recovered, StoreError> {
+    let txn = db.begin_read().map_err(db_error)?;
+    let heads = txn.open_table(HEADS).map_err(db_error)?;
+    let messages = txn.open_table(MESSAGES).map_err(db_error)?;
+    let cutoff = match keep.max_age_ms {
+        0 => 0,
+        age => crate::shard::now_ms().saturating_sub(age),
+    };
+    let mut out = Recovered::default();
+    for head in heads.iter().map_err(db_error)? {
+        let (key, last) = head.map_err(db_error)?;
+        let key = key.value();
+        let last = last.value();
+        let conversation = ConversationId::from_key(key)
+            .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
+        let mut kept = Vec::new();
+        if keep.max_messages > 0 {
+            let first = last.saturating_sub(keep.max_messages as u64) + 1;
+            for entry in messages
+                .range((key, first)..=(key, last))
+                .map_err(db_error)?
+            {
+                let (k, v) = entry.map_err(db_error)?;
+                let v = v.value();
+                let ts_ms = ts_of(v)?;
+                if ts_ms < cutoff {
+                    continue;
+                }
+                kept.push(Record {
+                    conversation: conversation.clone(),
+                    seq: k.value().1,
+                    ts_ms,
+                    frame: Bytes::copy_from_slice(&v[TS_LEN..]),
+                });
+            }
+        }
+        out.conversations.push(RecoveredConversation {
+            conversation,
+            last,
+            messages: kept,
+        });
+    }
+    let acks = txn.open_table(ACKS).map_err(db_error)?;
+    for entry in acks.iter().map_err(db_error)? {
+        let (k, seq) = entry.map_err(db_error)?;
+        let (user, key) = k.value();
+        let conversation = ConversationId::from_key(key)
+            .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
+        out.acks.push(AckRecord {
+            user: user.into(),
+            conversation,
+            seq: seq.value(),
+        });
+    }
+    Ok(out)
 }
 
 fn ts_of(value: &[u8]) -> Result<u64, StoreError> {
