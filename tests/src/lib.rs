@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apm_core::message::{
-    Conversation, Hello, HistoryRequest, HistoryResponse, Publish, Sub, SubOk, Unread,
-    UnreadRequest,
+    Conversation, Direct, Hello, HistoryRequest, HistoryResponse, Publish, Receipt, Sub, SubOk,
+    Unread, UnreadRequest,
 };
 use apm_core::{ApmCodec, Flags, Frame, Message};
 use apm_server::{Config, Metrics, Server, StoreKind};
@@ -359,6 +359,25 @@ impl Client {
             flags,
         )
         .await
+    }
+
+    /// Sends text to `user` with a receipt and returns the receipt.
+    pub async fn direct(&mut self, user: &str, text: &str) -> Receipt {
+        let id = self
+            .send_flags(
+                Message::Direct(Direct {
+                    user: user.to_owned(),
+                    kind: apm_core::message::content_kind::TEXT,
+                    msg_id: 0,
+                    payload: Bytes::copy_from_slice(text.as_bytes()),
+                }),
+                Flags::RECEIPT,
+            )
+            .await;
+        match self.reply_to(id).await {
+            Message::Receipt(r) => r,
+            other => panic!("{}: expected Receipt, got {other:?}", self.user),
+        }
     }
 
     /// The next Deliver, skipping presence events.

@@ -26,6 +26,20 @@ async fn client(server: &TestServer, user: &str) -> Client {
         .expect("connect")
 }
 
+/// A client through `relay` that reconnects fast (tests cut the relay).
+async fn quick_reconnecting(relay: &apm_tests::Relay, user: &str) -> Client {
+    Client::builder(relay.addr.to_string())
+        .credentials(user, "")
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn next_event(events: &mut apm_client::Events, want: impl Fn(&Event) -> bool) -> Event {
     loop {
         let e = tokio::time::timeout(apm_tests::PATIENCE, events.next())
@@ -306,16 +320,7 @@ async fn reconnects_after_a_server_restart() {
 async fn resumes_without_a_gap_after_a_dropped_connection() {
     let server = TestServer::start(|_| {}).await;
     let relay = apm_tests::Relay::start(server.addr).await;
-    let c = Client::builder(relay.addr.to_string())
-        .credentials("mobile", "")
-        .reconnect(ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let c = quick_reconnecting(&relay, "mobile").await;
     let mut events = c.events();
     let mut sub = c.subscribe("feed").await.unwrap();
     let publisher = client(&server, "pub").await;
@@ -426,16 +431,7 @@ async fn receipted_publishes_survive_a_dropped_connection() {
     const N: u64 = 300;
     let server = TestServer::start(|_| {}).await;
     let relay = apm_tests::Relay::start(server.addr).await;
-    let c = Client::builder(relay.addr.to_string())
-        .credentials("mobile", "")
-        .reconnect(ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let c = quick_reconnecting(&relay, "mobile").await;
     let mut reader = client(&server, "reader")
         .await
         .subscribe("log")

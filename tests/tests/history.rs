@@ -1,10 +1,9 @@
 //! Kept history: resume with `since`, history pages, retention, and private
 //! messages for users who were away.
 
-use apm_core::message::{Ack, Conversation, Direct, HistoryRequest, HistoryResponse};
+use apm_core::message::{Ack, Conversation, HistoryRequest, HistoryResponse};
 use apm_core::{Flags, Message};
 use apm_tests::{Client, TestServer};
-use bytes::Bytes;
 
 fn seqs(h: &HistoryResponse) -> Vec<u64> {
     h.messages.iter().map(|m| m.seq).collect()
@@ -111,30 +110,12 @@ async fn history_pages() {
     assert_eq!((empty.oldest, empty.last), (1, 0));
 }
 
-async fn direct(c: &mut Client, to: &str, text: &str) {
-    c.send_flags(
-        Message::Direct(Direct {
-            user: to.into(),
-            kind: 1,
-            msg_id: 0,
-            payload: Bytes::copy_from_slice(text.as_bytes()),
-        }),
-        Flags::RECEIPT,
-    )
-    .await;
-    loop {
-        if matches!(c.recv().await.message, Message::Receipt(_)) {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn private_messages_wait_for_an_offline_user() {
     let server = TestServer::start(|_| {}).await;
     let mut alice = server.client("alice").await;
     for text in ["one", "two", "three"] {
-        direct(&mut alice, "bob", text).await;
+        alice.direct("bob", text).await;
     }
     // Bob was offline; on connect he gets all three, in order, after Welcome.
     let mut bob = server.client("bob").await;
@@ -193,7 +174,7 @@ async fn a_large_backlog_is_replayed_within_the_budget() {
     let mut alice = server.client("alice").await;
     let big = "x".repeat(16 * 1024);
     for _ in 0..10 {
-        direct(&mut alice, "bob", &big).await;
+        alice.direct("bob", &big).await;
     }
     let mut bob = server.client("bob").await;
     let first = bob.deliver().await.seq;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use apm_core::message::{Ack, Conversation, Direct, HistoryRequest, Receipt};
+use apm_core::message::{Ack, Conversation, HistoryRequest, Receipt};
 use apm_core::{ErrorCode, Flags, Message};
 use apm_server::StoreKind;
 use apm_tests::{Client, TestServer};
@@ -25,21 +25,6 @@ async fn receipt(c: &mut Client, id: u32) -> Receipt {
         Message::Receipt(r) => r,
         other => panic!("expected Receipt, got {other:?}"),
     }
-}
-
-async fn direct(c: &mut Client, to: &str, text: &str) -> Receipt {
-    let id = c
-        .send_flags(
-            Message::Direct(Direct {
-                user: to.into(),
-                kind: 1,
-                msg_id: 0,
-                payload: Bytes::copy_from_slice(text.as_bytes()),
-            }),
-            Flags::RECEIPT,
-        )
-        .await;
-    receipt(c, id).await
 }
 
 fn channel(name: &str) -> Conversation {
@@ -74,7 +59,7 @@ async fn receipted_messages_survive_a_restart_and_seqs_go_on() {
         assert_eq!((d.seq, &d.payload[..]), (i, format!("m{i}").as_bytes()));
     }
     for i in 1..=3u64 {
-        assert_eq!(direct(&mut alice, "bob", &format!("psst {i}")).await.seq, i);
+        assert_eq!(alice.direct("bob", &format!("psst {i}")).await.seq, i);
     }
     drop((reader, alice));
     server.stop().await;
@@ -105,7 +90,7 @@ async fn receipted_messages_survive_a_restart_and_seqs_go_on() {
     let id = alice.publish("room", "after", Flags::RECEIPT).await;
     assert_eq!(receipt(&mut alice, id).await.seq, 21);
     assert_eq!(reader.deliver().await.seq, 21);
-    assert_eq!(direct(&mut alice, "bob", "again").await.seq, 4);
+    assert_eq!(alice.direct("bob", "again").await.seq, 4);
 }
 
 #[tokio::test]
@@ -119,7 +104,7 @@ async fn unread_counts_follow_acks_and_survive_a_restart() {
             .await;
         receipt(&mut alice, id).await;
     }
-    direct(&mut alice, "bob", "hi").await;
+    alice.direct("bob", "hi").await;
     let mut bob = server.client("bob").await;
     bob.deliver().await;
     let asked = vec![

@@ -8,7 +8,7 @@
 //! last 1,000 messages per stream (apm's default retention; `XADD MAXLEN ~
 //! 1000` on Redis).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,13 +151,7 @@ fn spawn_redis(dir: &std::path::Path) -> Result<RedisServer, String> {
         .spawn()
         .map_err(|e| format!("cannot start redis-server (is it on PATH?): {e}"))?;
     let server = RedisServer { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            return Err("redis-server did not start listening within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server::wait_until_listening(addr, "redis-server")?;
     Ok(server)
 }
 

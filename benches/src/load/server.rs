@@ -79,14 +79,20 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
         addr,
         _data_dir: data_dir,
     };
+    wait_until_listening(addr, "apm-server")?;
+    Ok(server)
+}
+
+/// Waits (at most 10 s) until something accepts connections at `addr`.
+pub fn wait_until_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
-            return Err("apm-server did not start listening within 10 s".into());
+            return Err(format!("{what} did not start listening within 10 s"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(server)
+    Ok(())
 }
 
 impl Drop for SpawnedServer {
