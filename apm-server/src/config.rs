@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::history::RetentionPolicy;
 use crate::store::StoreKind;
 
 /// What to do with a message for a connection whose outbound queue is full.
@@ -118,6 +119,11 @@ settings! {
     history_max_messages ("APM_HISTORY_MAX_MESSAGES"): usize = 1000;
     /// Seconds a message is kept; 0 means no age limit.
     history_max_age_secs ("APM_HISTORY_MAX_AGE_SECS"): u64 = 86_400;
+    /// Retention for channels by name, overriding the two settings above:
+    /// `PATTERN=MESSAGES:SECONDS`, where PATTERN is a channel name or a
+    /// prefix ending in `*` (`room.*=100:3600`). The first matching rule
+    /// wins; inboxes and broadcasts keep the defaults.
+    history_rules ("APM_HISTORY_RULES"): Vec<String> = Vec::new();
     /// Client message ids remembered per conversation: a message with the
     /// same sender and `msg_id` as one of these is a retry, answered with
     /// the first copy's receipt and not stored again. 0 turns this off.
@@ -185,6 +191,7 @@ impl Config {
         if self.handshake_timeout_ms == 0 || self.idle_timeout_ms == 0 {
             return bad("timeouts must be positive");
         }
+        self.retention_policy()?;
         Ok(())
     }
 
@@ -206,12 +213,25 @@ impl Config {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// How much history each conversation keeps.
+    /// How much history a conversation no rule names keeps.
     pub fn retention(&self) -> crate::history::Retention {
         crate::history::Retention {
             max_messages: self.history_max_messages,
             max_age_ms: self.history_max_age_secs.saturating_mul(1000),
         }
+    }
+
+    /// How much history each conversation keeps, rules included.
+    pub fn retention_policy(&self) -> Result<RetentionPolicy, ConfigError> {
+        Ok(RetentionPolicy {
+            default: self.retention(),
+            rules: self
+                .history_rules
+                .iter()
+                .map(|r| RetentionPolicy::parse_rule(r))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError::Invalid)?,
+        })
     }
 
     /// Whether `channel` emits join/leave events (never a `$` channel).
@@ -220,10 +240,16 @@ impl Config {
             && self
                 .join_leave_channels
                 .iter()
-                .any(|p| match p.strip_suffix('*') {
-                    Some(prefix) => channel.starts_with(prefix),
-                    None => p == channel,
-                })
+                .any(|p| pattern_matches(p, channel))
+    }
+}
+
+/// Whether channel `name` matches `pattern`: the same name, or a prefix
+/// ending in `*` (`*` alone matches every channel).
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
     }
 }
 

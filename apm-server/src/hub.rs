@@ -10,6 +10,7 @@ use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::history::RetentionPolicy;
 use crate::metrics::Metrics;
 use crate::shard::Command;
 use crate::store::{AckRecord, ConversationId, Recovered, RecoveredConversation, Store};
@@ -50,6 +51,8 @@ impl Ingress {
 pub(crate) struct Hub {
     pub(crate) config: Config,
     pub(crate) limits: Limits,
+    /// How much history each conversation keeps.
+    pub(crate) retention: RetentionPolicy,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shards: Vec<Ingress>,
     /// The store's conversation state: seqs restart when it changes.
@@ -76,8 +79,13 @@ impl Hub {
         let count = config.shard_count();
         let shards = (0..count).map(|_| Ingress::default()).collect();
         let writer = store.is_durable().then(|| Writer::new(store.clone()));
+        // Checked by `Config::validate` before a hub is made.
+        let retention = config
+            .retention_policy()
+            .unwrap_or_else(|_| RetentionPolicy::uniform(config.retention()));
         let mut hub = Hub {
             limits: config.limits(),
+            retention,
             config,
             metrics,
             shards,

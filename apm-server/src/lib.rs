@@ -80,7 +80,7 @@ impl Server {
     /// Like [`Server::new`], over a store of the caller's.
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Server, ConfigError> {
         config.validate()?;
-        let recovered = store.recover(config.retention())?;
+        let recovered = store.recover(&config.retention_policy()?)?;
         let conversations = recovered.conversations.len();
         if conversations > 0 {
             info!(conversations, epoch = store.epoch(), "store read back");

@@ -212,6 +212,8 @@ struct Channel {
     /// Distinct users among the members, with their connection counts.
     users: BTreeMap<Arc<str>, u32>,
     join_leave: bool,
+    /// What history it keeps (the rule for its name, or the default).
+    keep: Retention,
 }
 
 struct ShardState {
@@ -251,6 +253,7 @@ fn channel_entry<'a>(
             members: Members::default(),
             users: BTreeMap::new(),
             join_leave: hub.config.join_leave_for(&name),
+            keep: hub.retention.for_channel(&name),
         };
         channels.insert(name, channel);
     }
@@ -505,7 +508,7 @@ impl ShardState {
         let user = conn.user.clone();
         conn.push_reply(welcome);
         if let Some(inbox) = self.inboxes.get_mut(&user) {
-            inbox.ring.expire(now_ms(), self.hub.config.retention());
+            inbox.ring.expire(now_ms(), self.hub.retention.default);
             // What arrived while the user was away (or not yet acknowledged),
             // the newest that fit the replay budget; older ones stay
             // readable as history.
@@ -558,10 +561,9 @@ impl ShardState {
     }
 
     fn sub(&mut self, conn: Arc<Conn>, name: String, since: Option<u64>, request_id: u32) {
-        let keep = self.hub.config.retention();
         let budget = self.hub.config.outbound_bytes;
         let ch = self.channel_mut(&name);
-        ch.log.ring.expire(now_ms(), keep);
+        ch.log.ring.expire(now_ms(), ch.keep);
         let mut joined = false;
         let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
@@ -822,13 +824,13 @@ impl ShardState {
             echo,
             receipt,
         } = msg;
-        let keep = self.hub.config.retention();
+        let keep = self.hub.retention.default;
         match &record.conversation {
             ConversationId::Channel(name) => {
                 let Some(ch) = self.channels.get_mut(name) else {
                     return;
                 };
-                ch.log.settle(&record, keep);
+                ch.log.settle(&record, ch.keep);
                 let except = if echo { NOBODY } else { from.id };
                 let parallel = ch.members.len() >= self.hub.config.fanout_parallel_threshold;
                 fan_out(
@@ -891,8 +893,8 @@ impl ShardState {
 
     /// Starts from what the store read back.
     fn seed(&mut self, seed: Seed) {
-        let keep = self.hub.config.retention();
         for c in seed.conversations {
+            let keep = self.hub.retention.for_conversation(&c.conversation);
             let log = Log::recovered(c.last, c.messages, keep, self.hub.config.dedup_window);
             match c.conversation {
                 ConversationId::Channel(name) => {
@@ -959,12 +961,12 @@ impl ShardState {
     }
 
     fn history(&mut self, conn: &Conn, request_id: u32, req: HistoryRequest) {
-        let keep = self.hub.config.retention();
+        let default = self.hub.retention.default;
         let now = now_ms();
-        let (ring, last) = match &req.conversation {
+        let (ring, last, keep) = match &req.conversation {
             Conversation::Channel(c) => match self.channels.get_mut(c.as_str()) {
-                Some(ch) => (Some(&mut ch.log.ring), ch.log.visible),
-                None => (None, 0),
+                Some(ch) => (Some(&mut ch.log.ring), ch.log.visible, ch.keep),
+                None => (None, 0, default),
             },
             Conversation::User(u) => {
                 if **u != *conn.user {
@@ -975,11 +977,15 @@ impl ShardState {
                     return self.reply(conn, refusal);
                 }
                 match self.inboxes.get_mut(u.as_str()) {
-                    Some(inbox) => (Some(&mut inbox.ring), inbox.visible),
-                    None => (None, 0),
+                    Some(inbox) => (Some(&mut inbox.ring), inbox.visible, default),
+                    None => (None, 0, default),
                 }
             }
-            Conversation::Broadcast => (Some(&mut self.broadcasts.ring), self.broadcasts.visible),
+            Conversation::Broadcast => (
+                Some(&mut self.broadcasts.ring),
+                self.broadcasts.visible,
+                default,
+            ),
         };
         let limit = req.limit.min(self.hub.config.history_page_max) as usize;
         let (oldest, mut messages) = match ring {

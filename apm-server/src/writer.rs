@@ -151,12 +151,8 @@ impl Writer {
 }
 
 fn expire(hub: &Hub, store: &dyn Store) {
-    let keep = hub.config.retention();
-    if keep.max_age_ms > 0 {
-        let cutoff = crate::shard::now_ms().saturating_sub(keep.max_age_ms);
-        if let Err(e) = store.expire(cutoff) {
-            warn!(error = %e, "expiring old messages failed");
-        }
+    if let Err(e) = store.expire(crate::shard::now_ms(), &hub.retention) {
+        warn!(error = %e, "expiring old messages failed");
     }
 }
 
@@ -222,10 +218,9 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
 /// on disk is never delivered nor receipted, and later ones must not
 /// overtake it. Gives up (false) only when the server is stopping.
 fn write(hub: &Hub, store: &dyn Store, batch: &Batch) -> bool {
-    let keep = hub.config.retention();
     let mut pause = Duration::from_millis(50);
     loop {
-        match store.write(batch, keep) {
+        match store.write(batch, &hub.retention) {
             Ok(()) => {
                 Metrics::add(&hub.metrics.store_batches, 1);
                 Metrics::add(&hub.metrics.store_messages, batch.messages.len() as u64);

@@ -213,3 +213,43 @@ async fn a_retry_across_a_restart_is_recognised() {
     let h = alice.history(latest(channel("room"))).await;
     assert_eq!((h.last, h.messages.len()), (1, 1));
 }
+
+#[tokio::test]
+async fn retention_rules_apply_per_channel_on_disk_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |dir: std::path::PathBuf| {
+        TestServer::start(move |c| {
+            c.store = StoreKind::Disk;
+            c.data_dir = dir;
+            c.history_rules = vec!["short.*=2:0".into()];
+        })
+    };
+    let server = start(dir.path().to_owned()).await;
+    let mut alice = server.client("alice").await;
+    for ch in ["short.a", "long"] {
+        for i in 0..5 {
+            let id = alice.publish(ch, &format!("m{i}"), Flags::RECEIPT).await;
+            receipt(&mut alice, id).await;
+        }
+    }
+    let kept = |h: &apm_core::message::HistoryResponse| {
+        (
+            h.oldest,
+            h.last,
+            h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        )
+    };
+    let short = alice.history(latest(channel("short.a"))).await;
+    assert_eq!(kept(&short), (4, 5, vec![4, 5]));
+    let long = alice.history(latest(channel("long"))).await;
+    assert_eq!(kept(&long), (1, 5, vec![1, 2, 3, 4, 5]));
+    drop(alice);
+    server.stop().await;
+
+    let server = start(dir.path().to_owned()).await;
+    let mut alice = server.client("alice").await;
+    let short = alice.history(latest(channel("short.a"))).await;
+    assert_eq!(kept(&short), (4, 5, vec![4, 5]));
+    let long = alice.history(latest(channel("long"))).await;
+    assert_eq!(kept(&long), (1, 5, vec![1, 2, 3, 4, 5]));
+}

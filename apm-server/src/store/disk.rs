@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::{
     AckRecord, Batch, ConversationId, Record, Recovered, RecoveredConversation, Store, StoreError,
 };
-use crate::history::Retention;
+use crate::history::{Retention, RetentionPolicy};
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
@@ -109,23 +109,23 @@ impl Store for DiskStore {
         self.epoch
     }
 
-    fn write(&self, batch: &Batch, keep: Retention) -> Result<(), StoreError> {
+    fn write(&self, batch: &Batch, keep: &RetentionPolicy) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.with_db(|db| write(db, batch, keep))
     }
 
-    fn expire(&self, cutoff_ms: u64) -> Result<(), StoreError> {
-        self.with_db(|db| expire(db, cutoff_ms))
+    fn expire(&self, now_ms: u64, keep: &RetentionPolicy) -> Result<(), StoreError> {
+        self.with_db(|db| expire(db, now_ms, keep))
     }
 
-    fn recover(&self, keep: Retention) -> Result<Recovered, StoreError> {
+    fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
         self.with_db(|db| recover(db, keep))
     }
 }
 
-fn write(db: &Database, batch: &Batch, keep: Retention) -> Result<(), StoreError> {
+fn write(db: &Database, batch: &Batch, policy: &RetentionPolicy) -> Result<(), StoreError> {
     // One chunk per conversation: the batch's messages of a conversation
     // are consecutive seqs (one loop sequences them, the writer keeps their
     // order), stored as one row keyed by the first.
@@ -146,6 +146,9 @@ fn write(db: &Database, batch: &Batch, keep: Retention) -> Result<(), StoreError
         for (key, records) in &order {
             let key = key.as_str();
             let first = records.iter().map(|r| r.seq).min().unwrap_or(0);
+            let keep = records
+                .first()
+                .map_or(policy.default, |r| policy.for_conversation(&r.conversation));
             let last = chunk::encode(records, &mut value);
             messages
                 .insert((key, first), value.as_slice())
@@ -171,7 +174,7 @@ fn write(db: &Database, batch: &Batch, keep: Retention) -> Result<(), StoreError
     txn.commit().map_err(db_error)
 }
 
-fn expire(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
+fn expire(db: &Database, now_ms: u64, policy: &RetentionPolicy) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_error)?;
     {
         let heads = txn.open_table(HEADS).map_err(db_error)?;
@@ -183,6 +186,14 @@ fn expire(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
         let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
         for key in keys {
             let key = key.as_str();
+            let Some(conversation) = ConversationId::from_key(key) else {
+                continue;
+            };
+            let max_age = policy.for_conversation(&conversation).max_age_ms;
+            if max_age == 0 {
+                continue;
+            }
+            let cutoff_ms = now_ms.saturating_sub(max_age);
             // Rows go whole, oldest first, once their newest message is
             // past the cutoff; reads drop older messages of the rest.
             let mut cut = None;
@@ -206,14 +217,11 @@ fn expire(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
     txn.commit().map_err(db_error)
 }
 
-fn recover(db: &Database, keep: Retention) -> Result<Recovered, StoreError> {
+fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreError> {
     let txn = db.begin_read().map_err(db_error)?;
     let heads = txn.open_table(HEADS).map_err(db_error)?;
     let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-    let cutoff = match keep.max_age_ms {
-        0 => 0,
-        age => crate::shard::now_ms().saturating_sub(age),
-    };
+    let now = crate::shard::now_ms();
     let mut out = Recovered::default();
     for head in heads.iter().map_err(db_error)? {
         let (key, last) = head.map_err(db_error)?;
@@ -221,6 +229,11 @@ fn recover(db: &Database, keep: Retention) -> Result<Recovered, StoreError> {
         let last = last.value();
         let conversation = ConversationId::from_key(key)
             .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
+        let keep: Retention = policy.for_conversation(&conversation);
+        let cutoff = match keep.max_age_ms {
+            0 => 0,
+            age => now.saturating_sub(age),
+        };
         let mut kept = Vec::new();
         if keep.max_messages > 0 {
             let lo = last.saturating_sub(keep.max_messages as u64) + 1;
@@ -364,10 +377,14 @@ mod tests {
         }
     }
 
-    const KEEP: Retention = Retention {
+    const KEEP3: Retention = Retention {
         max_messages: 3,
         max_age_ms: 0,
     };
+
+    fn keep(r: Retention) -> RetentionPolicy {
+        RetentionPolicy::uniform(r)
+    }
 
     #[test]
     fn survives_reopening_with_heads_and_acks() {
@@ -386,11 +403,11 @@ mod tests {
                 conversation: ConversationId::Channel(Arc::from("a")),
                 seq: 4,
             });
-            store.write(&batch, KEEP).unwrap();
+            store.write(&batch, &keep(KEEP3)).unwrap();
         }
         let store = DiskStore::open(dir.path()).unwrap();
         assert_eq!(store.epoch(), epoch);
-        let rec = store.recover(KEEP).unwrap();
+        let rec = store.recover(&keep(KEEP3)).unwrap();
         let a = rec
             .conversations
             .iter()
@@ -425,14 +442,19 @@ mod tests {
                 messages: vec![record("a", seq, seq * 10)],
                 acks: Vec::new(),
             };
-            store.write(&batch, KEEP).unwrap();
+            store.write(&batch, &keep(KEEP3)).unwrap();
         }
-        store.expire(25).unwrap();
-        let rec = store.recover(KEEP).unwrap();
+        // An age limit of 10 ms, at 35 ms: messages before 25 go.
+        let aged = keep(Retention {
+            max_messages: 3,
+            max_age_ms: 10,
+        });
+        store.expire(35, &aged).unwrap();
+        let rec = store.recover(&keep(KEEP3)).unwrap();
         assert_eq!(rec.conversations[0].last, 3);
         assert_eq!(rec.conversations[0].messages.len(), 1);
-        store.expire(u64::MAX).unwrap();
-        let rec = store.recover(KEEP).unwrap();
+        store.expire(u64::MAX, &aged).unwrap();
+        let rec = store.recover(&keep(KEEP3)).unwrap();
         assert_eq!(rec.conversations[0].last, 3);
         assert!(rec.conversations[0].messages.is_empty());
     }
@@ -448,11 +470,11 @@ mod tests {
                 seq += 1;
                 batch.messages.push(record("a", seq, seq));
             }
-            store.write(&batch, KEEP).unwrap();
+            store.write(&batch, &keep(KEEP3)).unwrap();
         }
         // Seqs 4..=6 are kept: the row 1-2 went, the row 3-4 stays for 4.
         assert_eq!(rows(&store), 2);
-        let rec = store.recover(KEEP).unwrap();
+        let rec = store.recover(&keep(KEEP3)).unwrap();
         let seqs: Vec<u64> = rec.conversations[0]
             .messages
             .iter()
@@ -472,14 +494,14 @@ mod tests {
                 .collect(),
             acks: Vec::new(),
         };
-        let keep = Retention {
+        let limit = Retention {
             max_messages: 100,
             max_age_ms: 2500,
         };
-        store.write(&batch, keep).unwrap();
-        store.expire(now - 2500).unwrap();
+        store.write(&batch, &keep(limit)).unwrap();
+        store.expire(now, &keep(limit)).unwrap();
         assert_eq!(rows(&store), 1, "the row has recent messages");
-        let rec = store.recover(keep).unwrap();
+        let rec = store.recover(&keep(limit)).unwrap();
         let seqs: Vec<u64> = rec.conversations[0]
             .messages
             .iter()

@@ -1,7 +1,7 @@
 //! The store that keeps nothing beyond the forwarding loops' rings.
 
 use super::{Batch, Recovered, Store, StoreError};
-use crate::history::Retention;
+use crate::history::RetentionPolicy;
 
 /// No persistence: history lives in the shards' rings for the life of the
 /// process, and each start is a new epoch.
@@ -34,16 +34,16 @@ impl Store for MemoryStore {
         self.epoch
     }
 
-    fn write(&self, _batch: &Batch, _keep: Retention) -> Result<(), StoreError> {
+    fn write(&self, _batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
         // The rings are the only copy; nothing outlives the process.
         Ok(())
     }
 
-    fn expire(&self, _cutoff_ms: u64) -> Result<(), StoreError> {
+    fn expire(&self, _now_ms: u64, _keep: &RetentionPolicy) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn recover(&self, _keep: Retention) -> Result<Recovered, StoreError> {
+    fn recover(&self, _keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use apm_core::message::{Conversation, ConversationRef};
 use bytes::Bytes;
 
-use crate::history::Retention;
+use crate::history::RetentionPolicy;
 
 pub use disk::DiskStore;
 pub use memory::MemoryStore;
@@ -171,14 +171,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Makes `batch` durable, atomically, and drops what `keep` no longer
     /// allows by count.
-    fn write(&self, batch: &Batch, keep: Retention) -> Result<(), StoreError>;
+    fn write(&self, batch: &Batch, keep: &RetentionPolicy) -> Result<(), StoreError>;
 
-    /// Drops messages older than `cutoff_ms`.
-    fn expire(&self, cutoff_ms: u64) -> Result<(), StoreError>;
+    /// Drops messages past their conversation's age limit as of `now_ms`.
+    fn expire(&self, now_ms: u64, keep: &RetentionPolicy) -> Result<(), StoreError>;
 
     /// Reads back every conversation's last seq, its messages within
     /// `keep`, and every read position.
-    fn recover(&self, keep: Retention) -> Result<Recovered, StoreError>;
+    fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError>;
 }
 
 /// Which store a server uses.
