@@ -517,6 +517,20 @@ impl Session {
         } = frame;
         let hub = &*self.hub;
         let conn = &self.conn;
+        if matches!(
+            message,
+            Message::Publish(_) | Message::Direct(_) | Message::Broadcast(_)
+        ) && hub.writer.as_ref().is_some_and(|w| w.is_failing())
+        {
+            // Taken now, it would wait behind a write that keeps failing;
+            // refused, the client knows to try again later.
+            self.error(
+                request_id,
+                ErrorCode::Internal,
+                "the message store is failing: message not taken, try again later",
+            );
+            return Action::Done;
+        }
         match message {
             Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
             Message::Pong | Message::Error(_) => {}

@@ -63,6 +63,8 @@ pub(crate) struct Writer {
     backlog: AtomicUsize,
     /// Set by [`Writer::stop`]: a failing write stops retrying.
     stopping: AtomicBool,
+    /// The last write failed (and is being retried).
+    failing: AtomicBool,
 }
 
 impl Writer {
@@ -74,6 +76,7 @@ impl Writer {
             store,
             backlog: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -147,6 +150,16 @@ impl Writer {
 
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Whether the store is failing: new messages are refused until a
+    /// write succeeds again.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Release);
     }
 }
 
@@ -222,12 +235,18 @@ fn write(hub: &Hub, store: &dyn Store, batch: &Batch) -> bool {
     loop {
         match store.write(batch, &hub.retention) {
             Ok(()) => {
+                if let Some(w) = &hub.writer {
+                    w.set_failing(false);
+                }
                 Metrics::add(&hub.metrics.store_batches, 1);
                 Metrics::add(&hub.metrics.store_messages, batch.messages.len() as u64);
                 return true;
             }
             Err(e) => {
                 Metrics::add(&hub.metrics.store_errors, 1);
+                if let Some(w) = &hub.writer {
+                    w.set_failing(true);
+                }
                 if hub.writer.as_ref().is_none_or(Writer::is_stopping) {
                     error!(error = %e, lost = batch.messages.len(), "store write failed at shutdown");
                     return false;

@@ -42,6 +42,21 @@ impl TestServer {
     /// Starts a server with dev auth, the memory store, and `tweak`
     /// applied to the defaults.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_over(None, tweak).await
+    }
+
+    /// Starts a server over a store of the test's.
+    pub async fn start_with_store(
+        store: Arc<dyn apm_server::store::Store>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        TestServer::start_over(Some(store), tweak).await
+    }
+
+    async fn start_over(
+        store: Option<Arc<dyn apm_server::store::Store>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             store: StoreKind::Memory,
@@ -52,7 +67,11 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let server = Server::new(config).expect("config");
+        let server = match store {
+            Some(store) => Server::with_store(config, store),
+            None => Server::new(config),
+        }
+        .expect("config");
         let metrics = server.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(listener, shutdown.clone()));

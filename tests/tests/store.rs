@@ -253,3 +253,83 @@ async fn retention_rules_apply_per_channel_on_disk_too() {
     let long = alice.history(latest(channel("long"))).await;
     assert_eq!(kept(&long), (1, 5, vec![1, 2, 3, 4, 5]));
 }
+
+/// A durable store whose writes fail while told to, and says when one did.
+#[derive(Debug, Default)]
+struct Flaky {
+    failing: std::sync::atomic::AtomicBool,
+    failed: tokio::sync::Notify,
+}
+
+impl apm_server::store::Store for Flaky {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn epoch(&self) -> u64 {
+        1
+    }
+
+    fn write(
+        &self,
+        _batch: &apm_server::store::Batch,
+        _keep: &apm_server::history::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            self.failed.notify_one();
+            return Err(apm_server::store::StoreError::Db("disk full".into()));
+        }
+        Ok(())
+    }
+
+    fn expire(
+        &self,
+        _now_ms: u64,
+        _keep: &apm_server::history::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        Ok(())
+    }
+
+    fn recover(
+        &self,
+        _keep: &apm_server::history::RetentionPolicy,
+    ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
+        Ok(Default::default())
+    }
+}
+
+/// While the store fails, what was taken waits (and is not lost), and new
+/// messages are refused with an error instead of hanging; once it works
+/// again, the waiting message gets its receipt and seqs go on.
+#[tokio::test]
+async fn a_failing_store_holds_what_it_took_and_refuses_new_messages() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = std::sync::Arc::new(Flaky::default());
+    let server = TestServer::start_with_store(store.clone(), |_| {}).await;
+    let mut reader = server.client("reader").await;
+    reader.sub("room").await;
+    let mut alice = server.client("alice").await;
+    let id = alice.publish("room", "one", Flags::RECEIPT).await;
+    assert_eq!(receipt(&mut alice, id).await.seq, 1);
+    assert_eq!(reader.deliver().await.seq, 1);
+
+    store.failing.store(true, SeqCst);
+    let waiting = alice.publish("room", "two", Flags::RECEIPT).await;
+    // The second failed attempt (the first retry) comes after the server
+    // has marked the store failing.
+    store.failed.notified().await;
+    store.failed.notified().await;
+    let refused = alice.publish("room", "three", Flags::RECEIPT).await;
+    match alice.reply_to(refused).await {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::Internal),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    store.failing.store(false, SeqCst);
+    let r = receipt(&mut alice, waiting).await;
+    assert_eq!(r.seq, 2);
+    let d = reader.deliver().await;
+    assert_eq!((d.seq, &d.payload[..]), (2, &b"two"[..]));
+    let id = alice.publish("room", "four", Flags::RECEIPT).await;
+    assert_eq!(receipt(&mut alice, id).await.seq, 3);
+}
