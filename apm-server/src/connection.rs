@@ -770,23 +770,15 @@ impl Session {
         let hub = &self.hub;
         let cap = hub.config.unread_page_max as usize;
         let mut per_shard: Vec<Vec<(usize, Conversation)>> = vec![Vec::new(); hub.shards.len()];
-        let mut counts: Vec<Option<apm_core::message::Unread>> = Vec::new();
         let asked: Vec<Conversation> = req.conversations.into_iter().take(cap).collect();
-        for (i, conversation) in asked.iter().cloned().enumerate() {
-            counts.push(None);
-            let conversation = match conversation {
-                Conversation::User(u) if *u != *self.conn.user => {
-                    counts[i] = Some(apm_core::message::Unread {
-                        conversation: Conversation::User(u),
-                        last: 0,
-                        acked: 0,
-                    });
-                    continue;
-                }
-                c => c,
-            };
-            let shard = hub.shard_of_conversation(&ConversationId::from(&conversation));
-            per_shard[shard].push((i, conversation));
+        let mut counts: Vec<Option<apm_core::message::Unread>> = vec![None; asked.len()];
+        for (i, conversation) in asked.iter().enumerate() {
+            if matches!(conversation, Conversation::User(u) if **u != *self.conn.user) {
+                // Not this user's to count: answered as empty below.
+                continue;
+            }
+            let shard = hub.shard_of_conversation(&ConversationId::from(conversation));
+            per_shard[shard].push((i, conversation.clone()));
         }
         for (shard, conversations) in per_shard.into_iter().enumerate() {
             if conversations.is_empty() {
@@ -803,8 +795,8 @@ impl Session {
                 counts[i] = Some(unread);
             }
         }
-        // A shard that did not answer (shutting down) counts as empty, so
-        // the answer keeps one entry per conversation asked.
+        // Another user's inbox, or a shard that did not answer (shutting
+        // down), counts as empty: one entry per conversation asked.
         let counts = counts
             .into_iter()
             .zip(asked)

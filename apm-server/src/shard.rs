@@ -343,20 +343,14 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
             handled += 1;
             if handled.is_multiple_of(512) {
                 ingress.space.notify_waiters();
-                Metrics::add(
-                    &hub.metrics.messages_in,
-                    std::mem::take(&mut state.messages_in),
-                );
+                state.flush_counters();
                 // Let connection tasks on this worker write what was queued.
                 tokio::task::yield_now().await;
             }
         }
         if handled > 0 {
             ingress.space.notify_waiters();
-            Metrics::add(
-                &hub.metrics.messages_in,
-                std::mem::take(&mut state.messages_in),
-            );
+            state.flush_counters();
         }
         tokio::select! {
             _ = ingress.wake.notified() => {}
@@ -454,6 +448,14 @@ impl ShardState {
                 let _ = reply.send(self.query(query));
             }
         }
+    }
+
+    /// Adds what the loop counted locally to the shared counters.
+    fn flush_counters(&mut self) {
+        Metrics::add(
+            &self.hub.metrics.messages_in,
+            std::mem::take(&mut self.messages_in),
+        );
     }
 
     fn metrics(&self) -> &Metrics {
