@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::history::RetentionPolicy;
+use crate::retention::{Retention, RetentionPolicy, pattern_matches};
 use crate::store::StoreKind;
 
 /// What to do with a message for a connection whose outbound queue is full.
@@ -214,8 +214,8 @@ impl Config {
     }
 
     /// How much history a conversation no rule names keeps.
-    pub fn retention(&self) -> crate::history::Retention {
-        crate::history::Retention {
+    pub fn retention(&self) -> Retention {
+        Retention {
             max_messages: self.history_max_messages,
             max_age_ms: self.history_max_age_secs.saturating_mul(1000),
         }
@@ -241,15 +241,6 @@ impl Config {
                 .join_leave_channels
                 .iter()
                 .any(|p| pattern_matches(p, channel))
-    }
-}
-
-/// Whether channel `name` matches `pattern`: the same name, or a prefix
-/// ending in `*` (`*` alone matches every channel).
-pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
     }
 }
 

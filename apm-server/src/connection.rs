@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::auth;
-use crate::conn::Conn;
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::shard::{Answer, Command, now_ms};
+use crate::outbox::Conn;
+use crate::shard::{Answer, Command};
 use crate::store::ConversationId;
 
 /// Room for a read when the last one did not fill its buffer: small, since

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use rayon::prelude::*;
 
-use crate::conn::{Conn, Pushed};
 use crate::metrics::Metrics;
+use crate::outbox::{Conn, Pushed};
 
 /// A channel's members: connection id -> connection. An `IndexMap` keeps
 /// them in one contiguous array for the fan-out and removes in O(1).

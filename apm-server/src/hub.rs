@@ -10,11 +10,11 @@ use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::history::RetentionPolicy;
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use crate::shard::Command;
+use crate::store::commit::Writer;
 use crate::store::{AckRecord, ConversationId, Recovered, RecoveredConversation, Store};
-use crate::writer::Writer;
 
 /// One shard's ingress: a lock-free queue with a soft bound, and the
 /// wake-ups between readers and the shard's forwarding loop.

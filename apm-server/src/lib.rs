@@ -6,7 +6,7 @@
 //! they name. Each shard runs one forwarding loop ([`shard`]) that alone
 //! owns its tables, sequences its conversations, encodes each message once
 //! and queues the same bytes to every member's bounded outbound queue
-//! ([`conn`]).
+//! ([`outbox`]).
 //!
 //! # Examples
 //!
@@ -27,18 +27,20 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+mod clock;
 pub mod config;
-pub mod conn;
 mod connection;
+pub mod conversation;
 mod dedup;
 pub mod fanout;
-pub mod history;
 mod hub;
 mod listener;
 pub mod metrics;
+pub mod outbox;
+pub mod retention;
+pub mod ring;
 mod shard;
 pub mod store;
-mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;

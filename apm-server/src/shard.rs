@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Tables keyed by names clients choose: foldhash with a per-process random
 /// seed (SipHash was 6% of the server's CPU in the pairs scenario).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::clock::now_ms;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use apm_core::message::{
     Broadcast, Conversation, ConversationRef, DeliverRef, Direct, HistoryRequest, HistoryResponse,
@@ -21,14 +21,15 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Conn;
 use crate::dedup::{First, Recent, sender_hash};
 use crate::fanout::{Members, deliver, fan_out};
-use crate::history::{Retention, Ring};
 use crate::hub::{Hub, Seed};
 use crate::metrics::Metrics;
+use crate::outbox::Conn;
+use crate::retention::Retention;
+use crate::ring::Ring;
+use crate::store::commit::Durable;
 use crate::store::{AckRecord, ConversationId, Record};
-use crate::writer::Durable;
 
 /// Work for a forwarding loop. Everything that touches a shard's tables
 /// arrives this way, so commands from one connection take effect in the
@@ -177,7 +178,7 @@ impl Log {
             ..Log::default()
         };
         for m in messages {
-            if let Some((sender, msg_id)) = crate::history::origin(&m.frame) {
+            if let Some((sender, msg_id)) = crate::ring::origin(&m.frame) {
                 let first = First {
                     seq: m.seq,
                     ts_ms: m.ts_ms,
@@ -313,12 +314,6 @@ fn admit(
         ts_ms,
         frame,
     })
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs shard `index`'s forwarding loop until `stop` fires and its queue
@@ -584,7 +579,7 @@ impl ShardState {
             None => Vec::new(),
         };
         if let (Some(since), Some(first)) = (since, replay.first()) {
-            let first = crate::history::seq_of(first).unwrap_or(oldest);
+            let first = crate::ring::seq_of(first).unwrap_or(oldest);
             if first > since.saturating_add(1) {
                 oldest = oldest.max(first);
             }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use apm_core::message::{ConversationRef, DeliverRef, Role};
 use apm_server::Metrics;
 use apm_server::config::SlowConsumerPolicy;
-use apm_server::conn::Conn;
 use apm_server::fanout::{Members, fan_out};
+use apm_server::outbox::Conn;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 

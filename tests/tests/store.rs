@@ -273,7 +273,7 @@ impl apm_server::store::Store for Flaky {
     fn write(
         &self,
         _batch: &apm_server::store::Batch,
-        _keep: &apm_server::history::RetentionPolicy,
+        _keep: &apm_server::retention::RetentionPolicy,
     ) -> Result<(), apm_server::store::StoreError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             self.failed.notify_one();
@@ -285,14 +285,14 @@ impl apm_server::store::Store for Flaky {
     fn expire(
         &self,
         _now_ms: u64,
-        _keep: &apm_server::history::RetentionPolicy,
+        _keep: &apm_server::retention::RetentionPolicy,
     ) -> Result<(), apm_server::store::StoreError> {
         Ok(())
     }
 
     fn recover(
         &self,
-        _keep: &apm_server::history::RetentionPolicy,
+        _keep: &apm_server::retention::RetentionPolicy,
     ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
         Ok(Default::default())
     }

@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::{
     AckRecord, Batch, ConversationId, Record, Recovered, RecoveredConversation, Store, StoreError,
 };
-use crate::history::{Retention, RetentionPolicy};
+use crate::retention::{Retention, RetentionPolicy};
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
@@ -68,7 +68,7 @@ impl DiskStore {
             match stored {
                 Some(epoch) => epoch,
                 None => {
-                    let epoch = crate::shard::now_ms();
+                    let epoch = crate::clock::now_ms();
                     meta.insert("epoch", epoch).map_err(db_error)?;
                     epoch
                 }
@@ -221,7 +221,7 @@ fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreEr
     let txn = db.begin_read().map_err(db_error)?;
     let heads = txn.open_table(HEADS).map_err(db_error)?;
     let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-    let now = crate::shard::now_ms();
+    let now = crate::clock::now_ms();
     let mut out = Recovered::default();
     for head in heads.iter().map_err(db_error)? {
         let (key, last) = head.map_err(db_error)?;
@@ -487,7 +487,7 @@ mod tests {
     fn reads_skip_old_messages_of_a_kept_row() {
         let dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open(dir.path()).unwrap();
-        let now = crate::shard::now_ms();
+        let now = crate::clock::now_ms();
         let batch = Batch {
             messages: (1..=5)
                 .map(|s| record("a", s, now - (5 - s) * 1000))

@@ -1,7 +1,7 @@
 //! The store that keeps nothing beyond the forwarding loops' rings.
 
 use super::{Batch, Recovered, Store, StoreError};
-use crate::history::RetentionPolicy;
+use crate::retention::RetentionPolicy;
 
 /// No persistence: history lives in the shards' rings for the life of the
 /// process, and each start is a new epoch.
@@ -14,7 +14,7 @@ impl MemoryStore {
     /// A store whose epoch is the time it was made.
     pub fn new() -> MemoryStore {
         MemoryStore {
-            epoch: crate::shard::now_ms(),
+            epoch: crate::clock::now_ms(),
         }
     }
 }

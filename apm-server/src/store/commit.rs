@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::outbox::Conn;
 use crate::shard::{Command, Sequenced};
 use crate::store::{AckRecord, Batch, Store};
 
@@ -164,7 +164,7 @@ impl Writer {
 }
 
 fn expire(hub: &Hub, store: &dyn Store) {
-    if let Err(e) = store.expire(crate::shard::now_ms(), &hub.retention) {
+    if let Err(e) = store.expire(crate::clock::now_ms(), &hub.retention) {
         warn!(error = %e, "expiring old messages failed");
     }
 }
