@@ -25,6 +25,7 @@
 
 mod builder;
 mod client;
+mod connector;
 mod error;
 mod streams;
 mod task;

@@ -1,28 +1,26 @@
 //! The connection task: the one owner of the socket. It writes queued
 //! commands in batches, routes what the server sends, keeps the connection
-//! alive with heartbeats, and reconnects and re-subscribes after a loss.
+//! alive with heartbeats, and after a loss reconnects (see
+//! [`connector`](crate::connector)) and re-subscribes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apm_core::message::{Deliver, Hello, Sub, SubOk, Unsub, Welcome};
-use apm_core::{ApmCodec, ErrorCode, Flags, Frame, Message};
+use apm_core::message::{Deliver, Sub, SubOk, Unsub, Welcome};
+use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use rand::Rng;
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::builder::ClientBuilder;
+use crate::connector::{self, Io};
 use crate::error::Error;
 use crate::streams::Event;
 
-pub(crate) type Io = Framed<TcpStream, ApmCodec>;
 pub(crate) type Reply = oneshot::Sender<Result<Frame, Error>>;
 
 /// Most commands written before one flush.
@@ -115,83 +113,6 @@ pub(crate) struct Task {
     /// The highest inbox and broadcast seqs handed to the app.
     inbox_seen: u64,
     broadcast_seen: u64,
-}
-
-/// Connects, says Hello and waits for Welcome.
-pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error> {
-    let attempt = async {
-        let failed = |e: std::io::Error| Error::Connect {
-            addr: opts.addr.clone(),
-            reason: e.to_string(),
-        };
-        let stream = match opts.local_ip {
-            None => TcpStream::connect(&opts.addr).await.map_err(failed)?,
-            Some(ip) => {
-                let remote = tokio::net::lookup_host(&opts.addr)
-                    .await
-                    .map_err(failed)?
-                    .find(|a| a.is_ipv4() == ip.is_ipv4())
-                    .ok_or_else(|| failed(std::io::ErrorKind::AddrNotAvailable.into()))?;
-                let socket = if ip.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                }
-                .map_err(failed)?;
-                socket
-                    .bind(std::net::SocketAddr::new(ip, 0))
-                    .map_err(failed)?;
-                socket.connect(remote).await.map_err(failed)?
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        // Server frames may exceed the request limit by the names a Deliver
-        // adds; leave room.
-        let limits = apm_core::Limits {
-            max_frame_len: opts.max_frame_len.saturating_add(64 * 1024),
-            ..Default::default()
-        };
-        let mut io = Framed::new(stream, ApmCodec::new(limits));
-        let hello = Frame::new(
-            1,
-            Message::Hello(Hello {
-                user: opts.user.clone(),
-                token: opts.token.clone(),
-                client: opts.client_name.clone(),
-            }),
-        );
-        io.send(hello)
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        match io.next().await {
-            Some(Ok(Frame {
-                message: Message::Welcome(w),
-                ..
-            })) => Ok((io, w)),
-            Some(Ok(Frame {
-                message: Message::Error(e),
-                ..
-            })) => Err(Error::Handshake {
-                code: e.code,
-                message: e.message,
-            }),
-            Some(Ok(other)) => Err(Error::Protocol(format!(
-                "expected Welcome, got {:?}",
-                other.message.message_type()
-            ))),
-            Some(Err(e)) => Err(Error::Protocol(e.to_string())),
-            None => Err(Error::Connect {
-                addr: opts.addr.clone(),
-                reason: "closed during the handshake".into(),
-            }),
-        }
-    };
-    tokio::time::timeout(opts.connect_timeout, attempt)
-        .await
-        .map_err(|_| Error::Connect {
-            addr: opts.addr.clone(),
-            reason: "timed out".into(),
-        })?
 }
 
 /// Tells whoever waits for `pending` that it failed.
@@ -368,50 +289,23 @@ impl Task {
         self.resubscribing = 0;
     }
 
+    /// Connects again (see [`connector::reconnect`]) and adopts the new
+    /// Welcome.
     async fn reconnect(&mut self) -> Option<Io> {
-        let policy = self.opts.reconnect;
-        let mut delay = policy.initial_delay;
-        let mut attempts = 0u32;
-        loop {
-            if policy.max_attempts.is_some_and(|max| attempts >= max) {
-                return None;
+        let (io, welcome) = connector::reconnect(&self.opts, &self.closed).await?;
+        let mut session = self.session.lock().expect("session lock");
+        if session.welcome.epoch != welcome.epoch {
+            // The server started afresh: its seqs restarted, so what this
+            // client saw says nothing; resume each channel from the start
+            // of the new history.
+            self.inbox_seen = 0;
+            self.broadcast_seen = 0;
+            for sub in self.subs.values_mut() {
+                sub.last_seq = 0;
             }
-            attempts += 1;
-            let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
-            tokio::select! {
-                _ = self.closed.cancelled() => return None,
-                _ = tokio::time::sleep(jittered) => {}
-            }
-            match connect(&self.opts).await {
-                Ok((io, welcome)) => {
-                    let mut session = self.session.lock().expect("session lock");
-                    if session.welcome.epoch != welcome.epoch {
-                        // The server started afresh: its seqs restarted, so
-                        // what this client saw says nothing; resume each
-                        // channel from the start of the new history.
-                        self.inbox_seen = 0;
-                        self.broadcast_seen = 0;
-                        for sub in self.subs.values_mut() {
-                            sub.last_seq = 0;
-                        }
-                    }
-                    session.welcome = welcome;
-                    return Some(io);
-                }
-                Err(Error::Handshake {
-                    code: ErrorCode::AuthFailed | ErrorCode::TokenExpired,
-                    ..
-                }) => {
-                    // Retrying the same credentials cannot succeed.
-                    return None;
-                }
-                Err(e) => debug!(error = %e, attempts, "reconnect failed"),
-            }
-            delay = (delay * 2).clamp(
-                Duration::from_millis(1),
-                policy.max_delay.max(Duration::from_millis(1)),
-            );
         }
+        session.welcome = welcome;
+        Some(io)
     }
 
     /// Re-subscribes every channel, resuming after the last seq seen.
