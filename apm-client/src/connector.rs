@@ -137,6 +137,7 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// The waits for one outage, starting from the initial delay.
     pub(crate) fn new(policy: ReconnectPolicy) -> Backoff {
         Backoff {
             policy,

@@ -27,6 +27,7 @@ mod builder;
 mod client;
 mod connector;
 mod error;
+mod state;
 mod streams;
 mod task;
 
