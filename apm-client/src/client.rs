@@ -13,9 +13,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{Backpressure, ClientBuilder};
+use crate::connector;
 use crate::error::Error;
 use crate::streams::{Event, Events, Inbox, Subscription};
-use crate::task::{self, Command, SessionInfo, Task};
+use crate::task::{Command, SessionInfo, Task};
 
 /// Options for one outgoing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +115,7 @@ impl Client {
     }
 
     pub(crate) async fn connect(opts: ClientBuilder) -> Result<Client, Error> {
-        let (io, welcome) = task::connect(&opts).await?;
+        let (io, welcome) = connector::connect(&opts).await?;
         let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);

@@ -25,7 +25,9 @@
 
 mod builder;
 mod client;
+mod connector;
 mod error;
+mod state;
 mod streams;
 mod task;
 
