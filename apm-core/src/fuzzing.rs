@@ -1,5 +1,6 @@
 //! The decoder harness shared by the cargo-fuzz target and the mutation
-//! test in the normal test suite.
+//! test in the normal test suite. Built only with the `test-support`
+//! feature.
 
 use bytes::BytesMut;
 

@@ -11,6 +11,9 @@
 //! `tokio_util::codec::Framed`, and [`Frame::to_bytes`] encodes a frame once
 //! into a [`bytes::Bytes`] that many connections can share.
 //!
+//! The `test-support` feature adds `samples` and `fuzzing`, which this
+//! crate's tests and its fuzz target share; they are not part of the API.
+//!
 //! # Examples
 //!
 //! ```
@@ -33,10 +36,12 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
 pub mod names;
+#[cfg(feature = "test-support")]
 pub mod samples;
 
 pub use codec::ApmCodec;

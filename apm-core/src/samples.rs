@@ -1,7 +1,8 @@
 //! One example frame of every message type.
 //!
 //! They seed the fuzzer and the mutation tests, and `PROTOCOL.md` shows
-//! their encodings (a test keeps the two in step).
+//! their encodings (a test keeps the two in step). Built only with the
+//! `test-support` feature.
 
 use bytes::Bytes;
 
