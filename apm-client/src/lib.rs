@@ -40,3 +40,9 @@ pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;
 pub use streams::{Event, Events, Inbox, Subscription};
+
+/// The workspace README, whose Rust example is compiled as a doctest so it
+/// cannot drift from the SDK.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

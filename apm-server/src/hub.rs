@@ -1,50 +1,21 @@
-//! The hub: the shards' ingress queues, how names map to shards, and the
-//! settings every task shares.
+//! The hub: what every task shares. The shards' ingress queues and how
+//! names map to shards, the settings, the sequencer and the group commit's
+//! queue.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use apm_core::Limits;
-use crossbeam_queue::SegQueue;
-use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::conversation::ConversationId;
+use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
-use crate::shard::Command;
-use crate::store::commit::Writer;
-use crate::store::{AckRecord, ConversationId, Recovered, RecoveredConversation, Store};
-
-/// One shard's ingress: a lock-free queue with a soft bound, and the
-/// wake-ups between readers and the shard's forwarding loop.
-#[derive(Debug, Default)]
-pub(crate) struct Ingress {
-    queue: SegQueue<Command>,
-    len: AtomicUsize,
-    /// Wakes the forwarding loop when a command arrives.
-    pub(crate) wake: Notify,
-    /// Wakes readers waiting for room.
-    pub(crate) space: Notify,
-}
-
-impl Ingress {
-    pub(crate) fn pop(&self) -> Option<Command> {
-        let cmd = self.queue.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        Some(cmd)
-    }
-
-    fn push(&self, cmd: Command) {
-        self.len.fetch_add(1, Ordering::AcqRel);
-        self.queue.push(cmd);
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
-    }
-}
+use crate::shard::{Command, LocalSequencer, Sequencer};
+use crate::store::commit::CommitQueue;
+use crate::store::{AckRecord, Recovered, RecoveredConversation, Store};
 
 /// State shared by the listener, every connection and every shard.
 #[derive(Debug)]
@@ -54,12 +25,12 @@ pub(crate) struct Hub {
     /// How much history each conversation keeps.
     pub(crate) retention: RetentionPolicy,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shards: Vec<Ingress>,
-    /// The store's conversation state: seqs restart when it changes.
-    pub(crate) epoch: u64,
-    /// The group-commit writer, for a durable store; `None` when messages
+    pub(crate) shards: Arc<[Ingress]>,
+    /// Who assigns seqs, and their epoch.
+    pub(crate) sequencer: Box<dyn Sequencer>,
+    /// The group commit's queue, for a durable store; `None` when messages
     /// are delivered as soon as they are sequenced.
-    pub(crate) writer: Option<Writer>,
+    pub(crate) commit: Option<Arc<CommitQueue>>,
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
@@ -78,7 +49,9 @@ impl Hub {
     ) -> Hub {
         let count = config.shard_count();
         let shards = (0..count).map(|_| Ingress::default()).collect();
-        let writer = store.is_durable().then(|| Writer::new(store.clone()));
+        let commit = store
+            .is_durable()
+            .then(|| Arc::new(CommitQueue::new(store.clone())));
         // Checked by `Config::validate` before a hub is made.
         let retention = config
             .retention_policy()
@@ -89,8 +62,8 @@ impl Hub {
             config,
             metrics,
             shards,
-            epoch: store.epoch(),
-            writer,
+            sequencer: Box::new(LocalSequencer::new(store.epoch())),
+            commit,
             seeds: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(1),
             hasher: Default::default(),
@@ -131,23 +104,12 @@ impl Hub {
     /// under its bound and, for a new message, the disk is not too far
     /// behind. Reads, subscriptions and handshakes do not wait for the disk.
     fn has_room(&self, shard: usize, cmd: &Command) -> bool {
-        self.shards[shard].len.load(Ordering::Acquire) < self.config.ingress_queue
+        self.shards[shard].len() < self.config.ingress_queue
             && (!cmd.is_message()
                 || self
-                    .writer
+                    .commit
                     .as_ref()
-                    .is_none_or(|w| w.backlog() < self.config.store_backlog))
-    }
-
-    /// The writer has handed `n` messages back: wake readers waiting for
-    /// the disk to catch up.
-    pub(crate) fn writer_drained(&self, n: usize) {
-        if let Some(w) = &self.writer {
-            w.drained(n);
-        }
-        for ingress in &self.shards {
-            ingress.space.notify_waiters();
-        }
+                    .is_none_or(|c| c.backlog() < self.config.store_backlog))
     }
 
     /// Limits for the first frame: a Hello is small, so a client that has
@@ -207,6 +169,11 @@ impl Hub {
     /// devices, a broadcast's fan-out).
     pub(crate) fn submit_now(&self, shard: usize, cmd: Command) {
         self.shards[shard].push(cmd);
+    }
+
+    /// The epoch seqs belong to.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.sequencer.epoch()
     }
 }
 

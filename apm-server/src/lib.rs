@@ -34,6 +34,7 @@ pub mod conversation;
 mod dedup;
 pub mod fanout;
 mod hub;
+mod ingress;
 mod listener;
 pub mod metrics;
 pub mod outbox;
@@ -55,6 +56,7 @@ pub use metrics::Metrics;
 pub use store::StoreKind;
 
 use hub::Hub;
+use store::commit::{CommitQueue, CommitThread};
 use store::{DiskStore, MemoryStore, Store};
 
 /// File descriptors kept back from the connection limit for the listener,
@@ -127,13 +129,21 @@ impl Server {
     ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
         let hub = self.hub;
-        let writer = match &hub.writer {
-            Some(w) => Some(w.start(hub.clone())?),
+        let commit_thread = match &hub.commit {
+            Some(queue) => Some(
+                CommitThread {
+                    queue: queue.clone(),
+                    shards: hub.shards.clone(),
+                    metrics: hub.metrics.clone(),
+                    retention: hub.retention.clone(),
+                }
+                .start()?,
+            ),
             None => None,
         };
-        // The writer thread holds the hub: make sure it ends even if this
-        // future is dropped before the end.
-        let _stop_writer = StopWriter(hub.clone());
+        // Make sure the commit thread ends even if this future is dropped
+        // before the end.
+        let _stop_commit = StopCommit(hub.commit.clone());
         let stop_shards = CancellationToken::new();
         let shards = TaskTracker::new();
         for index in 0..hub.shards.len() {
@@ -162,9 +172,9 @@ impl Server {
         }
         stop_shards.cancel();
         shards.wait().await;
-        if let (Some(w), Some(thread)) = (&hub.writer, writer) {
+        if let (Some(queue), Some(thread)) = (&hub.commit, commit_thread) {
             // Whatever the loops handed over goes to disk before exit.
-            w.stop();
+            queue.stop();
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         info!("stopped");
@@ -172,13 +182,13 @@ impl Server {
     }
 }
 
-/// Tells the store writer to finish when dropped.
-struct StopWriter(Arc<Hub>);
+/// Tells the commit thread to finish when dropped.
+struct StopCommit(Option<Arc<CommitQueue>>);
 
-impl Drop for StopWriter {
+impl Drop for StopCommit {
     fn drop(&mut self) {
-        if let Some(w) = &self.0.writer {
-            w.stop();
+        if let Some(queue) = &self.0 {
+            queue.stop();
         }
     }
 }

@@ -127,13 +127,16 @@ pub fn token(user: &str, admin: bool, ttl: Duration) -> String {
 /// A binary of this workspace, built for the profile the test runs under.
 ///
 /// `CARGO_BIN_EXE_*` only exists for a package's own binaries, so this asks
-/// cargo to build `package` into the target directory the test executable
-/// lives in (`<target>/<profile>/deps/<test>-<hash>`) and returns
-/// `<target>/<profile>/<bin>`. Asking every time (a no-op when it is up to
-/// date) means a stale binary is never tested; each package is built once
-/// per test process.
-pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// cargo to build the workspace's binaries into the target directory the
+/// test executable lives in (`<target>/<profile>/deps/<test>-<hash>`) and
+/// returns `<target>/<profile>/<bin>`. It builds them all, as the README's
+/// test command does before the tests (`cargo build --workspace --bins`):
+/// the same packages give the same features, so after that build this one
+/// is a no-op, where `-p <package>` would resolve other features and
+/// rebuild inside the test's time limit. Asking once per test process
+/// means a stale binary is never tested.
+pub fn workspace_binary(bin: &str) -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe
         .parent()
@@ -141,7 +144,7 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .expect("the test runs from <target>/<profile>/deps");
     let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|p| p == package) {
+    if *built {
         return path;
     }
     let target_dir = profile_dir.parent().expect("<target>");
@@ -156,10 +159,8 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .args([
             "build",
             "--quiet",
-            "-p",
-            package,
-            "--bin",
-            bin,
+            "--workspace",
+            "--bins",
             "--manifest-path",
         ])
         .arg(&manifest)
@@ -174,9 +175,9 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         }
     }
     let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package}: {status}");
+    assert!(status.success(), "cargo build --workspace --bins: {status}");
     assert!(path.exists(), "{} was not built", path.display());
-    built.push(package.to_owned());
+    *built = true;
     path
 }
 

@@ -41,7 +41,7 @@ struct ServerProcess {
 /// Starts `apm-server` on a free port with the disk store in `dir` and
 /// waits for it to say where it listens.
 async fn spawn_server(dir: &Path) -> ServerProcess {
-    let bin = apm_tests::workspace_binary("apm-server", "apm-server");
+    let bin = apm_tests::workspace_binary("apm-server");
     let mut child = Command::new(bin)
         .args([
             "--listen",

@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 fn demo_binary() -> PathBuf {
     match std::env::var_os("APM_DEMO_BIN") {
         Some(bin) => bin.into(),
-        None => apm_tests::workspace_binary("apm-demo", "apm-demo"),
+        None => apm_tests::workspace_binary("apm-demo"),
     }
 }
 

@@ -296,6 +296,16 @@ impl apm_server::store::Store for Flaky {
     ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
         Ok(Default::default())
     }
+
+    fn read_range(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+        _from: u64,
+        _to: u64,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<Vec<apm_server::store::Record>, apm_server::store::StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// While the store fails, what was taken waits (and is not lost), and new

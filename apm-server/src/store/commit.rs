@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use crate::hub::Hub;
+use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::outbox::Conn;
-use crate::shard::{Command, Sequenced};
+use crate::retention::RetentionPolicy;
+use crate::shard::{Command, Durable, Sequenced};
 use crate::store::{AckRecord, Batch, Store};
 
 /// The most jobs written in one transaction; more wait for the next.
@@ -26,7 +27,7 @@ const MAX_BATCH: usize = 8192;
 /// How often messages past the age limit are deleted from disk.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Work for the writer thread.
+/// Work for the commit thread.
 #[derive(Debug)]
 enum Job {
     /// A message from shard `shard`, to be handed back once durable.
@@ -44,33 +45,37 @@ enum Job {
     Stop,
 }
 
-/// What the writer hands back to one shard after a write.
-#[derive(Debug, Default)]
-pub(crate) struct Durable {
-    /// Messages now on disk, in the order they were sequenced.
-    pub(crate) msgs: Vec<Sequenced>,
-    /// Frames to send once those are delivered.
-    pub(crate) replies: Vec<(Arc<Conn>, Bytes)>,
-}
-
-/// The handle the loops hold to the writer thread.
+/// The queue the loops hand durable work to, and what the commit thread
+/// tells them back (how far behind it is, whether the store fails).
 #[derive(Debug)]
-pub(crate) struct Writer {
+pub(crate) struct CommitQueue {
     tx: Sender<Job>,
     rx: Mutex<Option<Receiver<Job>>>,
     store: Arc<dyn Store>,
     /// Messages and replies handed over and not yet back in their loops.
     backlog: AtomicUsize,
-    /// Set by [`Writer::stop`]: a failing write stops retrying.
+    /// Set by [`CommitQueue::stop`]: a failing write stops retrying.
     stopping: AtomicBool,
     /// The last write failed (and is being retried).
     failing: AtomicBool,
 }
 
-impl Writer {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Writer {
+/// What the commit thread needs besides its queue: the store, where to
+/// hand messages back, and what to count and keep.
+#[derive(Debug)]
+pub(crate) struct CommitThread {
+    pub(crate) queue: Arc<CommitQueue>,
+    pub(crate) shards: Arc<[Ingress]>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) retention: RetentionPolicy,
+}
+
+impl CommitQueue {
+    /// A queue over `store`; nothing is written before
+    /// [`CommitThread::start`].
+    pub(crate) fn new(store: Arc<dyn Store>) -> CommitQueue {
         let (tx, rx) = std::sync::mpsc::channel();
-        Writer {
+        CommitQueue {
             tx,
             rx: Mutex::new(Some(rx)),
             store,
@@ -106,39 +111,11 @@ impl Writer {
         self.send(Job::Reply { shard, conn, frame });
     }
 
-    /// `n` jobs went back to their loops.
-    pub(crate) fn drained(&self, n: usize) {
-        self.backlog.fetch_sub(n, Ordering::AcqRel);
-    }
-
     /// Queues a read position. Not counted in the backlog: a position only
     /// moves up to what was delivered, so there is at most one per user,
     /// conversation and delivered message.
     pub(crate) fn push_ack(&self, ack: AckRecord) {
         let _ = self.tx.send(Job::Ack(ack));
-    }
-
-    /// Starts the thread.
-    pub(crate) fn start(&self, hub: Arc<Hub>) -> std::io::Result<JoinHandle<()>> {
-        let rx = self
-            .rx
-            .lock()
-            .ok()
-            .and_then(|mut rx| rx.take())
-            .ok_or_else(|| std::io::Error::other("the store writer was started before"))?;
-        let store = self.store.clone();
-        std::thread::Builder::new()
-            .name("apm-store".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| run(&hub, &*store, rx));
-                if std::panic::catch_unwind(run).is_err() {
-                    // Nothing could be made durable any more, and every
-                    // publisher would wait for receipts that never come:
-                    // stop rather than serve without a store.
-                    error!("the store writer failed; stopping the process");
-                    std::process::abort();
-                }
-            })
     }
 
     /// Asks the thread to write what it has and end; a write that keeps
@@ -161,32 +138,85 @@ impl Writer {
     fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::Release);
     }
-}
 
-fn expire(hub: &Hub, store: &dyn Store) {
-    if let Err(e) = store.expire(crate::clock::now_ms(), &hub.retention) {
-        warn!(error = %e, "expiring old messages failed");
+    /// The receiving end, once.
+    fn take_receiver(&self) -> std::io::Result<Receiver<Job>> {
+        self.rx
+            .lock()
+            .ok()
+            .and_then(|mut rx| rx.take())
+            .ok_or_else(|| std::io::Error::other("the commit thread was started before"))
     }
 }
 
-fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
-    let mut next_expiry = Instant::now() + EXPIRY_INTERVAL;
-    let mut stopping = false;
-    // Once a batch is given up (at shutdown), later ones are not written:
-    // the disk must not hold a message without the ones before it.
-    let mut gave_up = false;
-    while !stopping {
-        if Instant::now() >= next_expiry {
-            expire(hub, store);
-            next_expiry = Instant::now() + EXPIRY_INTERVAL;
+/// Where the commit thread is.
+#[derive(Debug, Default)]
+struct RunState {
+    /// A stop came: this batch is the last.
+    stopping: bool,
+    /// A batch was given up (at shutdown): later ones are not written, as
+    /// the disk must not hold a message without the ones before it.
+    gave_up: bool,
+}
+
+impl CommitThread {
+    /// Starts the thread.
+    pub(crate) fn start(self) -> std::io::Result<JoinHandle<()>> {
+        let rx = self.queue.take_receiver()?;
+        std::thread::Builder::new()
+            .name("apm-store".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| self.run(rx));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Nothing could be made durable any more, and every
+                    // publisher would wait for receipts that never come:
+                    // stop rather than serve without a store.
+                    error!("the store writer failed; stopping the process");
+                    std::process::abort();
+                }
+            })
+    }
+
+    fn run(&self, rx: Receiver<Job>) {
+        let mut next_expiry = Instant::now() + EXPIRY_INTERVAL;
+        let mut state = RunState::default();
+        while !state.stopping {
+            if Instant::now() >= next_expiry {
+                self.expire();
+                next_expiry = Instant::now() + EXPIRY_INTERVAL;
+            }
+            let wait = next_expiry.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(first) => self.commit(first, &rx, &mut state),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
-        let first = match rx.recv_timeout(next_expiry.saturating_duration_since(Instant::now())) {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
+    }
+
+    /// Writes `first` and whatever else is queued as one batch, then hands
+    /// the messages back to their shards.
+    fn commit(&self, first: Job, rx: &Receiver<Job>, state: &mut RunState) {
+        let (batch, back, counted, stop) = self.gather(first, rx);
+        state.stopping |= stop;
+        if !state.gave_up && self.write(&batch) {
+            for (shard, durable) in back.into_iter().enumerate() {
+                if !durable.is_empty() {
+                    self.shards[shard].push(Command::Stored(durable));
+                }
+            }
+        } else {
+            state.gave_up = true;
+        }
+        self.drained(counted);
+    }
+
+    /// Takes `first` and whatever else is queued, up to [`MAX_BATCH`]
+    /// jobs: the batch to write, what goes back to each shard, how many
+    /// backlog jobs that is, and whether a stop came.
+    fn gather(&self, first: Job, rx: &Receiver<Job>) -> (Batch, Vec<Durable>, usize, bool) {
         let mut batch = Batch::default();
-        let mut back: Vec<Durable> = (0..hub.shards.len()).map(|_| Durable::default()).collect();
+        let mut back: Vec<Durable> = (0..self.shards.len()).map(|_| Durable::default()).collect();
         let mut counted = 0usize;
         let mut jobs = 0usize;
         let mut next = Some(first);
@@ -202,10 +232,7 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                     back[shard].replies.push((conn, frame));
                     counted += 1;
                 }
-                Job::Stop => {
-                    stopping = true;
-                    break;
-                }
+                Job::Stop => return (batch, back, counted, true),
             }
             jobs += 1;
             next = if jobs < MAX_BATCH {
@@ -214,47 +241,65 @@ fn run(hub: &Hub, store: &dyn Store, rx: Receiver<Job>) {
                 None
             };
         }
-        if !gave_up && write(hub, store, &batch) {
-            for (shard, durable) in back.into_iter().enumerate() {
-                if !durable.msgs.is_empty() || !durable.replies.is_empty() {
-                    hub.submit_now(shard, Command::Stored(durable));
+        (batch, back, counted, false)
+    }
+
+    /// `n` jobs went back to their loops: wake readers waiting for the
+    /// disk to catch up.
+    fn drained(&self, n: usize) {
+        self.queue.backlog.fetch_sub(n, Ordering::AcqRel);
+        for ingress in self.shards.iter() {
+            ingress.space.notify_waiters();
+        }
+    }
+
+    fn expire(&self) {
+        let store = &self.queue.store;
+        if let Err(e) = store.expire(crate::clock::now_ms(), &self.retention) {
+            warn!(error = %e, "expiring old messages failed");
+        }
+    }
+
+    /// Writes `batch`, retrying while the store fails: a message that is
+    /// not on disk is never delivered nor receipted, and later ones must
+    /// not overtake it. Gives up (false) only when the server is stopping.
+    fn write(&self, batch: &Batch) -> bool {
+        let queue = &self.queue;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match queue.store.write(batch, &self.retention) {
+                Ok(()) => {
+                    queue.set_failing(false);
+                    Metrics::add(&self.metrics.store_batches, 1);
+                    Metrics::add(&self.metrics.store_messages, batch.messages.len() as u64);
+                    return true;
+                }
+                Err(e) => {
+                    Metrics::add(&self.metrics.store_errors, 1);
+                    queue.set_failing(true);
+                    if queue.is_stopping() {
+                        error!(error = %e, lost = batch.messages.len(), "store write failed at shutdown");
+                        return false;
+                    }
+                    error!(error = %e, retry_in = ?pause, "store write failed; publishing waits");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
-        } else {
-            gave_up = true;
         }
-        hub.writer_drained(counted);
     }
 }
 
-/// Writes `batch`, retrying while the store fails: a message that is not
-/// on disk is never delivered nor receipted, and later ones must not
-/// overtake it. Gives up (false) only when the server is stopping.
-fn write(hub: &Hub, store: &dyn Store, batch: &Batch) -> bool {
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match store.write(batch, &hub.retention) {
-            Ok(()) => {
-                if let Some(w) = &hub.writer {
-                    w.set_failing(false);
-                }
-                Metrics::add(&hub.metrics.store_batches, 1);
-                Metrics::add(&hub.metrics.store_messages, batch.messages.len() as u64);
-                return true;
-            }
-            Err(e) => {
-                Metrics::add(&hub.metrics.store_errors, 1);
-                if let Some(w) = &hub.writer {
-                    w.set_failing(true);
-                }
-                if hub.writer.as_ref().is_none_or(Writer::is_stopping) {
-                    error!(error = %e, lost = batch.messages.len(), "store write failed at shutdown");
-                    return false;
-                }
-                error!(error = %e, retry_in = ?pause, "store write failed; publishing waits");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+#[cfg(test)]
+impl CommitThread {
+    /// Writes everything queued so far, as the thread would, on the
+    /// caller's thread.
+    pub(crate) fn commit_queued(&self) {
+        let rx = self.queue.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = rx.as_ref().expect("the thread was not started");
+        let mut state = RunState::default();
+        while let Ok(first) = rx.try_recv() {
+            self.commit(first, rx, &mut state);
         }
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::row;
 use super::{
     AckRecord, Batch, ConversationId, Record, Recovered, RecoveredConversation, Store, StoreError,
 };
@@ -123,6 +124,16 @@ impl Store for DiskStore {
     fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
         self.with_db(|db| recover(db, keep))
     }
+
+    fn read_range(
+        &self,
+        conversation: &ConversationId,
+        from: u64,
+        to: u64,
+        keep: &RetentionPolicy,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.with_db(|db| read_range(db, conversation, from, to, keep))
+    }
 }
 
 fn write(db: &Database, batch: &Batch, policy: &RetentionPolicy) -> Result<(), StoreError> {
@@ -149,7 +160,7 @@ fn write(db: &Database, batch: &Batch, policy: &RetentionPolicy) -> Result<(), S
             let keep = records
                 .first()
                 .map_or(policy.default, |r| policy.for_conversation(&r.conversation));
-            let last = chunk::encode(records, &mut value);
+            let last = row::encode(records, &mut value);
             messages
                 .insert((key, first), value.as_slice())
                 .map_err(db_error)?;
@@ -159,7 +170,7 @@ fn write(db: &Database, batch: &Batch, policy: &RetentionPolicy) -> Result<(), S
             if cut > 0 {
                 messages
                     .retain_in((key, 0)..=(key, cut), |_, v| {
-                        chunk::last(v).is_none_or(|l| l > cut)
+                        row::last(v).is_none_or(|l| l > cut)
                     })
                     .map_err(db_error)?;
             }
@@ -202,7 +213,7 @@ fn expire(db: &Database, now_ms: u64, policy: &RetentionPolicy) -> Result<(), St
                 .map_err(db_error)?
             {
                 let (k, v) = entry.map_err(db_error)?;
-                if chunk::newest_ts(v.value()).is_none_or(|ts| ts >= cutoff_ms) {
+                if row::newest_ts(v.value()).is_none_or(|ts| ts >= cutoff_ms) {
                     break;
                 }
                 cut = Some(k.value().1);
@@ -215,6 +226,88 @@ fn expire(db: &Database, now_ms: u64, policy: &RetentionPolicy) -> Result<(), St
         }
     }
     txn.commit().map_err(db_error)
+}
+
+/// The oldest server time retention `keep` allows as of `now` (0: any).
+fn cutoff(keep: Retention, now: u64) -> u64 {
+    match keep.max_age_ms {
+        0 => 0,
+        age => now.saturating_sub(age),
+    }
+}
+
+/// `conversation`'s stored messages with `lo <= seq <= hi` and a server
+/// time from `cutoff` on, oldest first. Rows are keyed by their first seq:
+/// the newest rows are read back to the one holding `lo`.
+fn read_rows(
+    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    conversation: &ConversationId,
+    key: &str,
+    lo: u64,
+    hi: u64,
+    cutoff: u64,
+) -> Result<Vec<Record>, StoreError> {
+    let mut rows = Vec::new();
+    for entry in messages
+        .range((key, 0)..=(key, hi))
+        .map_err(db_error)?
+        .rev()
+    {
+        let (k, v) = entry.map_err(db_error)?;
+        rows.push(Bytes::copy_from_slice(v.value()));
+        if k.value().1 <= lo {
+            break;
+        }
+    }
+    let mut kept = Vec::new();
+    for row in rows.iter().rev() {
+        for entry in row::entries(row) {
+            let (seq, ts_ms, frame) = entry?;
+            if seq >= lo && seq <= hi && ts_ms >= cutoff {
+                kept.push(Record {
+                    conversation: conversation.clone(),
+                    seq,
+                    ts_ms,
+                    frame,
+                });
+            }
+        }
+    }
+    kept.sort_by_key(|r| r.seq);
+    kept.dedup_by_key(|r| r.seq);
+    Ok(kept)
+}
+
+fn read_range(
+    db: &Database,
+    conversation: &ConversationId,
+    from: u64,
+    to: u64,
+    policy: &RetentionPolicy,
+) -> Result<Vec<Record>, StoreError> {
+    let txn = db.begin_read().map_err(db_error)?;
+    let key = conversation.key();
+    let Some(last) = txn
+        .open_table(HEADS)
+        .map_err(db_error)?
+        .get(key.as_str())
+        .map_err(db_error)?
+        .map(|v| v.value())
+    else {
+        return Ok(Vec::new());
+    };
+    let keep = policy.for_conversation(conversation);
+    if keep.max_messages == 0 {
+        return Ok(Vec::new());
+    }
+    let lo = from.max(last.saturating_sub(keep.max_messages as u64) + 1);
+    let hi = to.min(last);
+    if lo > hi {
+        return Ok(Vec::new());
+    }
+    let messages = txn.open_table(MESSAGES).map_err(db_error)?;
+    let cutoff = cutoff(keep, crate::clock::now_ms());
+    read_rows(&messages, conversation, &key, lo, hi, cutoff)
 }
 
 fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreError> {
@@ -230,42 +323,12 @@ fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreEr
         let conversation = ConversationId::from_key(key)
             .ok_or_else(|| StoreError::Corrupt(format!("conversation key {key:?}")))?;
         let keep: Retention = policy.for_conversation(&conversation);
-        let cutoff = match keep.max_age_ms {
-            0 => 0,
-            age => now.saturating_sub(age),
+        let lo = last.saturating_sub(keep.max_messages as u64) + 1;
+        let kept = if keep.max_messages > 0 {
+            read_rows(&messages, &conversation, key, lo, last, cutoff(keep, now))?
+        } else {
+            Vec::new()
         };
-        let mut kept = Vec::new();
-        if keep.max_messages > 0 {
-            let lo = last.saturating_sub(keep.max_messages as u64) + 1;
-            // Newest rows first, back to the one holding `lo`.
-            let mut rows = Vec::new();
-            for entry in messages
-                .range((key, 0)..=(key, last))
-                .map_err(db_error)?
-                .rev()
-            {
-                let (k, v) = entry.map_err(db_error)?;
-                rows.push(Bytes::copy_from_slice(v.value()));
-                if k.value().1 <= lo {
-                    break;
-                }
-            }
-            for row in rows.iter().rev() {
-                for entry in chunk::entries(row) {
-                    let (seq, ts_ms, frame) = entry?;
-                    if seq >= lo && seq <= last && ts_ms >= cutoff {
-                        kept.push(Record {
-                            conversation: conversation.clone(),
-                            seq,
-                            ts_ms,
-                            frame,
-                        });
-                    }
-                }
-            }
-            kept.sort_by_key(|r| r.seq);
-            kept.dedup_by_key(|r| r.seq);
-        }
         out.conversations.push(RecoveredConversation {
             conversation,
             last,
@@ -285,82 +348,6 @@ fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreEr
         });
     }
     Ok(out)
-}
-
-/// The layout of a `messages` row: one conversation's messages from one
-/// batch. A header (the row's last seq and newest server time, so
-/// retention can judge a row without reading its messages), then per
-/// message its seq, server time, frame length and frame. Numbers are
-/// big-endian; the length is a `u32`.
-mod chunk {
-    use bytes::Bytes;
-
-    use crate::store::{Record, StoreError};
-
-    const HEADER: usize = 16;
-    const ENTRY: usize = 20;
-
-    fn u64_at(v: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?))
-    }
-
-    /// Writes `records` as a row into `out`; returns the last seq.
-    pub(super) fn encode(records: &[&Record], out: &mut Vec<u8>) -> u64 {
-        let last = records.iter().map(|r| r.seq).max().unwrap_or(0);
-        let newest = records.iter().map(|r| r.ts_ms).max().unwrap_or(0);
-        out.clear();
-        out.extend_from_slice(&last.to_be_bytes());
-        out.extend_from_slice(&newest.to_be_bytes());
-        for r in records {
-            out.extend_from_slice(&r.seq.to_be_bytes());
-            out.extend_from_slice(&r.ts_ms.to_be_bytes());
-            out.extend_from_slice(&(r.frame.len() as u32).to_be_bytes());
-            out.extend_from_slice(&r.frame);
-        }
-        last
-    }
-
-    /// The row's last seq.
-    pub(super) fn last(v: &[u8]) -> Option<u64> {
-        u64_at(v, 0)
-    }
-
-    /// The server time of the row's newest message.
-    pub(super) fn newest_ts(v: &[u8]) -> Option<u64> {
-        u64_at(v, 8)
-    }
-
-    /// The row's messages as (seq, server time, frame); the frames share
-    /// the row's bytes.
-    pub(super) fn entries(
-        row: &Bytes,
-    ) -> impl Iterator<Item = Result<(u64, u64, Bytes), StoreError>> {
-        let mut at = HEADER;
-        std::iter::from_fn(move || {
-            if at >= row.len() {
-                return None;
-            }
-            let entry = (|| {
-                let seq = u64_at(row, at)?;
-                let ts = u64_at(row, at + 8)?;
-                let len = u32::from_be_bytes(row.get(at + 16..at + ENTRY)?.try_into().ok()?);
-                let end = (at + ENTRY).checked_add(len as usize)?;
-                (end <= row.len()).then(|| (seq, ts, row.slice(at + ENTRY..end), end))
-            })();
-            match entry {
-                Some((seq, ts, frame, end)) => {
-                    at = end;
-                    Some(Ok((seq, ts, frame)))
-                }
-                None => {
-                    at = row.len();
-                    Some(Err(StoreError::Corrupt(
-                        "a message row is cut short".into(),
-                    )))
-                }
-            }
-        })
-    }
 }
 
 #[cfg(test)]
@@ -514,12 +501,50 @@ mod tests {
     fn a_cut_row_is_reported_corrupt() {
         let r = record("a", 1, 1);
         let mut v = Vec::new();
-        chunk::encode(&[&r], &mut v);
+        row::encode(&[&r], &mut v);
         let whole = Bytes::from(v.clone());
-        let got: Vec<_> = chunk::entries(&whole).collect::<Result<_, _>>().unwrap();
+        let got: Vec<_> = row::entries(&whole).collect::<Result<_, _>>().unwrap();
         assert_eq!(got, vec![(1, 1, r.frame.clone())]);
         let cut = Bytes::from(v[..v.len() - 1].to_vec());
-        let got: Vec<_> = chunk::entries(&cut).collect();
+        let got: Vec<_> = row::entries(&cut).collect();
         assert!(matches!(got.as_slice(), [Err(StoreError::Corrupt(_))]));
+    }
+
+    #[test]
+    fn ranges_read_across_rows_within_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let policy = keep(Retention {
+            max_messages: 6,
+            max_age_ms: 0,
+        });
+        // Rows of 1, 3 and 4 messages: seqs 1, 2-4, 5-8.
+        for rows in [1..=1u64, 2..=4, 5..=8] {
+            let batch = Batch {
+                messages: rows.map(|seq| record("a", seq, seq)).collect(),
+                acks: Vec::new(),
+            };
+            store.write(&batch, &policy).unwrap();
+        }
+        let a = ConversationId::Channel(Arc::from("a"));
+        let seqs = |from, to| -> Vec<u64> {
+            let got = store.read_range(&a, from, to, &policy).unwrap();
+            assert!(
+                got.iter()
+                    .all(|r| r.frame == record("a", r.seq, r.seq).frame)
+            );
+            got.iter().map(|r| r.seq).collect()
+        };
+        assert_eq!(seqs(4, 6), vec![4, 5, 6]);
+        assert_eq!(
+            seqs(0, u64::MAX),
+            vec![3, 4, 5, 6, 7, 8],
+            "retention: the last 6"
+        );
+        assert_eq!(seqs(8, 100), vec![8]);
+        assert!(seqs(9, 100).is_empty());
+        assert!(seqs(6, 5).is_empty());
+        let other = ConversationId::Channel(Arc::from("b"));
+        assert!(store.read_range(&other, 0, 10, &policy).unwrap().is_empty());
     }
 }

@@ -11,6 +11,7 @@
 pub(crate) mod commit;
 mod disk;
 mod memory;
+mod row;
 
 use std::sync::Arc;
 
@@ -127,6 +128,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads back every conversation's last seq, its messages within
     /// `keep`, and every read position.
     fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError>;
+
+    /// `conversation`'s messages with `from <= seq <= to` that `keep`
+    /// still allows, oldest first: where a read that misses the in-memory
+    /// ring falls back to. A store that keeps nothing beyond the rings
+    /// answers with nothing.
+    fn read_range(
+        &self,
+        conversation: &ConversationId,
+        from: u64,
+        to: u64,
+        keep: &RetentionPolicy,
+    ) -> Result<Vec<Record>, StoreError>;
 }
 
 /// Which store a server uses.

@@ -1,0 +1,221 @@
+//! Request dispatch: what each frame a client sends asks of the server.
+//! Checks that need only the session (subscription limit, system channels,
+//! roles) are made here; the rest becomes a command for the shard that
+//! owns the channel, user or conversation named.
+
+use std::sync::Arc;
+
+use apm_core::message::{Conversation, Role, UnsubOk};
+use apm_core::names::is_system_channel;
+use apm_core::{ErrorCode, Flags, Frame, Message};
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::conversation::ConversationId;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shard::{Command, Outgoing, Target};
+
+use super::Session;
+use super::queries::Query;
+
+/// What a frame asks of the session beyond what `handle` did itself.
+pub(super) enum Action {
+    Done,
+    /// A command for shard `.0`.
+    Submit(usize, Command),
+    /// A question for one or several shards, answered with request id `.0`.
+    Ask(u32, Query),
+}
+
+impl Session {
+    /// Queues a frame for the client.
+    pub(super) fn reply(&self, frame: Frame) {
+        if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
+            self.conn.push(bytes);
+        }
+    }
+
+    fn error(&self, request_id: u32, code: ErrorCode, message: &str) {
+        self.reply(Frame::new(request_id, Message::error(code, message)));
+    }
+
+    /// Reports a violation and closes once the report is written.
+    pub(super) fn fatal(&mut self, request_id: u32, code: ErrorCode, message: &str) {
+        debug!(%code, message, "protocol violation");
+        Metrics::add(&self.hub.metrics.protocol_errors, 1);
+        self.error(request_id, code, message);
+        self.reading = false;
+        self.conn.close(code);
+    }
+
+    /// Handles one frame. What must go to a shard or wait for shards is
+    /// returned, so the common path has no await and the task stays small.
+    pub(super) fn handle(&mut self, frame: Frame) -> Action {
+        let Frame {
+            request_id,
+            flags,
+            message,
+        } = frame;
+        match message {
+            Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
+            Message::Pong | Message::Error(_) => {}
+            Message::Close(_) => {
+                self.reading = false;
+                self.conn.close(ErrorCode::Normal);
+            }
+            Message::Sub(sub) => {
+                if !self.subs.contains(sub.channel.as_str()) {
+                    let limit = self.hub.config.max_subscriptions;
+                    if self.subs.len() >= limit {
+                        self.fatal(
+                            request_id,
+                            ErrorCode::TooManySubscriptions,
+                            &format!("at most {limit} subscriptions per connection"),
+                        );
+                        return Action::Done;
+                    }
+                    self.subs.insert(Arc::from(sub.channel.as_str()));
+                }
+                let shard = self.hub.shard_of(&sub.channel);
+                let cmd = Command::Sub {
+                    conn: self.conn.clone(),
+                    channel: sub.channel,
+                    since: sub.since,
+                    request_id,
+                };
+                return Action::Submit(shard, cmd);
+            }
+            Message::Unsub(unsub) => match self.subs.take(unsub.channel.as_str()) {
+                Some(channel) => {
+                    let shard = self.hub.shard_of(&channel);
+                    let cmd = Command::Unsub {
+                        conn: self.conn.clone(),
+                        channel,
+                        request_id: Some(request_id),
+                    };
+                    return Action::Submit(shard, cmd);
+                }
+                None => {
+                    let ok = UnsubOk {
+                        channel: unsub.channel,
+                    };
+                    self.reply(Frame::new(request_id, Message::UnsubOk(ok)));
+                }
+            },
+            Message::Publish(msg) => {
+                if is_system_channel(&msg.channel) {
+                    self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "channels starting with $ belong to the server",
+                    );
+                    return Action::Done;
+                }
+                let to = Target::Channel(msg.channel);
+                return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
+            }
+            Message::Direct(msg) => {
+                let to = Target::User(msg.user);
+                return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
+            }
+            Message::Broadcast(msg) => {
+                if self.conn.role != Role::Admin {
+                    self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "broadcast needs the admin role",
+                    );
+                    return Action::Done;
+                }
+                let to = Target::Everyone;
+                return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
+            }
+            Message::Ack(ack) => {
+                if let Conversation::User(u) = &ack.conversation
+                    && **u != *self.conn.user
+                {
+                    self.error(
+                        request_id,
+                        ErrorCode::Forbidden,
+                        "you can acknowledge your own inbox only",
+                    );
+                    return Action::Done;
+                }
+                let conversation = ConversationId::from(&ack.conversation);
+                let shard = self.hub.shard_of_conversation(&conversation);
+                let cmd = Command::Ack {
+                    user: self.conn.user.clone(),
+                    seq: ack.seq,
+                    conversation,
+                };
+                return Action::Submit(shard, cmd);
+            }
+            Message::UnreadRequest(req) => return Action::Ask(request_id, Query::Unread(req)),
+            Message::HistoryRequest(req) => {
+                let shard = match &req.conversation {
+                    Conversation::Channel(name) | Conversation::User(name) => {
+                        self.hub.shard_of(name)
+                    }
+                    Conversation::Broadcast => Hub::BROADCAST_SHARD,
+                };
+                let cmd = Command::History {
+                    conn: self.conn.clone(),
+                    request_id,
+                    req,
+                };
+                return Action::Submit(shard, cmd);
+            }
+            Message::PresenceQuery(query) => {
+                return Action::Ask(request_id, Query::Presence(query));
+            }
+            other => {
+                let kind = other.message_type();
+                self.fatal(
+                    request_id,
+                    ErrorCode::UnexpectedMessage,
+                    &format!("{kind:?} is not valid here"),
+                );
+            }
+        }
+        Action::Done
+    }
+
+    /// A new message for the shard that owns its target, unless the store
+    /// is failing.
+    fn send(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        to: Target,
+        kind: u16,
+        msg_id: u64,
+        payload: Bytes,
+    ) -> Action {
+        let hub = &*self.hub;
+        if hub.commit.as_ref().is_some_and(|c| c.is_failing()) {
+            // Taken now, it would wait behind a write that keeps failing;
+            // refused, the client knows to try again later.
+            self.error(
+                request_id,
+                ErrorCode::Internal,
+                "the message store is failing: message not taken, try again later",
+            );
+            return Action::Done;
+        }
+        let shard = match &to {
+            Target::Channel(name) | Target::User(name) => hub.shard_of(name),
+            Target::Everyone => Hub::BROADCAST_SHARD,
+        };
+        let msg = Outgoing {
+            conn: self.conn.clone(),
+            request_id,
+            flags,
+            to,
+            kind,
+            msg_id,
+            payload,
+        };
+        Action::Submit(shard, Command::Send(msg))
+    }
+}

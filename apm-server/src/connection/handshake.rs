@@ -1,0 +1,194 @@
+//! The handshake: the first frame must be a `Hello` that authenticates
+//! (a token, or any user id in dev mode); then the connection is
+//! registered with its user's shard and `Welcome` is queued. A refusal is
+//! an `Error` frame and a close.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apm_core::codec::decode_frame;
+use apm_core::message::{Hello, Role, Welcome};
+use apm_core::names::validate_name;
+use apm_core::{DecodeError, ErrorCode, Frame, Message};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tracing::debug;
+
+use crate::auth;
+use crate::clock::now_ms;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::Conn;
+use crate::shard::Command;
+
+use super::{READ_SMALL, Session};
+
+/// Reads Hello, authenticates, registers the connection and queues
+/// Welcome. `None` if the connection was refused or went away.
+pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
+    let _ = stream.set_nodelay(true);
+    if hub.config.socket_send_buffer > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(hub.config.socket_send_buffer);
+    }
+    let mut rbuf = BytesMut::new();
+    let hello = match timeout(
+        hub.config.handshake_timeout(),
+        first_frame(&stream, &mut rbuf, &hub.handshake_limits()),
+    )
+    .await
+    {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(&mut stream, 0, e.code(), &e.to_string()).await;
+            return None;
+        }
+        Err(_) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(
+                &mut stream,
+                0,
+                ErrorCode::HandshakeTimeout,
+                "no Hello in time",
+            )
+            .await;
+            return None;
+        }
+    };
+    let request_id = hello.request_id;
+    let Message::Hello(hello) = hello.message else {
+        Metrics::add(&hub.metrics.auth_failures, 1);
+        refuse(
+            &mut stream,
+            request_id,
+            ErrorCode::AuthRequired,
+            "the first frame must be Hello",
+        )
+        .await;
+        return None;
+    };
+    let (user, role) = match authenticate(&hub, &hello) {
+        Ok(identity) => identity,
+        Err((code, why)) => {
+            Metrics::add(&hub.metrics.auth_failures, 1);
+            refuse(&mut stream, request_id, code, why).await;
+            return None;
+        }
+    };
+    let config = &hub.config;
+    let conn = Arc::new(Conn::new(
+        hub.next_conn_id(),
+        user,
+        role,
+        config.outbound_queue,
+        config.outbound_bytes,
+        config.slow_consumer,
+    ));
+    let welcome = Frame::new(
+        request_id,
+        Message::Welcome(Welcome {
+            session_id: conn.id,
+            user: conn.user.to_string(),
+            role,
+            server_time_ms: now_ms(),
+            heartbeat_ms: config.heartbeat_ms as u32,
+            idle_timeout_ms: config.idle_timeout_ms as u32,
+            max_frame_len: config.max_frame_len,
+            epoch: hub.epoch(),
+        }),
+    )
+    .to_bytes_limited(u32::MAX)
+    .expect("no frame limit");
+    let (tx, rx) = oneshot::channel();
+    hub.submit(
+        hub.shard_of(&conn.user),
+        Command::Register {
+            conn: conn.clone(),
+            welcome,
+            reply: tx,
+        },
+    )
+    .await;
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(code)) => {
+            refuse(
+                &mut stream,
+                request_id,
+                code,
+                "too many connections for this user",
+            )
+            .await;
+            return None;
+        }
+        Err(_) => return None,
+    }
+    debug!(id = conn.id, user = %conn.user, client = %hello.client, "connected");
+    if rbuf.is_empty() {
+        // Most clients say nothing more for a while; hold no buffer.
+        rbuf = BytesMut::new();
+    }
+    Some(Session::new(hub, conn, stream, rbuf))
+}
+
+/// Reads until one whole frame is buffered (`None` on a clean EOF).
+async fn first_frame(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    limits: &apm_core::Limits,
+) -> Result<Option<Frame>, DecodeError> {
+    loop {
+        if let Some(frame) = decode_frame(rbuf, limits)? {
+            return Ok(Some(frame));
+        }
+        stream.readable().await?;
+        rbuf.reserve(READ_SMALL);
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends an `Error` and closes a connection that never got a session.
+async fn refuse(stream: &mut TcpStream, request_id: u32, code: ErrorCode, why: &str) {
+    debug!(%code, why, "handshake refused");
+    if let Ok(frame) = Frame::new(request_id, Message::error(code, why)).to_bytes() {
+        let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    }
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+fn authenticate(hub: &Hub, hello: &Hello) -> Result<(Arc<str>, Role), (ErrorCode, &'static str)> {
+    let secret = &hub.config.secret;
+    if secret.is_empty() {
+        if hello.user.is_empty() {
+            return Err((ErrorCode::AuthFailed, "dev mode needs a user id in Hello"));
+        }
+        return Ok((Arc::from(hello.user.as_str()), Role::User));
+    }
+    if hello.token.is_empty() {
+        return Err((ErrorCode::AuthFailed, "this server needs a token"));
+    }
+    let claims = auth::verify(secret.as_bytes(), &hello.token).map_err(|code| match code {
+        ErrorCode::TokenExpired => (code, "the token has expired"),
+        _ => (code, "the token does not verify"),
+    })?;
+    if validate_name(&claims.user, &hub.limits).is_err() {
+        return Err((
+            ErrorCode::AuthFailed,
+            "the token's user id is not a valid name",
+        ));
+    }
+    if !hello.user.is_empty() && hello.user != claims.user {
+        return Err((ErrorCode::AuthFailed, "user does not match the token"));
+    }
+    Ok((Arc::from(claims.user.as_str()), claims.role))
+}

@@ -1,0 +1,260 @@
+//! One client connection: the handshake, then a single task that reads
+//! frames into commands and writes whatever the shards queued for it.
+//!
+//! - [`handshake`]: `Hello`, authentication, registration, refusals.
+//! - [`dispatch`]: what each request asks, turned into shard commands.
+//! - [`queries`]: questions asked of several shards at once.
+//! - [`outbound`]: queued frames to the socket, and closing frames.
+//!
+//! One task per connection (not a reader and a writer) keeps an idle
+//! connection down to one task and no buffers: read and write buffers exist
+//! only while there is something in them.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apm_core::ErrorCode;
+use apm_core::codec::decode_frame;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span};
+
+mod dispatch;
+mod handshake;
+mod outbound;
+mod queries;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::Conn;
+use crate::shard::Command;
+use dispatch::Action;
+use handshake::handshake;
+
+/// Room for a read when the last one did not fill its buffer: small, since
+/// most reads are a frame or two and the buffer is given back after.
+pub(super) const READ_SMALL: usize = 1024;
+/// Room for a read after one that filled its buffer (a busy publisher).
+const READ_LARGE: usize = 32 * 1024;
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    // Boxed: the handshake's futures are dead weight once it is over, and
+    // would otherwise size every connection's task.
+    let Some(session) = Box::pin(handshake(stream, hub)).await else {
+        return;
+    };
+    let span = info_span!("session", id = session.conn.id, user = %session.conn.user, %peer);
+    async move {
+        let mut session = session;
+        let result = session.run(&shutdown).await;
+        debug!(reason = ?session.conn.close_code(), ?result, "closed");
+        session.leave_all();
+    }
+    .instrument(span)
+    .await
+}
+
+/// A connection past its handshake: the socket, its buffers, and what the
+/// connection holds (its channels).
+struct Session {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    /// Bytes taken off the queue and not yet written.
+    out: Bytes,
+    /// Frames taken off the queue, not yet in `out`.
+    pending: VecDeque<Bytes>,
+    /// The channels this connection holds.
+    subs: BTreeSet<Arc<str>>,
+    last_read: Instant,
+    reading: bool,
+    /// The last read filled its buffer: read bigger.
+    busy: bool,
+}
+
+impl Session {
+    fn new(hub: Arc<Hub>, conn: Arc<Conn>, stream: TcpStream, rbuf: BytesMut) -> Session {
+        Session {
+            hub,
+            conn,
+            stream,
+            rbuf,
+            out: Bytes::new(),
+            pending: VecDeque::new(),
+            subs: BTreeSet::new(),
+            last_read: Instant::now(),
+            reading: true,
+            busy: false,
+        }
+    }
+}
+
+/// What woke the session.
+enum Event {
+    Woken,
+    Writable,
+    Readable,
+    Shutdown,
+    /// The idle check, or the end of the grace period while closing.
+    Timer,
+}
+
+impl Session {
+    async fn run(&mut self, shutdown: &CancellationToken) -> io::Result<()> {
+        let idle = self.hub.config.idle_timeout();
+        // The futures below are made once and kept across iterations, so a
+        // wake-up costs no timer or waiter re-registration.
+        let conn = self.conn.clone();
+        let woken = conn.notified();
+        let stop = shutdown.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(self.last_read + idle);
+        tokio::pin!(woken, stop, timer);
+        let mut closing = false;
+        // Frames that came in the same read as Hello.
+        self.decode_buffered().await;
+        loop {
+            if let Some(code) = conn.close_code() {
+                if code == ErrorCode::SlowConsumer {
+                    self.abandon(code);
+                    return Ok(());
+                }
+                if !closing {
+                    closing = true;
+                    self.reading = false;
+                    let grace = Duration::from_millis(self.hub.config.shutdown_timeout_ms);
+                    timer.as_mut().reset(Instant::now() + grace);
+                }
+            }
+            self.flush()?;
+            if closing && self.out.is_empty() {
+                self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
+                    .await;
+                return Ok(());
+            }
+            let event = tokio::select! {
+                biased;
+                _ = &mut woken => {
+                    woken.set(conn.notified());
+                    Event::Woken
+                }
+                r = self.stream.writable(), if !self.out.is_empty() => { r?; Event::Writable }
+                r = self.stream.readable(), if self.reading => { r?; Event::Readable }
+                _ = &mut stop, if !closing => Event::Shutdown,
+                _ = &mut timer => Event::Timer,
+            };
+            match event {
+                Event::Woken | Event::Writable => {}
+                Event::Readable => {
+                    if !self.read().await? {
+                        return Ok(());
+                    }
+                }
+                Event::Shutdown => conn.close(ErrorCode::ServerShutdown),
+                Event::Timer if closing => return Ok(()),
+                Event::Timer => {
+                    let idle_at = self.last_read + idle;
+                    if idle_at <= Instant::now() {
+                        Metrics::add(&self.hub.metrics.idle_timeouts, 1);
+                        conn.close(ErrorCode::IdleTimeout);
+                    } else {
+                        timer.as_mut().reset(idle_at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what is there and handles every whole frame. `false` on EOF.
+    async fn read(&mut self) -> io::Result<bool> {
+        let want = if self.busy { READ_LARGE } else { READ_SMALL };
+        if self.rbuf.capacity() - self.rbuf.len() < want / 2 {
+            self.rbuf.reserve(want);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                self.busy = n == room;
+                Metrics::add(&self.hub.metrics.bytes_in, n as u64);
+                self.last_read = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        self.decode_buffered().await;
+        Ok(true)
+    }
+
+    /// Handles every whole frame in the read buffer.
+    async fn decode_buffered(&mut self) {
+        loop {
+            if !self.reading {
+                self.rbuf.clear();
+                break;
+            }
+            match decode_frame(&mut self.rbuf, &self.hub.limits) {
+                Ok(Some(frame)) => {
+                    Metrics::add(&self.hub.metrics.frames_in, 1);
+                    match self.handle(frame) {
+                        Action::Done => {}
+                        Action::Submit(shard, cmd) => {
+                            if let Err(cmd) = self.hub.try_submit(shard, cmd) {
+                                // The shard is behind: wait (boxed, as this
+                                // is rare) for room.
+                                Box::pin(self.hub.submit(shard, cmd)).await;
+                            }
+                        }
+                        Action::Ask(request_id, query) => {
+                            Box::pin(self.answer(request_id, query)).await;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fatal(0, e.code(), &e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.rbuf.is_empty() {
+            // An idle connection keeps no read buffer.
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Takes the connection out of every channel and off its user.
+    fn leave_all(&mut self) {
+        let hub = &self.hub;
+        for channel in std::mem::take(&mut self.subs) {
+            hub.submit_now(
+                hub.shard_of(&channel),
+                Command::Unsub {
+                    conn: self.conn.clone(),
+                    channel,
+                    request_id: None,
+                },
+            );
+        }
+        hub.submit_now(
+            hub.shard_of(&self.conn.user),
+            Command::Unregister {
+                conn: self.conn.clone(),
+            },
+        );
+        // Frames still queued hold payloads; free them now.
+        self.conn.close(ErrorCode::Normal);
+        self.conn.clear();
+    }
+}

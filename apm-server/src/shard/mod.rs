@@ -1,0 +1,212 @@
+//! A shard: one forwarding loop, the only owner of its part of the
+//! session dictionary (channel -> members, user -> connections) and the
+//! sequencer of every conversation it owns.
+//!
+//! - [`command`]: what the loop is asked to do, and the records of a
+//!   message on its way.
+//! - [`log`]: one conversation's order, retained messages and retries.
+//! - [`delivery`]: a message from admission to the members' outboxes.
+//! - [`reads`]: history pages, read positions, unread counts, recovery.
+//! - [`presence`]: connections and subscriptions coming and going, and
+//!   the queries about them.
+
+mod command;
+mod delivery;
+mod log;
+mod presence;
+mod reads;
+mod sequencer;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use apm_core::Frame;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use command::{Answer, Command, Durable, Outgoing, Sequenced, Target};
+pub(crate) use sequencer::{LocalSequencer, Sequencer};
+
+use crate::config::Config;
+use crate::fanout::{Members, deliver, fan_out};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::Conn;
+use tables::Tables;
+
+/// Tables keyed by names clients choose: foldhash with a per-process random
+/// seed (SipHash was 6% of the server's CPU in the pairs scenario).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Connection ids start at 1, so 0 excludes nobody.
+const NOBODY: u64 = 0;
+
+/// What a shard's methods need besides its tables: the shared hub and the
+/// counters the loop keeps locally.
+#[derive(Debug)]
+struct Ctx {
+    index: usize,
+    hub: Arc<Hub>,
+    /// Messages sequenced since the last flush to the shared counter: one
+    /// atomic add per loop pass instead of one per message (a locked add
+    /// right after encoding a frame stalled on the frame's stores).
+    messages_in: u64,
+}
+
+impl Ctx {
+    fn config(&self) -> &Config {
+        &self.hub.config
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.hub.metrics
+    }
+
+    /// Queues `frame` to every member but `except`, across threads for a
+    /// large channel.
+    fn fan_out(&self, members: &Members, frame: &Bytes, except: u64) -> u64 {
+        let parallel = members.len() >= self.config().fanout_parallel_threshold;
+        fan_out(self.metrics(), members, frame, except, parallel)
+    }
+
+    /// Queues `frame` to each of `conns` but `except`.
+    fn deliver_all<'a>(
+        &self,
+        conns: impl Iterator<Item = &'a Arc<Conn>>,
+        frame: &Bytes,
+        except: u64,
+    ) {
+        let metrics = self.metrics();
+        let n: u64 = conns.map(|c| deliver(metrics, c, frame, except)).sum();
+        Metrics::add(&metrics.messages_out, n);
+    }
+
+    /// Queues an answer to a request (outside the slow-consumer bound).
+    fn reply(&self, conn: &Conn, frame: Frame) {
+        if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
+            conn.push_reply(bytes);
+        }
+    }
+
+    /// Adds what the loop counted locally to the shared counters.
+    fn flush_counters(&mut self) {
+        Metrics::add(
+            &self.hub.metrics.messages_in,
+            std::mem::take(&mut self.messages_in),
+        );
+    }
+}
+
+/// One shard's state: its tables and its context, split so a method can
+/// borrow a table mutably while it fans out through the context.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    ctx: Ctx,
+    tables: Tables,
+}
+
+impl Shard {
+    /// Shard `index` of `hub`, starting from what the store read back.
+    pub(crate) fn new(hub: Arc<Hub>, index: usize) -> Shard {
+        let seed = hub.take_seed(index);
+        let mut shard = Shard {
+            ctx: Ctx {
+                index,
+                hub,
+                messages_in: 0,
+            },
+            tables: Tables::default(),
+        };
+        shard.seed(seed);
+        shard
+    }
+
+    /// Carries out one command.
+    pub(crate) fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Register {
+                conn,
+                welcome,
+                reply,
+            } => self.register(conn, welcome, reply),
+            Command::Unregister { conn } => self.unregister(&conn),
+            Command::Sub {
+                conn,
+                channel,
+                since,
+                request_id,
+            } => self.sub(conn, channel, since, request_id),
+            Command::Unsub {
+                conn,
+                channel,
+                request_id,
+            } => self.unsub(&conn, &channel, request_id),
+            Command::Send(msg) => self.send(msg),
+            Command::History {
+                conn,
+                request_id,
+                req,
+            } => self.history(&conn, request_id, req),
+            Command::Ack {
+                user,
+                conversation,
+                seq,
+            } => self.ack(user, conversation, seq),
+            Command::Unread {
+                user,
+                conversations,
+                reply,
+            } => {
+                let answers = conversations
+                    .into_iter()
+                    .map(|(i, c)| (i, self.unread(&user, c)))
+                    .collect();
+                let _ = reply.send(answers);
+            }
+            Command::Query { query, reply } => {
+                let _ = reply.send(self.query(query));
+            }
+            Command::Stored(durable) => self.stored(durable),
+            Command::Forward { to, frame, except } => self.deliver_here(&to, &frame, except),
+        }
+    }
+
+    /// Adds what the loop counted locally to the shared counters.
+    pub(crate) fn flush_counters(&mut self) {
+        self.ctx.flush_counters();
+    }
+}
+
+/// Runs shard `index`'s forwarding loop until `stop` fires and its queue
+/// is empty.
+pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
+    let mut shard = Shard::new(hub.clone(), index);
+    let ingress = &hub.shards[index];
+    loop {
+        let mut handled = 0usize;
+        while let Some(cmd) = ingress.pop() {
+            shard.handle(cmd);
+            handled += 1;
+            if handled.is_multiple_of(512) {
+                ingress.space.notify_waiters();
+                shard.flush_counters();
+                // Let connection tasks on this worker write what was queued.
+                tokio::task::yield_now().await;
+            }
+        }
+        if handled > 0 {
+            ingress.space.notify_waiters();
+            shard.flush_counters();
+        }
+        tokio::select! {
+            _ = ingress.wake.notified() => {}
+            _ = stop.cancelled() => {
+                if ingress.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Who is here: connections registering with their user, joining and
+//! leaving channels, the events that announce it, and the presence
+//! queries a shard answers for its part of the names.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use apm_core::message::{PresenceEvent, PresenceQuery, SubOk, UnsubOk};
+use apm_core::names::PRESENCE_CHANNEL;
+use apm_core::{ErrorCode, Frame, Message};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::clock::now_ms;
+use crate::outbox::Conn;
+
+use super::command::{Answer, Audience};
+use super::{NOBODY, Shard};
+
+/// The range of names after a paging cursor.
+fn after(cursor: &Option<String>) -> (Bound<&str>, Bound<&str>) {
+    let start = match cursor {
+        Some(a) => Bound::Excluded(a.as_str()),
+        None => Bound::Unbounded,
+    };
+    (start, Bound::Unbounded)
+}
+
+impl Shard {
+    /// Adds a connection to its user, queues its Welcome and what waits in
+    /// its inbox, and announces the user if it was offline.
+    pub(super) fn register(
+        &mut self,
+        conn: Arc<Conn>,
+        welcome: Bytes,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    ) {
+        let config = self.ctx.config();
+        let users = &mut self.tables.users;
+        let conns = users.entry(conn.user.clone()).or_default();
+        if conns.len() >= config.max_connections_per_user {
+            let _ = reply.send(Err(ErrorCode::TooManyUserConnections));
+            return;
+        }
+        let user = conn.user.clone();
+        conn.push_reply(welcome);
+        if let Some(inbox) = self.tables.inboxes.get_mut(&user) {
+            inbox.ring.expire(now_ms(), self.ctx.hub.retention.default);
+            // What arrived while the user was away (or not yet acknowledged),
+            // the newest that fit the replay budget; older ones stay
+            // readable as history.
+            let budget = config.outbound_bytes;
+            for frame in inbox.ring.newest_within(inbox.acked(&user), budget) {
+                conn.push_reply(frame.clone());
+            }
+        }
+        let conns = self.tables.users.get_mut(&user).expect("entry made above");
+        conns.push(conn);
+        let first = conns.len() == 1;
+        for c in conns.iter() {
+            c.set_user_connections(conns.len() as u32);
+        }
+        if reply.send(Ok(())).is_err() {
+            // The handshake gave up; its connection will not unregister.
+            if let Some(conns) = self.tables.users.get_mut(&user) {
+                conns.pop();
+                if conns.is_empty() {
+                    self.tables.users.remove(&user);
+                }
+            }
+            return;
+        }
+        if first {
+            self.presence_event(PresenceEvent::Online {
+                user: user.to_string(),
+            });
+        }
+    }
+
+    /// Takes a closed connection off its user; announces the user offline
+    /// with its last connection.
+    pub(super) fn unregister(&mut self, conn: &Conn) {
+        let Some(conns) = self.tables.users.get_mut(&conn.user) else {
+            return;
+        };
+        conns.retain(|c| c.id != conn.id);
+        for c in conns.iter() {
+            c.set_user_connections(conns.len() as u32);
+        }
+        if conns.is_empty() {
+            self.tables.users.remove(&conn.user);
+            self.presence_event(PresenceEvent::Offline {
+                user: conn.user.to_string(),
+            });
+        }
+    }
+
+    /// Adds a member, answers `SubOk` and replays what it missed since
+    /// `since`.
+    pub(super) fn sub(
+        &mut self,
+        conn: Arc<Conn>,
+        name: String,
+        since: Option<u64>,
+        request_id: u32,
+    ) {
+        let budget = self.ctx.config().outbound_bytes;
+        let ch = self.tables.channel(&self.ctx.hub, &name);
+        ch.log.ring.expire(now_ms(), ch.keep);
+        let mut joined = false;
+        let mut first_member = false;
+        if ch.members.insert(conn.id, conn.clone()).is_none() {
+            first_member = ch.members.len() == 1;
+            let count = ch.users.entry(conn.user.clone()).or_insert(0);
+            *count += 1;
+            joined = *count == 1 && ch.join_leave;
+        }
+        let seq = ch.log.visible;
+        let mut oldest = ch.log.ring.oldest(seq);
+        // A replay is capped at the outbound byte budget: its newest part is
+        // sent, and `oldest` says where it starts (what is older is lost to
+        // this resume, though still in history).
+        let replay: Vec<Bytes> = match since {
+            Some(since) => ch.log.ring.newest_within(since, budget).cloned().collect(),
+            None => Vec::new(),
+        };
+        if let (Some(since), Some(first)) = (since, replay.first()) {
+            let first = crate::ring::seq_of(first).unwrap_or(oldest);
+            if first > since.saturating_add(1) {
+                oldest = oldest.max(first);
+            }
+        }
+        let ok = Frame::new(
+            request_id,
+            Message::SubOk(SubOk {
+                channel: name.clone(),
+                seq,
+                oldest,
+            }),
+        );
+        self.ctx.reply(&conn, ok);
+        if first_member && let Some((key, _)) = self.tables.channels.get_key_value(name.as_str()) {
+            self.tables.occupied.insert(key.clone());
+        }
+        // Replayed here, in the loop that sequences the channel: nothing can
+        // fall between the replay and what is delivered live next.
+        for frame in replay {
+            conn.push_reply(frame);
+        }
+        if joined {
+            // The joiner has its SubOk; the news is for the others.
+            self.channel_event(
+                &name,
+                PresenceEvent::Join {
+                    channel: name.clone(),
+                    user: conn.user.to_string(),
+                },
+                conn.id,
+            );
+        }
+    }
+
+    /// Removes a member (answering `UnsubOk` when asked by the client);
+    /// a channel with no members and no messages goes.
+    pub(super) fn unsub(&mut self, conn: &Conn, name: &str, request_id: Option<u32>) {
+        let mut left = false;
+        let tables = &mut self.tables;
+        if let Some(ch) = tables.channels.get_mut(name) {
+            if ch.members.swap_remove(&conn.id).is_some()
+                && let Some(count) = ch.users.get_mut(&conn.user)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    ch.users.remove(&conn.user);
+                    left = ch.join_leave;
+                }
+            }
+            if ch.members.is_empty() {
+                tables.occupied.remove(name);
+                if ch.log.seq == 0 {
+                    tables.channels.remove(name);
+                }
+            }
+        }
+        if let Some(request_id) = request_id {
+            let ok = Message::UnsubOk(UnsubOk {
+                channel: name.to_owned(),
+            });
+            self.ctx.reply(conn, Frame::new(request_id, ok));
+        }
+        if left {
+            self.channel_event(
+                name,
+                PresenceEvent::Leave {
+                    channel: name.to_owned(),
+                    user: conn.user.to_string(),
+                },
+                NOBODY,
+            );
+        }
+    }
+
+    /// Sends a presence event to `$presence`, wherever that channel lives.
+    fn presence_event(&mut self, event: PresenceEvent) {
+        let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX)
+        else {
+            return;
+        };
+        let shard = self.ctx.hub.shard_of(PRESENCE_CHANNEL);
+        self.forward(shard, Audience::PresenceChannel, &frame, NOBODY);
+    }
+
+    /// A join or leave for a channel's members, unless the channel is past
+    /// the join/leave member cap.
+    fn channel_event(&self, name: &str, event: PresenceEvent, except: u64) {
+        let Some(ch) = self.tables.channels.get(name) else {
+            return;
+        };
+        if ch.members.len() > self.ctx.config().join_leave_max_members {
+            return;
+        }
+        if let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX) {
+            self.ctx.fan_out(&ch.members, &frame, except);
+        }
+    }
+
+    /// This shard's part of the answer to a presence query.
+    pub(super) fn query(&self, query: PresenceQuery) -> Answer {
+        let tables = &self.tables;
+        match query {
+            PresenceQuery::IsOnline { user } => Answer::Connections(
+                tables
+                    .users
+                    .get(user.as_str())
+                    .map_or(0, |c| c.len() as u32),
+            ),
+            PresenceQuery::OnlineUsers { after: a, limit } => Answer::Names(
+                tables
+                    .users
+                    .range::<str, _>(after(&a))
+                    .take(limit as usize + 1)
+                    .map(|(u, _)| u.to_string())
+                    .collect(),
+            ),
+            PresenceQuery::ChannelMembers {
+                channel,
+                after: a,
+                limit,
+            } => Answer::Names(
+                tables
+                    .channels
+                    .get(channel.as_str())
+                    .map_or_else(Vec::new, |ch| {
+                        ch.users
+                            .range::<str, _>(after(&a))
+                            .take(limit as usize + 1)
+                            .map(|(u, _)| u.to_string())
+                            .collect()
+                    }),
+            ),
+            PresenceQuery::Channels { after: a, limit } => Answer::Counts(
+                tables
+                    .occupied
+                    .range::<str, _>(after(&a))
+                    .take(limit as usize + 1)
+                    .map(|name| {
+                        let users = tables.channels.get(name).map_or(0, |ch| ch.users.len());
+                        (name.to_string(), users as u32)
+                    })
+                    .collect(),
+            ),
+            PresenceQuery::MyChannels => Answer::Names(Vec::new()),
+        }
+    }
+}
