@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::fast_map::HashMap;
 
 /// (sender's hash, msg_id): the sender itself is checked on a hit, so a
 /// hash collision can only make a retry count as new, never drop a message.

@@ -13,7 +13,8 @@ use crate::conversation::ConversationId;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
-use crate::shard::{Command, LocalSequencer, Sequencer};
+use crate::shard::command::Command;
+use crate::shard::sequencer::{LocalSequencer, Sequencer};
 use crate::store::commit::CommitQueue;
 use crate::store::{AckRecord, Recovered, RecoveredConversation, Store};
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
-use crate::shard::Command;
+use crate::shard::command::Command;
 
 /// One shard's ingress: a lock-free queue with a soft bound (kept by
 /// [`crate::hub::Hub::submit`]), and the wake-ups between readers and the

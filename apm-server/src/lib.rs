@@ -33,6 +33,7 @@ mod connection;
 pub mod conversation;
 mod dedup;
 pub mod fanout;
+mod fast_map;
 mod hub;
 mod ingress;
 mod listener;

@@ -13,7 +13,7 @@ use crate::retention::Retention;
 use crate::ring::Ring;
 use crate::store::Record;
 
-use super::HashMap;
+use crate::fast_map::HashMap;
 
 /// One conversation's order, what is kept of it, and how far its readers
 /// have read.

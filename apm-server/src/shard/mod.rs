@@ -10,12 +10,12 @@
 //! - [`presence`]: connections and subscriptions coming and going, and
 //!   the queries about them.
 
-mod command;
+pub(crate) mod command;
 mod delivery;
-mod log;
+pub(crate) mod log;
 mod presence;
 mod reads;
-mod sequencer;
+pub(crate) mod sequencer;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -26,8 +26,7 @@ use apm_core::Frame;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use command::{Answer, Command, Durable, Outgoing, Sequenced, Target};
-pub(crate) use sequencer::{LocalSequencer, Sequencer};
+pub(crate) use command::{Answer, Command, Outgoing, Target};
 
 use crate::config::Config;
 use crate::fanout::{Members, deliver, fan_out};
@@ -35,10 +34,6 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::Conn;
 use tables::Tables;
-
-/// Tables keyed by names clients choose: foldhash with a per-process random
-/// seed (SipHash was 6% of the server's CPU in the pairs scenario).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Connection ids start at 1, so 0 excludes nobody.
 const NOBODY: u64 = 0;

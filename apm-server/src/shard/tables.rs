@@ -13,8 +13,8 @@ use crate::hub::Hub;
 use crate::outbox::Conn;
 use crate::retention::Retention;
 
-use super::HashMap;
 use super::log::Log;
+use crate::fast_map::HashMap;
 
 /// A channel: its members and its log.
 #[derive(Debug)]

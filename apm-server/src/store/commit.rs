@@ -19,7 +19,7 @@ use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::outbox::Conn;
 use crate::retention::RetentionPolicy;
-use crate::shard::{Command, Durable, Sequenced};
+use crate::shard::command::{Command, Durable, Sequenced};
 use crate::store::{AckRecord, Batch, Store};
 
 /// The most jobs written in one transaction; more wait for the next.
