@@ -2,9 +2,6 @@
 
 use std::time::Duration;
 
-use crate::client::Client;
-use crate::error::Error;
-
 /// How the client reconnects after losing the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectPolicy {
@@ -43,11 +40,12 @@ pub enum Backpressure {
     /// Wait for room.
     #[default]
     Wait,
-    /// Fail at once with [`Error::QueueFull`].
+    /// Fail at once with [`Error::QueueFull`](crate::Error::QueueFull).
     Fail,
 }
 
-/// Settings for a [`Client`]; start with [`Client::builder`].
+/// Settings for a [`Client`](crate::Client); start with
+/// [`Client::builder`](crate::Client::builder).
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     pub(crate) addr: String,
@@ -148,23 +146,5 @@ impl ClientBuilder {
     pub fn local_ip(mut self, ip: std::net::IpAddr) -> Self {
         self.local_ip = Some(ip);
         self
-    }
-
-    /// Connects and completes the handshake.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn example() -> Result<(), apm_client::Error> {
-    /// let client = apm_client::Client::builder("127.0.0.1:7600")
-    ///     .credentials("alice", "")
-    ///     .connect()
-    ///     .await?;
-    /// println!("connected as {}", client.user());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn connect(self) -> Result<Client, Error> {
-        Client::connect(self).await
     }
 }

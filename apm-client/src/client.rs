@@ -17,6 +17,26 @@ use crate::task::{Command, SessionInfo, Task};
 
 mod queries;
 
+impl ClientBuilder {
+    /// Connects and completes the handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), apm_client::Error> {
+    /// let client = apm_client::Client::builder("127.0.0.1:7600")
+    ///     .credentials("alice", "")
+    ///     .connect()
+    ///     .await?;
+    /// println!("connected as {}", client.user());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(self) -> Result<Client, Error> {
+        Client::connect(self).await
+    }
+}
+
 /// Options for one outgoing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendOptions {

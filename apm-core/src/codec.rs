@@ -4,9 +4,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::frame::{Flags, Frame, HEADER_LEN, Header, LENGTH_LEN, MessageType, PROTOCOL_VERSION};
+use crate::frame::{Flags, Frame, HEADER_LEN, Header, LENGTH_LEN, PROTOCOL_VERSION};
 use crate::limits::Limits;
 use crate::message::Message;
+use crate::message_type::MessageType;
 
 /// Decodes and encodes apm frames under a set of [`Limits`].
 #[derive(Debug, Clone, Default)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::MessageType;
+use crate::message_type::MessageType;
 
 macro_rules! error_codes {
     ($($(#[$doc:meta])* $name:ident = $value:expr, $fatal:expr, $text:expr;)*) => {

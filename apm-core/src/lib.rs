@@ -40,6 +40,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+mod message_type;
 pub mod names;
 #[cfg(feature = "test-support")]
 pub mod samples;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Broadcast, Deliver, DeliverRef, Direct, Message, Publish};
 use crate::error::{DecodeError, EncodeError};
-use crate::frame::MessageType;
+use crate::message_type::MessageType;
 
 impl DeliverRef<'_> {
     /// Encodes a whole `Deliver` frame (request id 0, no flags) into

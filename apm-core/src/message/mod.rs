@@ -7,8 +7,8 @@
 //! postcard head) lives in `body.rs`.
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::frame::MessageType;
 use crate::limits::Limits;
+use crate::message_type::MessageType;
 use crate::names::validate_name;
 
 mod body;
