@@ -303,3 +303,143 @@ impl CommitThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use apm_core::message::Role;
+
+    use super::*;
+    use crate::config::SlowConsumerPolicy;
+    use crate::conversation::ConversationId;
+    use crate::store::{MemoryStore, Record, Recovered, StoreError};
+
+    /// A durable store that fails its first `fail` writes.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: AtomicUsize,
+        written: Mutex<Vec<u64>>,
+    }
+
+    impl Store for Flaky {
+        fn is_durable(&self) -> bool {
+            true
+        }
+        fn epoch(&self) -> u64 {
+            1
+        }
+        fn write(&self, batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
+            if self.fail.load(Ordering::Acquire) > 0 {
+                self.fail.fetch_sub(1, Ordering::AcqRel);
+                return Err(StoreError::Db("disk full".into()));
+            }
+            let mut written = self.written.lock().unwrap();
+            written.extend(batch.messages.iter().map(|r| r.seq));
+            Ok(())
+        }
+        fn expire(&self, _now_ms: u64, _keep: &RetentionPolicy) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
+            MemoryStore::new().recover(keep)
+        }
+        fn read_range(
+            &self,
+            _conversation: &ConversationId,
+            _from: u64,
+            _to: u64,
+            _keep: &RetentionPolicy,
+        ) -> Result<Vec<Record>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn thread(store: Arc<dyn Store>, shards: usize) -> CommitThread {
+        CommitThread {
+            queue: Arc::new(CommitQueue::new(store)),
+            shards: (0..shards).map(|_| Ingress::default()).collect(),
+            metrics: Arc::new(Metrics::default()),
+            retention: RetentionPolicy::uniform(crate::retention::Retention {
+                max_messages: 10,
+                max_age_ms: 0,
+            }),
+        }
+    }
+
+    fn message(conn: &Arc<Conn>, channel: &str, seq: u64) -> Sequenced {
+        Sequenced {
+            record: Record {
+                conversation: ConversationId::Channel(Arc::from(channel)),
+                seq,
+                ts_ms: seq,
+                frame: Bytes::from(vec![seq as u8]),
+            },
+            from: conn.clone(),
+            request_id: 0,
+            echo: false,
+            receipt: false,
+        }
+    }
+
+    fn stored(ingress: &Ingress) -> Durable {
+        match ingress.pop() {
+            Some(Command::Stored(durable)) => durable,
+            other => panic!("expected Stored, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_write_then_each_shard_gets_its_own_back_in_order() {
+        let store = Arc::new(Flaky {
+            fail: AtomicUsize::new(0),
+            written: Mutex::default(),
+        });
+        let t = thread(store.clone(), 2);
+        let conn = Arc::new(Conn::new(
+            1,
+            "u".into(),
+            Role::User,
+            8,
+            1024,
+            SlowConsumerPolicy::Disconnect,
+        ));
+        t.queue.push(0, message(&conn, "a", 1));
+        t.queue.push(1, message(&conn, "b", 1));
+        t.queue
+            .reply_after(0, conn.clone(), Bytes::from_static(b"receipt"));
+        t.queue.push(0, message(&conn, "a", 2));
+        assert_eq!(t.queue.backlog(), 4);
+        t.commit_queued();
+        assert_eq!(*store.written.lock().unwrap(), vec![1, 1, 2]);
+        assert_eq!(Metrics::get(&t.metrics.store_batches), 1, "one write");
+        let zero = stored(&t.shards[0]);
+        let seqs: Vec<u64> = zero.msgs.iter().map(|m| m.record.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(zero.replies.len(), 1);
+        assert_eq!(stored(&t.shards[1]).msgs.len(), 1);
+        assert!(t.shards[0].is_empty() && t.shards[1].is_empty());
+        assert_eq!(t.queue.backlog(), 0);
+    }
+
+    #[test]
+    fn a_failing_write_is_retried_and_nothing_goes_back_before_it_succeeds() {
+        let store = Arc::new(Flaky {
+            fail: AtomicUsize::new(1),
+            written: Mutex::default(),
+        });
+        let t = thread(store.clone(), 1);
+        let conn = Arc::new(Conn::new(
+            1,
+            "u".into(),
+            Role::User,
+            8,
+            1024,
+            SlowConsumerPolicy::Disconnect,
+        ));
+        t.queue.push(0, message(&conn, "a", 1));
+        t.commit_queued();
+        assert_eq!(Metrics::get(&t.metrics.store_errors), 1);
+        assert!(!t.queue.is_failing(), "the retry succeeded");
+        assert_eq!(*store.written.lock().unwrap(), vec![1]);
+        assert_eq!(stored(&t.shards[0]).msgs.len(), 1);
+    }
+}
