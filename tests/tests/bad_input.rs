@@ -170,3 +170,25 @@ async fn slow_consumer_is_cut_off_and_the_rest_carry_on() {
     }
     let _ = closed; // The Close frame is best effort when the socket is full.
 }
+
+/// A client that pipelined far past a fatal error still reads the `Error`:
+/// the server shuts its side and discards the rest instead of resetting
+/// the connection over unread input.
+#[tokio::test]
+async fn the_error_arrives_although_the_client_pipelined_past_it() {
+    let server = TestServer::start(|_| {}).await;
+    for round in 0..3 {
+        let mut bad = server.client(&format!("bad{round}")).await;
+        let mut b = BytesMut::new();
+        // An unknown message type: fatal.
+        b.put_slice(&[0, 0, 0, 8, 1, 0x99, 0, 0, 0, 0, 0, 0]);
+        // Then 4 MiB of well-formed pings the server will never answer:
+        // more than the socket buffers hold, so the write completes only
+        // if the server takes them in.
+        for _ in 0..(4 * 1024 * 1024 / 12) {
+            b.put_slice(&[0, 0, 0, 8, 1, 0x04, 0, 0, 0, 0, 0, 1]);
+        }
+        bad.send_raw(&b).await;
+        expect_error(&mut bad, ErrorCode::UnknownType).await;
+    }
+}

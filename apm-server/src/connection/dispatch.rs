@@ -29,10 +29,11 @@ pub(super) enum Action {
 }
 
 impl Session {
-    /// Queues a frame for the client.
+    /// Queues an answer for the client (outside the slow-consumer bound:
+    /// answers count against the reply budget instead).
     pub(super) fn reply(&self, frame: Frame) {
         if let Ok(bytes) = frame.to_bytes_limited(u32::MAX) {
-            self.conn.push(bytes);
+            self.conn.push_reply(bytes);
         }
     }
 

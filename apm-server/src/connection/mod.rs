@@ -127,7 +127,7 @@ impl Session {
         loop {
             if let Some(code) = conn.close_code() {
                 if code == ErrorCode::SlowConsumer {
-                    self.abandon(code);
+                    self.abandon(code).await;
                     return Ok(());
                 }
                 if !closing {

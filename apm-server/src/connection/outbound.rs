@@ -18,6 +18,12 @@ use super::Session;
 
 /// Coalesce queued frames into writes of up to this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How long a closing connection waits for its last frame to be taken and
+/// for the client to stop sending.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most input discarded while lingering: a client that keeps sending is
+/// cut off after this much (or after [`LINGER`]).
+const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Session {
     /// Takes queued frames and writes as much as the socket takes without
@@ -48,36 +54,57 @@ impl Session {
         }
     }
 
-    /// Best effort: a `Close` frame if the socket takes it right now.
-    fn try_close_frame(&mut self, code: ErrorCode) {
-        if let Ok(frame) = Frame::new(0, Message::close(code, code.as_str())).to_bytes() {
-            let _ = self.stream.try_write(&frame);
-        }
-    }
-
-    /// A slow consumer's end: whatever is queued is abandoned, and the
-    /// reason is sent if the socket has room for it right now.
-    pub(super) fn abandon(&mut self, code: ErrorCode) {
+    /// A slow consumer's end: whatever is queued is abandoned; the frame
+    /// being written is finished (a `Close` after half a frame would read
+    /// as garbage), then the `Close` saying why goes out, as far as the
+    /// client reads within [`LINGER`].
+    pub(super) async fn abandon(&mut self, code: ErrorCode) {
         self.conn.clear();
         self.pending = VecDeque::new();
-        // A Close after a partly written frame would read as garbage: say
-        // why only on a clean frame boundary.
-        if self.out.is_empty() {
-            self.try_close_frame(code);
-        }
-        self.out = Bytes::new();
+        let out = std::mem::take(&mut self.out);
+        let close = Frame::new(0, Message::close(code, code.as_str()))
+            .to_bytes()
+            .expect("small frame");
+        let mut last = BytesMut::with_capacity(out.len() + close.len());
+        last.extend_from_slice(&out);
+        last.extend_from_slice(&close);
+        let _ = timeout(LINGER, self.stream.write_all(&last)).await;
+        self.linger().await;
     }
 
     /// Everything queued is written: say why the connection closes (for a
-    /// shutdown or an idle timeout) and shut the write side.
+    /// shutdown or an idle timeout; an `Error` frame was queued for a
+    /// violation) and close gracefully.
     pub(super) async fn finish(&mut self, code: ErrorCode) {
         if matches!(code, ErrorCode::ServerShutdown | ErrorCode::IdleTimeout) {
             let frame = Frame::new(0, Message::close(code, code.as_str()))
                 .to_bytes()
                 .expect("small frame");
-            let _ = timeout(Duration::from_secs(1), self.stream.write_all(&frame)).await;
+            let _ = timeout(LINGER, self.stream.write_all(&frame)).await;
         }
-        let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        self.linger().await;
+    }
+
+    /// Shuts the write side, then reads and discards what the client still
+    /// sends, until it closes too or [`LINGER`] passes. Closing a socket
+    /// with unread input makes the kernel send a reset, which destroys
+    /// what the client has not read yet: the frame saying why.
+    async fn linger(&mut self) {
+        let _ = timeout(LINGER, self.stream.shutdown()).await;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut discarded = 0usize;
+        while discarded < LINGER_MAX_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
+                Ok(Ok(())) => match self.stream.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => discarded += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                },
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
     }
 }
 
