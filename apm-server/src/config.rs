@@ -90,6 +90,18 @@ settings! {
     socket_send_buffer ("APM_SOCKET_SEND_BUFFER"): usize = 0;
     /// Commands queued for one forwarding loop before readers wait.
     ingress_queue ("APM_INGRESS_QUEUE"): usize = 65_536;
+    /// Memory, in bytes, that clients may make the server hold; the
+    /// per-connection budgets below are derived from it unless set.
+    memory_budget ("APM_MEMORY_BUDGET"): usize = 512 * 1024 * 1024;
+    /// Bytes of one connection's requests on their way to the shards
+    /// before its requests are no longer read (a message costs its payload
+    /// plus 256; a history request or a resume the most its answer can
+    /// take); 0 derives it from the memory budget (1/512 of it).
+    ingress_allowance ("APM_INGRESS_ALLOWANCE"): usize = 0;
+    /// Bytes of answers (receipts, history pages, replays, presence)
+    /// waiting for one connection before its requests are no longer read;
+    /// 0 derives it from the memory budget (1/512 of it).
+    reply_budget ("APM_REPLY_BUDGET"): usize = 0;
     /// Milliseconds a new connection has to send Hello.
     handshake_timeout_ms ("APM_HANDSHAKE_TIMEOUT_MS"): u64 = 5_000;
     /// Milliseconds without any frame from a client before it is closed.
@@ -193,6 +205,22 @@ impl Config {
         }
         self.retention_policy()?;
         Ok(())
+    }
+
+    /// One connection's ingress allowance in bytes.
+    pub fn ingress_allowance(&self) -> usize {
+        match self.ingress_allowance {
+            0 => (self.memory_budget / 512).max(64 * 1024),
+            n => n,
+        }
+    }
+
+    /// One connection's reply budget in bytes.
+    pub fn reply_budget(&self) -> usize {
+        match self.reply_budget {
+            0 => (self.memory_budget / 512).max(64 * 1024),
+            n => n,
+        }
     }
 
     /// The protocol limits the decoder enforces.

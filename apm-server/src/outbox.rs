@@ -1,8 +1,9 @@
-//! The handle every forwarding loop holds for a connection: its identity
-//! and its bounded outbound queue.
+//! The handle every forwarding loop holds for a connection: its identity,
+//! its bounded outbound queue, and its budgets (bytes of requests in flight
+//! towards the shards, bytes of answers waiting to be written).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use apm_core::ErrorCode;
@@ -38,12 +39,33 @@ pub struct Conn {
     /// sender's other devices.
     user_connections: AtomicU32,
     wake: Notify,
+    /// Bytes of this connection's commands queued at shards and not yet
+    /// handled.
+    ingress: AtomicUsize,
+    /// While `ingress` is at or over this, the connection's requests are
+    /// not read.
+    ingress_allowance: usize,
+    /// While this many bytes of answers wait in the queue, the connection's
+    /// requests are not read.
+    reply_budget: usize,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<Bytes>,
     bytes: usize,
+    /// How many of `frames` are answers, and their bytes: these count
+    /// against the reply budget, the rest against the slow-consumer bound.
+    reply_frames: usize,
+    reply_bytes: usize,
+}
+
+impl Queue {
+    fn clear_counts(&mut self) {
+        self.bytes = 0;
+        self.reply_frames = 0;
+        self.reply_bytes = 0;
+    }
 }
 
 /// What became of a frame offered to a connection.
@@ -81,7 +103,19 @@ impl Conn {
             close_code: AtomicU16::new(0),
             user_connections: AtomicU32::new(1),
             wake: Notify::new(),
+            ingress: AtomicUsize::new(0),
+            ingress_allowance: usize::MAX,
+            reply_budget: usize::MAX,
         }
+    }
+
+    /// Sets the connection's budgets: bytes of requests in flight towards
+    /// the shards, and bytes of answers waiting to be written. While
+    /// either is spent the connection's requests are not read.
+    pub fn with_budgets(mut self, ingress_allowance: usize, reply_budget: usize) -> Conn {
+        self.ingress_allowance = ingress_allowance;
+        self.reply_budget = reply_budget;
+        self
     }
 
     /// Queues a frame for the connection's writer.
@@ -94,7 +128,9 @@ impl Conn {
             return Pushed::Closed;
         }
         let mut q = self.lock();
-        if q.frames.len() >= self.max_len || q.bytes + frame.len() > self.max_bytes {
+        let pushed_frames = q.frames.len() - q.reply_frames;
+        let pushed_bytes = q.bytes - q.reply_bytes;
+        if pushed_frames >= self.max_len || pushed_bytes + frame.len() > self.max_bytes {
             drop(q);
             return match self.policy {
                 SlowConsumerPolicy::Drop => Pushed::Dropped,
@@ -112,15 +148,18 @@ impl Conn {
     }
 
     /// Queues a frame the connection asked for (Welcome, a reply, a
-    /// replay) outside the slow-consumer bound: such frames are one per
-    /// request, or bounded by the caller, and dropping one would leave a
-    /// request unanswered.
+    /// replay) outside the slow-consumer bound: dropping one would leave a
+    /// request unanswered. Answers count against the reply budget instead:
+    /// while it is spent, the connection's requests are not read, so they
+    /// come at the pace the client reads.
     pub fn push_reply(&self, frame: Bytes) -> Pushed {
         if self.is_closing() {
             return Pushed::Closed;
         }
         let mut q = self.lock();
         q.bytes += frame.len();
+        q.reply_frames += 1;
+        q.reply_bytes += frame.len();
         q.frames.push_back(frame);
         drop(q);
         self.wake.notify_one();
@@ -135,7 +174,7 @@ impl Conn {
     /// Takes every queued frame, oldest first.
     pub fn take_all(&self) -> VecDeque<Bytes> {
         let mut q = self.lock();
-        q.bytes = 0;
+        q.clear_counts();
         std::mem::take(&mut q.frames)
     }
 
@@ -144,7 +183,42 @@ impl Conn {
         let mut q = self.lock();
         let frame = q.frames.pop_front()?;
         q.bytes -= frame.len();
+        // Which kind it was is not kept: count answers first, so the
+        // slow-consumer bound never tightens.
+        q.reply_bytes = q.reply_bytes.min(q.bytes);
+        q.reply_frames = q.reply_frames.min(q.frames.len());
         Some(frame)
+    }
+
+    /// Bytes of answers queued and not yet taken by the connection's task.
+    pub fn replies_queued(&self) -> usize {
+        self.lock().reply_bytes
+    }
+
+    /// Counts `bytes` of a command on its way to a shard.
+    pub fn charge_ingress(&self, bytes: usize) {
+        self.ingress.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// A shard handled a command of `bytes`; wakes the connection's task
+    /// if that brought it back under its allowance.
+    pub fn release_ingress(&self, bytes: usize) {
+        let before = self.ingress.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= self.ingress_allowance && before - bytes < self.ingress_allowance {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Bytes of this connection's commands waiting at shards.
+    pub fn ingress_in_flight(&self) -> usize {
+        self.ingress.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection's next request may be read: neither its
+    /// ingress allowance nor its reply budget is spent.
+    pub fn may_take_requests(&self) -> bool {
+        self.ingress_in_flight() < self.ingress_allowance
+            && self.replies_queued() < self.reply_budget
     }
 
     /// Drops everything queued.
@@ -207,6 +281,41 @@ mod tests {
         assert_eq!(c.push(Bytes::from_static(b"c")), Pushed::SlowConsumer);
         assert_eq!(c.close_code(), Some(ErrorCode::SlowConsumer));
         assert_eq!(c.push(Bytes::from_static(b"d")), Pushed::Closed);
+    }
+
+    #[test]
+    fn answers_count_against_the_reply_budget_not_the_slow_consumer_bound() {
+        let c = conn(SlowConsumerPolicy::Disconnect).with_budgets(usize::MAX, 150);
+        for _ in 0..3 {
+            assert_eq!(c.push_reply(Bytes::from(vec![0; 60])), Pushed::Queued);
+        }
+        assert!(!c.is_closing(), "answers are not pushed messages");
+        assert_eq!(c.replies_queued(), 180);
+        assert!(!c.may_take_requests(), "the reply budget is spent");
+        assert_eq!(c.push(Bytes::from(vec![0; 90])), Pushed::Queued);
+        assert_eq!(c.take_all().len(), 4);
+        assert!(c.may_take_requests());
+    }
+
+    #[tokio::test]
+    async fn the_ingress_allowance_wakes_the_task_when_it_frees() {
+        let c = conn(SlowConsumerPolicy::Disconnect).with_budgets(100, usize::MAX);
+        async fn woken(c: &Conn) -> bool {
+            tokio::time::timeout(std::time::Duration::ZERO, c.notified())
+                .await
+                .is_ok()
+        }
+        c.charge_ingress(60);
+        assert!(c.may_take_requests());
+        c.charge_ingress(60);
+        assert!(!c.may_take_requests());
+        assert!(!woken(&c).await);
+        c.release_ingress(60);
+        assert!(c.may_take_requests());
+        assert_eq!(c.ingress_in_flight(), 60);
+        assert!(woken(&c).await, "woken on the way under the allowance");
+        c.release_ingress(60);
+        assert!(!woken(&c).await, "only when crossing the allowance");
     }
 
     #[test]

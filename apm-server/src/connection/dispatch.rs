@@ -146,7 +146,7 @@ impl Session {
                 let conversation = ConversationId::from(&ack.conversation);
                 let shard = self.hub.shard_of_conversation(&conversation);
                 let cmd = Command::Ack {
-                    user: self.conn.user.clone(),
+                    conn: self.conn.clone(),
                     seq: ack.seq,
                     conversation,
                 };

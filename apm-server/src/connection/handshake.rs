@@ -81,14 +81,17 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
         }
     };
     let config = &hub.config;
-    let conn = Arc::new(Conn::new(
-        hub.next_conn_id(),
-        user,
-        role,
-        config.outbound_queue,
-        config.outbound_bytes,
-        config.slow_consumer,
-    ));
+    let conn = Arc::new(
+        Conn::new(
+            hub.next_conn_id(),
+            user,
+            role,
+            config.outbound_queue,
+            config.outbound_bytes,
+            config.slow_consumer,
+        )
+        .with_budgets(config.ingress_allowance(), config.reply_budget()),
+    );
     let welcome = Frame::new(
         request_id,
         Message::Welcome(Welcome {

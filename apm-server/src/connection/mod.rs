@@ -82,6 +82,9 @@ struct Session {
     reading: bool,
     /// The last read filled its buffer: read bigger.
     busy: bool,
+    /// Decoding stopped because a budget was spent: frames may wait in
+    /// the read buffer.
+    held: bool,
 }
 
 impl Session {
@@ -97,6 +100,7 @@ impl Session {
             last_read: Instant::now(),
             reading: true,
             busy: false,
+            held: false,
         }
     }
 }
@@ -138,6 +142,11 @@ impl Session {
                 }
             }
             self.flush()?;
+            if self.held && self.reading && conn.may_take_requests() {
+                // Requests read while a budget was spent waited here.
+                self.decode_buffered().await;
+                continue;
+            }
             if closing && self.out.is_empty() {
                 self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
                     .await;
@@ -150,7 +159,10 @@ impl Session {
                     Event::Woken
                 }
                 r = self.stream.writable(), if !self.out.is_empty() => { r?; Event::Writable }
-                r = self.stream.readable(), if self.reading => { r?; Event::Readable }
+                r = self.stream.readable(), if self.reading && conn.may_take_requests() => {
+                    r?;
+                    Event::Readable
+                }
                 _ = &mut stop, if !closing => Event::Shutdown,
                 _ = &mut timer => Event::Timer,
             };
@@ -197,11 +209,17 @@ impl Session {
         Ok(true)
     }
 
-    /// Handles every whole frame in the read buffer.
+    /// Handles the whole frames in the read buffer, as long as the
+    /// connection's ingress allowance and reply budget last; the rest wait
+    /// in the buffer (and the socket) until they free.
     async fn decode_buffered(&mut self) {
         loop {
             if !self.reading {
                 self.rbuf.clear();
+                break;
+            }
+            self.held = !self.conn.may_take_requests();
+            if self.held {
                 break;
             }
             match decode_frame(&mut self.rbuf, &self.hub.limits) {
@@ -210,6 +228,7 @@ impl Session {
                     match self.handle(frame) {
                         Action::Done => {}
                         Action::Submit(shard, cmd) => {
+                            self.conn.charge_ingress(cmd.ingress_cost(&self.hub.config));
                             if let Err(cmd) = self.hub.try_submit(shard, cmd) {
                                 // The shard is behind: wait (boxed, as this
                                 // is rare) for room.

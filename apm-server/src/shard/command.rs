@@ -9,6 +9,7 @@ use apm_core::{ErrorCode, Flags};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::config::Config;
 use crate::conversation::ConversationId;
 use crate::outbox::Conn;
 use crate::store::Record;
@@ -47,9 +48,9 @@ pub(crate) enum Command {
         request_id: u32,
         req: HistoryRequest,
     },
-    /// `user` has `conversation` up to `seq`.
+    /// The connection's user has `conversation` up to `seq`.
     Ack {
-        user: Arc<str>,
+        conn: Arc<Conn>,
         conversation: ConversationId,
         seq: u64,
     },
@@ -76,10 +77,34 @@ pub(crate) enum Command {
     },
 }
 
+/// What a command costs its connection's ingress allowance beyond its
+/// payload: the queue slot and the command itself.
+const COMMAND_BYTES: usize = 256;
+
 impl Command {
     /// Whether this is a new message (what waits for a lagging disk).
     pub(crate) fn is_message(&self) -> bool {
         matches!(self, Command::Send(_))
+    }
+
+    /// What the command draws from its connection's ingress allowance
+    /// while it waits for its shard: its own bytes, and for a request
+    /// whose answer can be large (a resume, a history page) the most that
+    /// answer can take, so that a connection has few of those in flight.
+    /// 0 for commands that do not come from a connection's requests.
+    pub(crate) fn ingress_cost(&self, config: &Config) -> usize {
+        match self {
+            Command::Send(msg) => COMMAND_BYTES + msg.payload.len(),
+            Command::Sub { since: Some(_), .. } => COMMAND_BYTES + config.outbound_bytes,
+            Command::History { .. } => COMMAND_BYTES + config.max_frame_len as usize,
+            Command::Sub { .. }
+            | Command::Unsub {
+                request_id: Some(_),
+                ..
+            }
+            | Command::Ack { .. } => COMMAND_BYTES,
+            _ => 0,
+        }
     }
 }
 

@@ -118,8 +118,11 @@ impl Shard {
         shard
     }
 
-    /// Carries out one command.
+    /// Carries out one command, then gives what it cost back to its
+    /// connection's ingress allowance: answers it made are queued by then,
+    /// so they count against the reply budget before the allowance frees.
     pub(crate) fn handle(&mut self, cmd: Command) {
+        let cost = cmd.ingress_cost(self.ctx.config());
         match cmd {
             Command::Register {
                 conn,
@@ -132,23 +135,39 @@ impl Shard {
                 channel,
                 since,
                 request_id,
-            } => self.sub(conn, channel, since, request_id),
+            } => {
+                self.sub(&conn, channel, since, request_id);
+                conn.release_ingress(cost);
+            }
             Command::Unsub {
                 conn,
                 channel,
                 request_id,
-            } => self.unsub(&conn, &channel, request_id),
-            Command::Send(msg) => self.send(msg),
+            } => {
+                self.unsub(&conn, &channel, request_id);
+                conn.release_ingress(cost);
+            }
+            Command::Send(msg) => {
+                // Nothing big is answered: the message is off the queue.
+                msg.conn.release_ingress(cost);
+                self.send(msg);
+            }
             Command::History {
                 conn,
                 request_id,
                 req,
-            } => self.history(&conn, request_id, req),
+            } => {
+                self.history(&conn, request_id, req);
+                conn.release_ingress(cost);
+            }
             Command::Ack {
-                user,
+                conn,
                 conversation,
                 seq,
-            } => self.ack(user, conversation, seq),
+            } => {
+                self.ack(conn.user.clone(), conversation, seq);
+                conn.release_ingress(cost);
+            }
             Command::Unread {
                 user,
                 conversations,

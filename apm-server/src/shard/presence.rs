@@ -99,7 +99,7 @@ impl Shard {
     /// `since`.
     pub(super) fn sub(
         &mut self,
-        conn: Arc<Conn>,
+        conn: &Arc<Conn>,
         name: String,
         since: Option<u64>,
         request_id: u32,
@@ -138,7 +138,7 @@ impl Shard {
                 oldest,
             }),
         );
-        self.ctx.reply(&conn, ok);
+        self.ctx.reply(conn, ok);
         if first_member && let Some((key, _)) = self.tables.channels.get_key_value(name.as_str()) {
             self.tables.occupied.insert(key.clone());
         }

@@ -124,25 +124,39 @@ impl Harness {
         conn
     }
 
+    /// Hands `cmd` to the shard as a connection's task does: charged to
+    /// its connection's ingress allowance first.
+    fn feed(&mut self, conn: &Conn, cmd: Command) {
+        conn.charge_ingress(cmd.ingress_cost(&self.hub.config));
+        self.shard.handle(cmd);
+    }
+
     fn sub(&mut self, conn: &Arc<Conn>, channel: &str, since: Option<u64>) {
-        self.shard.handle(Command::Sub {
-            conn: conn.clone(),
-            channel: channel.into(),
-            since,
-            request_id: 1,
-        });
+        self.feed(
+            conn,
+            Command::Sub {
+                conn: conn.clone(),
+                channel: channel.into(),
+                since,
+                request_id: 1,
+            },
+        );
     }
 
     fn send(&mut self, conn: &Arc<Conn>, to: Target, flags: Flags, msg_id: u64) {
-        self.shard.handle(Command::Send(Outgoing {
-            conn: conn.clone(),
-            request_id: 7,
-            flags,
-            to,
-            kind: 0,
-            msg_id,
-            payload: Bytes::from_static(b"hello"),
-        }));
+        self.feed(
+            conn,
+            Command::Send(Outgoing {
+                conn: conn.clone(),
+                request_id: 7,
+                flags,
+                to,
+                kind: 0,
+                msg_id,
+                payload: Bytes::from_static(b"hello"),
+            }),
+        );
+        assert_eq!(conn.ingress_in_flight(), 0, "handled and given back");
     }
 
     fn publish(&mut self, conn: &Arc<Conn>, channel: &str) {
