@@ -131,6 +131,11 @@ settings! {
     history_max_messages ("APM_HISTORY_MAX_MESSAGES"): usize = 1000;
     /// Seconds a message is kept; 0 means no age limit.
     history_max_age_secs ("APM_HISTORY_MAX_AGE_SECS"): u64 = 86_400;
+    /// Bytes of history one conversation keeps in memory, oldest dropped
+    /// first. With the disk store what is past it is read from disk; with
+    /// the memory store it is gone. 0 derives it from the memory budget
+    /// (1/64 of it).
+    history_max_bytes ("APM_HISTORY_MAX_BYTES"): usize = 0;
     /// Retention for channels by name, overriding the two settings above:
     /// `PATTERN=MESSAGES:SECONDS`, where PATTERN is a channel name or a
     /// prefix ending in `*` (`room.*=100:3600`). The first matching rule
@@ -207,6 +212,14 @@ impl Config {
         Ok(())
     }
 
+    /// Bytes of history one conversation keeps in memory.
+    pub fn history_max_bytes(&self) -> usize {
+        match self.history_max_bytes {
+            0 => (self.memory_budget / 64).max(64 * 1024),
+            n => n,
+        }
+    }
+
     /// One connection's ingress allowance in bytes.
     pub fn ingress_allowance(&self) -> usize {
         match self.ingress_allowance {
@@ -246,6 +259,7 @@ impl Config {
         Retention {
             max_messages: self.history_max_messages,
             max_age_ms: self.history_max_age_secs.saturating_mul(1000),
+            max_bytes: self.history_max_bytes(),
         }
     }
 
@@ -256,7 +270,12 @@ impl Config {
             rules: self
                 .history_rules
                 .iter()
-                .map(|r| RetentionPolicy::parse_rule(r))
+                .map(|r| {
+                    RetentionPolicy::parse_rule(r).map(|(pattern, keep)| {
+                        let max_bytes = self.history_max_bytes();
+                        (pattern, Retention { max_bytes, ..keep })
+                    })
+                })
                 .collect::<Result<_, _>>()
                 .map_err(ConfigError::Invalid)?,
         })

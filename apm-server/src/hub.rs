@@ -29,6 +29,9 @@ pub(crate) struct Hub {
     pub(crate) shards: Arc<[Ingress]>,
     /// Who assigns seqs, and their epoch.
     pub(crate) sequencer: Box<dyn Sequencer>,
+    /// Where messages live beyond the rings: what a read that misses a
+    /// ring falls back to.
+    pub(crate) store: Arc<dyn Store>,
     /// The group commit's queue, for a durable store; `None` when messages
     /// are delivered as soon as they are sequenced.
     pub(crate) commit: Option<Arc<CommitQueue>>,
@@ -64,6 +67,7 @@ impl Hub {
             metrics,
             shards,
             sequencer: Box::new(LocalSequencer::new(store.epoch())),
+            store: store.clone(),
             commit,
             seeds: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(1),

@@ -19,6 +19,10 @@ pub struct Retention {
     pub max_messages: usize,
     /// Oldest message kept, in milliseconds; 0 means no age limit.
     pub max_age_ms: u64,
+    /// Most bytes of messages kept in memory; 0 means no byte limit. The
+    /// disk store keeps by count and age only: what is past this in
+    /// memory is read from disk.
+    pub max_bytes: usize,
 }
 
 /// How much history each conversation keeps: rules for channels by name,
@@ -75,6 +79,7 @@ impl RetentionPolicy {
             Retention {
                 max_messages,
                 max_age_ms: seconds.saturating_mul(1000),
+                max_bytes: 0,
             },
         ))
     }
@@ -87,6 +92,7 @@ mod tests {
     const FIVE: Retention = Retention {
         max_messages: 5,
         max_age_ms: 0,
+        max_bytes: 0,
     };
 
     #[test]
@@ -94,6 +100,7 @@ mod tests {
         let short = Retention {
             max_messages: 2,
             max_age_ms: 60_000,
+            max_bytes: 0,
         };
         let policy = RetentionPolicy {
             default: FIVE,

@@ -24,20 +24,40 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Ring {
     entries: VecDeque<Entry>,
+    /// The frames' bytes.
+    bytes: usize,
 }
 
 impl Ring {
     /// Adds the message just sequenced and drops what retention no longer
-    /// allows.
+    /// allows: past the count, past the bytes, past the age.
     pub fn push(&mut self, seq: u64, ts_ms: u64, frame: Bytes, keep: Retention) {
         if keep.max_messages == 0 {
             return;
         }
+        self.bytes += frame.len();
         self.entries.push_back(Entry { seq, ts_ms, frame });
-        while self.entries.len() > keep.max_messages {
-            self.entries.pop_front();
+        while self.entries.len() > keep.max_messages
+            || (keep.max_bytes > 0 && self.bytes > keep.max_bytes)
+        {
+            self.pop_front();
         }
         self.expire(ts_ms, keep);
+        if self.entries.is_empty() {
+            // A ring emptied by its limits gives its buffer back.
+            self.entries = VecDeque::new();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= e.frame.len();
+        }
+    }
+
+    /// Bytes of the retained frames.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Drops messages older than the age limit, as of `now_ms`.
@@ -47,7 +67,7 @@ impl Ring {
         }
         let cutoff = now_ms.saturating_sub(keep.max_age_ms);
         while self.entries.front().is_some_and(|e| e.ts_ms < cutoff) {
-            self.entries.pop_front();
+            self.pop_front();
         }
     }
 
@@ -119,7 +139,7 @@ pub fn origin(frame: &Bytes) -> Option<(String, u64)> {
 }
 
 /// A stored frame back as a history item (the payload stays shared).
-fn item(frame: &Bytes) -> Option<HistoryItem> {
+pub fn item(frame: &Bytes) -> Option<HistoryItem> {
     let body = frame.slice(apm_core::LENGTH_LEN..);
     let limits = Limits {
         max_frame_len: u32::MAX,
@@ -171,6 +191,7 @@ mod tests {
     const FIVE: Retention = Retention {
         max_messages: 5,
         max_age_ms: 0,
+        max_bytes: 0,
     };
 
     fn seqs(items: &[HistoryItem]) -> Vec<u64> {
@@ -213,10 +234,32 @@ mod tests {
         let keep = Retention {
             max_messages: 100,
             max_age_ms: 25,
+            max_bytes: 0,
         };
         let r = ring(8, keep);
         // ts of seq n is 10n; at ts 80 the cutoff is 55.
         assert_eq!(r.oldest(8), 6);
+    }
+
+    #[test]
+    fn byte_limit_drops_the_oldest() {
+        let one = frame(1).len();
+        let keep = Retention {
+            max_bytes: 3 * one,
+            ..FIVE
+        };
+        let r = ring(8, keep);
+        assert_eq!(r.oldest(8), 6, "three frames fit");
+        assert_eq!(r.bytes(), 3 * one);
+        let none = ring(
+            2,
+            Retention {
+                max_bytes: one - 1,
+                ..FIVE
+            },
+        );
+        assert_eq!(none.oldest(2), 3, "a frame over the limit is not kept");
+        assert_eq!(none.bytes(), 0);
     }
 
     #[test]
@@ -226,6 +269,7 @@ mod tests {
             Retention {
                 max_messages: 0,
                 max_age_ms: 0,
+                max_bytes: 0,
             },
         );
         assert_eq!(r.oldest(3), 4);

@@ -153,6 +153,7 @@ mod tests {
     const KEEP: Retention = Retention {
         max_messages: 10,
         max_age_ms: 0,
+        max_bytes: 0,
     };
 
     fn offer<'a>(sender: &'a Arc<str>, msg_id: u64) -> Offer<'a> {

@@ -156,10 +156,7 @@ impl Shard {
                 conn,
                 request_id,
                 req,
-            } => {
-                self.history(&conn, request_id, req);
-                conn.release_ingress(cost);
-            }
+            } => self.history(&conn, request_id, req, cost),
             Command::Ack {
                 conn,
                 conversation,

@@ -361,6 +361,7 @@ mod tests {
             retention: RetentionPolicy::uniform(crate::retention::Retention {
                 max_messages: 10,
                 max_age_ms: 0,
+                max_bytes: 0,
             }),
         }
     }

@@ -15,6 +15,7 @@ fn record(channel: &str, seq: u64, ts_ms: u64) -> Record {
 const KEEP3: Retention = Retention {
     max_messages: 3,
     max_age_ms: 0,
+    max_bytes: 0,
 };
 
 fn keep(r: Retention) -> RetentionPolicy {
@@ -83,6 +84,7 @@ fn expiry_keeps_the_head() {
     let aged = keep(Retention {
         max_messages: 3,
         max_age_ms: 10,
+        max_bytes: 0,
     });
     store.expire(35, &aged).unwrap();
     let rec = store.recover(&keep(KEEP3)).unwrap();
@@ -132,6 +134,7 @@ fn reads_skip_old_messages_of_a_kept_row() {
     let limit = Retention {
         max_messages: 100,
         max_age_ms: 2500,
+        max_bytes: 0,
     };
     store.write(&batch, &keep(limit)).unwrap();
     store.expire(now, &keep(limit)).unwrap();
@@ -165,6 +168,7 @@ fn ranges_read_across_rows_within_retention() {
     let policy = keep(Retention {
         max_messages: 6,
         max_age_ms: 0,
+        max_bytes: 0,
     });
     // Rows of 1, 3 and 4 messages: seqs 1, 2-4, 5-8.
     for rows in [1..=1u64, 2..=4, 5..=8] {
