@@ -95,7 +95,7 @@ settings! {
     memory_budget ("APM_MEMORY_BUDGET"): usize = 512 * 1024 * 1024;
     /// Bytes of one connection's requests on their way to the shards
     /// before its requests are no longer read (a message costs its payload
-    /// plus 256; a history request or a resume the most its answer can
+    /// plus 4 KiB; a history request or a resume the most its answer can
     /// take); 0 derives it from the memory budget (1/512 of it).
     ingress_allowance ("APM_INGRESS_ALLOWANCE"): usize = 0;
     /// Bytes of answers (receipts, history pages, replays, presence)

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a real server on an ephemeral port and
 //! a raw protocol client that sends and expects exact frames.
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -9,16 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apm_core::message::{Conversation, Direct, HistoryRequest, Publish};
 use apm_core::{Flags, Message};
 use apm_tests::Client;
+use apm_tests::process::ServerProcess;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 /// Receipts to collect before the kill: enough that batches are being
@@ -33,70 +31,22 @@ const AWAY: &str = "away";
 /// Guards against a hang; every wait ends on its event.
 const WAIT: Duration = Duration::from_secs(60);
 
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// Starts `apm-server` on a free port with the disk store in `dir` and
-/// waits for it to say where it listens.
+/// Starts `apm-server` with the disk store in `dir`.
 async fn spawn_server(dir: &Path) -> ServerProcess {
-    let bin = apm_tests::workspace_binary("apm-server");
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "disk",
-            "--shards",
-            "2",
-        ])
-        .args(["--history-max-messages", "1000000", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn apm-server");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.expect("read server log") {
-            let line = strip_ansi(&line);
-            if line.contains("listening")
-                && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-            {
-                return addr.parse::<SocketAddr>().expect("listen address");
-            }
-        }
-        panic!("apm-server exited before listening");
-    })
-    .await
-    .expect("apm-server did not start listening");
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    ServerProcess { child, addr }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let mut args: Vec<std::ffi::OsString> = [
+        "--store",
+        "disk",
+        "--shards",
+        "2",
+        "--history-max-messages",
+        "1000000",
+        "--data-dir",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(dir.into());
+    ServerProcess::spawn(args).await
 }
 
 /// What one conversation is known to hold: seq -> payload.

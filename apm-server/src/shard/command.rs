@@ -78,8 +78,11 @@ pub(crate) enum Command {
 }
 
 /// What a command costs its connection's ingress allowance beyond its
-/// payload: the queue slot and the command itself.
-const COMMAND_BYTES: usize = 256;
+/// payload. More than the command's own bytes: it also caps how many
+/// commands one connection has queued ahead of others in its shard (256
+/// with the default 1 MiB allowance), which is what a small message from
+/// another connection waits behind.
+const COMMAND_BYTES: usize = 4096;
 
 impl Command {
     /// Whether this is a new message (what waits for a lagging disk).
