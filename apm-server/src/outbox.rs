@@ -48,6 +48,9 @@ pub struct Conn {
     /// While this many bytes of answers wait in the queue, the connection's
     /// requests are not read.
     reply_budget: usize,
+    /// The queue's `reply_bytes`, readable without the lock: the
+    /// connection's task checks it for every request it reads.
+    replies: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +109,7 @@ impl Conn {
             ingress: AtomicUsize::new(0),
             ingress_allowance: usize::MAX,
             reply_budget: usize::MAX,
+            replies: AtomicUsize::new(0),
         }
     }
 
@@ -160,6 +164,7 @@ impl Conn {
         q.bytes += frame.len();
         q.reply_frames += 1;
         q.reply_bytes += frame.len();
+        self.replies.store(q.reply_bytes, Ordering::Release);
         q.frames.push_back(frame);
         drop(q);
         self.wake.notify_one();
@@ -175,6 +180,7 @@ impl Conn {
     pub fn take_all(&self) -> VecDeque<Bytes> {
         let mut q = self.lock();
         q.clear_counts();
+        self.replies.store(0, Ordering::Release);
         std::mem::take(&mut q.frames)
     }
 
@@ -187,12 +193,13 @@ impl Conn {
         // slow-consumer bound never tightens.
         q.reply_bytes = q.reply_bytes.min(q.bytes);
         q.reply_frames = q.reply_frames.min(q.frames.len());
+        self.replies.store(q.reply_bytes, Ordering::Release);
         Some(frame)
     }
 
     /// Bytes of answers queued and not yet taken by the connection's task.
     pub fn replies_queued(&self) -> usize {
-        self.lock().reply_bytes
+        self.replies.load(Ordering::Acquire)
     }
 
     /// Counts `bytes` of a command on its way to a shard.

@@ -83,7 +83,8 @@ struct Session {
     /// The last read filled its buffer: read bigger.
     busy: bool,
     /// Decoding stopped because a budget was spent: frames may wait in
-    /// the read buffer.
+    /// the read buffer, and the socket is not read until the budgets have
+    /// room again (checked after each wake-up).
     held: bool,
 }
 
@@ -159,7 +160,7 @@ impl Session {
                     Event::Woken
                 }
                 r = self.stream.writable(), if !self.out.is_empty() => { r?; Event::Writable }
-                r = self.stream.readable(), if self.reading && conn.may_take_requests() => {
+                r = self.stream.readable(), if self.reading && !self.held => {
                     r?;
                     Event::Readable
                 }
