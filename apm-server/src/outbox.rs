@@ -39,11 +39,15 @@ pub struct Conn {
     /// sender's other devices.
     user_connections: AtomicU32,
     wake: Notify,
-    /// Bytes of this connection's commands queued at shards and not yet
-    /// handled.
-    ingress: AtomicUsize,
-    /// While `ingress` is at or over this, the connection's requests are
-    /// not read.
+    /// Bytes of this connection's commands the shards have handled, ever.
+    /// What the task charged less this is what waits at shards (see
+    /// [`Allowance`]): only shards write it, so handing a command back
+    /// costs them no cache line the task keeps writing.
+    released: AtomicUsize,
+    /// `released` at which the task wants to be woken (it is waiting for
+    /// room); `usize::MAX` when it is not waiting.
+    wake_at: AtomicUsize,
+    /// Bytes of this connection's commands that may wait at shards.
     ingress_allowance: usize,
     /// While this many bytes of answers wait in the queue, the connection's
     /// requests are not read.
@@ -106,7 +110,8 @@ impl Conn {
             close_code: AtomicU16::new(0),
             user_connections: AtomicU32::new(1),
             wake: Notify::new(),
-            ingress: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+            wake_at: AtomicUsize::new(usize::MAX),
             ingress_allowance: usize::MAX,
             reply_budget: usize::MAX,
             replies: AtomicUsize::new(0),
@@ -202,32 +207,6 @@ impl Conn {
         self.replies.load(Ordering::Acquire)
     }
 
-    /// Counts `bytes` of a command on its way to a shard.
-    pub fn charge_ingress(&self, bytes: usize) {
-        self.ingress.fetch_add(bytes, Ordering::AcqRel);
-    }
-
-    /// A shard handled a command of `bytes`; wakes the connection's task
-    /// if that brought it back under its allowance.
-    pub fn release_ingress(&self, bytes: usize) {
-        let before = self.ingress.fetch_sub(bytes, Ordering::AcqRel);
-        if before >= self.ingress_allowance && before - bytes < self.ingress_allowance {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Bytes of this connection's commands waiting at shards.
-    pub fn ingress_in_flight(&self) -> usize {
-        self.ingress.load(Ordering::Acquire)
-    }
-
-    /// Whether the connection's next request may be read: neither its
-    /// ingress allowance nor its reply budget is spent.
-    pub fn may_take_requests(&self) -> bool {
-        self.ingress_in_flight() < self.ingress_allowance
-            && self.replies_queued() < self.reply_budget
-    }
-
     /// Drops everything queued.
     pub fn clear(&self) {
         drop(self.take_all());
@@ -270,6 +249,73 @@ impl Conn {
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.wake.notified()
     }
+
+    /// A shard handled a command of `bytes` from this connection; wakes
+    /// the connection's task if it waits for that much room.
+    pub fn release_ingress(&self, bytes: usize) {
+        let released = self.released.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if released >= self.wake_at.load(Ordering::Acquire) {
+            self.wake_at.store(usize::MAX, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Bytes of this connection's commands the shards have handled.
+    pub fn released(&self) -> usize {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Whether answers queued for the connection are under its reply
+    /// budget.
+    pub fn has_reply_room(&self) -> bool {
+        self.replies_queued() < self.reply_budget
+    }
+
+    /// The connection's ingress allowance, for its task's [`Allowance`].
+    pub fn allowance(&self) -> Allowance {
+        Allowance {
+            limit: self.ingress_allowance,
+            charged: 0,
+            seen: 0,
+        }
+    }
+}
+
+/// The connection task's side of its ingress allowance: what it has
+/// charged for the commands it sent to shards, and what it last saw the
+/// shards hand back. It looks at the shared count only when its own
+/// figures say the allowance may be spent, so a busy connection reads a
+/// line the shards write about once per allowance, not once per request.
+#[derive(Debug)]
+pub struct Allowance {
+    limit: usize,
+    charged: usize,
+    seen: usize,
+}
+
+impl Allowance {
+    /// Counts a command of `bytes` on its way to a shard.
+    pub fn charge(&mut self, bytes: usize) {
+        self.charged += bytes;
+    }
+
+    /// Whether another request may go to the shards. When not, `conn`
+    /// wakes its task once they have handed back enough.
+    pub fn has_room(&mut self, conn: &Conn) -> bool {
+        if self.charged - self.seen < self.limit {
+            return true;
+        }
+        self.seen = conn.released();
+        if self.charged - self.seen < self.limit {
+            return true;
+        }
+        // Ask for a wake-up, then look once more: a release between the
+        // two reads would otherwise go unnoticed.
+        let target = self.charged - self.limit + 1;
+        conn.wake_at.store(target, Ordering::Release);
+        self.seen = conn.released();
+        self.charged - self.seen < self.limit
+    }
 }
 
 #[cfg(test)]
@@ -298,31 +344,41 @@ mod tests {
         }
         assert!(!c.is_closing(), "answers are not pushed messages");
         assert_eq!(c.replies_queued(), 180);
-        assert!(!c.may_take_requests(), "the reply budget is spent");
+        assert!(!c.has_reply_room(), "the reply budget is spent");
         assert_eq!(c.push(Bytes::from(vec![0; 90])), Pushed::Queued);
         assert_eq!(c.take_all().len(), 4);
-        assert!(c.may_take_requests());
+        assert!(c.has_reply_room());
     }
 
     #[tokio::test]
     async fn the_ingress_allowance_wakes_the_task_when_it_frees() {
-        let c = conn(SlowConsumerPolicy::Disconnect).with_budgets(100, usize::MAX);
         async fn woken(c: &Conn) -> bool {
             tokio::time::timeout(std::time::Duration::ZERO, c.notified())
                 .await
                 .is_ok()
         }
-        c.charge_ingress(60);
-        assert!(c.may_take_requests());
-        c.charge_ingress(60);
-        assert!(!c.may_take_requests());
+        let c = conn(SlowConsumerPolicy::Disconnect).with_budgets(100, usize::MAX);
+        let mut a = c.allowance();
+        a.charge(60);
+        assert!(a.has_room(&c));
+        a.charge(60);
+        assert!(!a.has_room(&c), "120 in flight");
         assert!(!woken(&c).await);
+        c.release_ingress(10);
+        assert!(!woken(&c).await, "110 in flight: still no room");
+        c.release_ingress(50);
+        assert!(woken(&c).await, "woken once under the allowance");
+        assert!(a.has_room(&c), "60 in flight");
         c.release_ingress(60);
-        assert!(c.may_take_requests());
-        assert_eq!(c.ingress_in_flight(), 60);
-        assert!(woken(&c).await, "woken on the way under the allowance");
-        c.release_ingress(60);
-        assert!(!woken(&c).await, "only when crossing the allowance");
+        assert!(!woken(&c).await, "only the task that waits is woken");
+        a.charge(200);
+        assert!(
+            !a.has_room(&c),
+            "one large command may overshoot, then none"
+        );
+        c.release_ingress(200);
+        assert!(woken(&c).await);
+        assert!(a.has_room(&c));
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod queries;
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::outbox::Conn;
+use crate::outbox::{Allowance, Conn};
 use crate::shard::Command;
 use dispatch::Action;
 use handshake::handshake;
@@ -82,6 +82,8 @@ struct Session {
     reading: bool,
     /// The last read filled its buffer: read bigger.
     busy: bool,
+    /// What this connection's commands draw from its ingress allowance.
+    allowance: Allowance,
     /// Decoding stopped because a budget was spent: frames may wait in
     /// the read buffer, and the socket is not read until the budgets have
     /// room again (checked after each wake-up).
@@ -92,7 +94,6 @@ impl Session {
     fn new(hub: Arc<Hub>, conn: Arc<Conn>, stream: TcpStream, rbuf: BytesMut) -> Session {
         Session {
             hub,
-            conn,
             stream,
             rbuf,
             out: Bytes::new(),
@@ -102,6 +103,8 @@ impl Session {
             reading: true,
             busy: false,
             held: false,
+            allowance: conn.allowance(),
+            conn,
         }
     }
 }
@@ -143,7 +146,7 @@ impl Session {
                 }
             }
             self.flush()?;
-            if self.held && self.reading && conn.may_take_requests() {
+            if self.held && self.reading && self.may_take_requests() {
                 // Requests read while a budget was spent waited here.
                 self.decode_buffered().await;
                 continue;
@@ -210,6 +213,12 @@ impl Session {
         Ok(true)
     }
 
+    /// Whether the next request may be read: neither the ingress
+    /// allowance nor the reply budget is spent.
+    fn may_take_requests(&mut self) -> bool {
+        self.conn.has_reply_room() && self.allowance.has_room(&self.conn)
+    }
+
     /// Handles the whole frames in the read buffer, as long as the
     /// connection's ingress allowance and reply budget last; the rest wait
     /// in the buffer (and the socket) until they free.
@@ -219,7 +228,7 @@ impl Session {
                 self.rbuf.clear();
                 break;
             }
-            self.held = !self.conn.may_take_requests();
+            self.held = !self.may_take_requests();
             if self.held {
                 break;
             }
@@ -229,7 +238,7 @@ impl Session {
                     match self.handle(frame) {
                         Action::Done => {}
                         Action::Submit(shard, cmd) => {
-                            self.conn.charge_ingress(cmd.ingress_cost(&self.hub.config));
+                            self.allowance.charge(cmd.ingress_cost(&self.hub.config));
                             if let Err(cmd) = self.hub.try_submit(shard, cmd) {
                                 // The shard is behind: wait (boxed, as this
                                 // is rare) for room.
