@@ -90,24 +90,6 @@ impl Command {
         matches!(self, Command::Send(_))
     }
 
-    /// The connection the command comes from, if any: its commands are
-    /// handled in the order it sent them.
-    pub(crate) fn connection_id(&self) -> Option<u64> {
-        match self {
-            Command::Register { conn, .. }
-            | Command::Unregister { conn }
-            | Command::Sub { conn, .. }
-            | Command::Unsub { conn, .. }
-            | Command::History { conn, .. }
-            | Command::Ack { conn, .. } => Some(conn.id),
-            Command::Send(msg) => Some(msg.conn.id),
-            Command::Unread { .. }
-            | Command::Query { .. }
-            | Command::Stored(_)
-            | Command::Forward { .. } => None,
-        }
-    }
-
     /// What the command draws from its connection's ingress allowance
     /// while it waits for its shard: its own bytes, and for a request
     /// whose answer can be large (a resume, a history page) the most that

@@ -19,7 +19,6 @@ pub(crate) mod sequencer;
 mod tables;
 #[cfg(test)]
 mod tests;
-mod turns;
 
 use std::sync::Arc;
 
@@ -196,19 +195,12 @@ impl Shard {
 pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     let mut shard = Shard::new(hub.clone(), index);
     let ingress = &hub.shards[index];
-    let mut turns = turns::Turns::default();
     loop {
         let mut handled = 0usize;
-        let mut since_yield = 0usize;
-        loop {
-            let n = turns::step(&mut shard, ingress, &mut turns);
-            if n == 0 {
-                break;
-            }
-            handled += n;
-            since_yield += n;
-            if since_yield >= 512 {
-                since_yield = 0;
+        while let Some(cmd) = ingress.pop() {
+            shard.handle(cmd);
+            handled += 1;
+            if handled.is_multiple_of(512) {
                 ingress.space.notify_waiters();
                 shard.flush_counters();
                 // Let connection tasks on this worker write what was queued.

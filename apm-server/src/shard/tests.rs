@@ -17,7 +17,6 @@ use crate::retention::RetentionPolicy;
 use crate::store::commit::CommitThread;
 use crate::store::{Batch, MemoryStore, Record, Recovered, Store, StoreError};
 
-use super::turns::{Turns, step};
 use super::{Command, Outgoing, Shard, Target};
 
 /// A durable store that keeps every batch it is given, in memory.
@@ -361,86 +360,4 @@ fn presence_events_reach_presence_subscribers() {
         events[0].contains("Online") && events[1].contains("Offline"),
         "{events:?}"
     );
-}
-
-/// Fairness: behind a deep queue of one connection's large publishes, a
-/// single small publish from another connection is handled in the first
-/// turn, after at most one of the large ones.
-#[test]
-fn a_small_message_waits_one_turn_behind_a_flood() {
-    let mut h = Harness::memory();
-    let (flooder, polite, watcher) = (
-        h.connect("flooder"),
-        h.connect("polite"),
-        h.connect("watcher"),
-    );
-    for channel in ["flood", "calm"] {
-        h.sub(&watcher, channel, None);
-    }
-    drop(taken(&watcher));
-    let big = Bytes::from(vec![0u8; 256 * 1024]);
-    let ingress = &h.hub.shards[0];
-    let send = |conn: &Arc<Conn>, channel: &str, payload: Bytes| {
-        Command::Send(Outgoing {
-            conn: conn.clone(),
-            request_id: 0,
-            flags: Flags::empty(),
-            to: Target::Channel(channel.into()),
-            kind: 0,
-            msg_id: 0,
-            payload,
-        })
-    };
-    for _ in 0..100 {
-        ingress.push(send(&flooder, "flood", big.clone()));
-    }
-    ingress.push(send(&polite, "calm", Bytes::from_static(b"hi")));
-    let mut turns = Turns::default();
-    let handled = step(&mut h.shard, &h.hub.shards[0], &mut turns);
-    let channels: Vec<String> = taken(&watcher)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Deliver(d) => Some(format!("{:?}", d.conversation)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(handled, 2, "one large, then the small one");
-    assert!(channels.iter().any(|c| c.contains("calm")), "{channels:?}");
-    // The rest of the flood follows, one large message per turn.
-    let mut rest = Vec::new();
-    while step(&mut h.shard, &h.hub.shards[0], &mut turns) > 0 {
-        rest.extend(seqs(&taken(&watcher)));
-    }
-    assert_eq!(rest, (2..=100).collect::<Vec<u64>>());
-}
-
-/// A shallow queue is served first come, first served.
-#[test]
-fn a_shallow_queue_is_served_in_arrival_order() {
-    let mut h = Harness::memory();
-    let (a, b, watcher) = (h.connect("a"), h.connect("b"), h.connect("w"));
-    h.sub(&watcher, "room", None);
-    drop(taken(&watcher));
-    let ingress = &h.hub.shards[0];
-    for (i, conn) in [&a, &a, &b, &a].into_iter().enumerate() {
-        ingress.push(Command::Send(Outgoing {
-            conn: conn.clone(),
-            request_id: 0,
-            flags: Flags::empty(),
-            to: Target::Channel("room".into()),
-            kind: 0,
-            msg_id: 0,
-            payload: Bytes::from(vec![i as u8]),
-        }));
-    }
-    let mut turns = Turns::default();
-    while step(&mut h.shard, &h.hub.shards[0], &mut turns) > 0 {}
-    let payloads: Vec<u8> = taken(&watcher)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Deliver(d) => Some(d.payload[0]),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(payloads, vec![0, 1, 2, 3]);
 }
