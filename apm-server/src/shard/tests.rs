@@ -1,7 +1,7 @@
 //! The shard as a state machine: commands in, frames queued to connections
 //! and batches handed to the store out. No sockets, no runtime.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apm_core::message::{Deliver, Role};
 use apm_core::{ErrorCode, Flags, Frame, Limits, Message};
@@ -9,64 +9,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::conversation::ConversationId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::Conn;
-use crate::retention::RetentionPolicy;
 use crate::store::commit::CommitThread;
-use crate::store::{Batch, MemoryStore, Record, Recovered, Store, StoreError};
+use crate::store::recording::RecordingStore;
+use crate::store::{MemoryStore, Recovered, Store};
 
 use super::{Command, Outgoing, Shard, Target};
-
-/// A durable store that keeps every batch it is given, in memory.
-#[derive(Debug, Default)]
-struct Recording {
-    batches: Mutex<Vec<Batch>>,
-}
-
-impl Recording {
-    fn messages(&self) -> usize {
-        self.batches
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.messages.len())
-            .sum()
-    }
-}
-
-impl Store for Recording {
-    fn is_durable(&self) -> bool {
-        true
-    }
-    fn epoch(&self) -> u64 {
-        1
-    }
-    fn write(&self, batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
-        let copy = Batch {
-            messages: batch.messages.clone(),
-            acks: batch.acks.clone(),
-        };
-        self.batches.lock().unwrap().push(copy);
-        Ok(())
-    }
-    fn expire(&self, _now_ms: u64, _keep: &RetentionPolicy) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn recover(&self, _keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
-        Ok(Recovered::default())
-    }
-    fn read_range(
-        &self,
-        _conversation: &ConversationId,
-        _from: u64,
-        _to: u64,
-        _keep: &RetentionPolicy,
-    ) -> Result<Vec<Record>, StoreError> {
-        Ok(Vec::new())
-    }
-}
 
 /// One shard (the only one) over a store, fed by hand.
 struct Harness {
@@ -242,7 +192,7 @@ fn members_but_the_sender_get_a_publish() {
 
 #[test]
 fn a_retry_gets_the_first_receipt_and_is_stored_once() {
-    let store = Arc::new(Recording::default());
+    let store = Arc::new(RecordingStore::default());
     let mut h = Harness::new(store.clone(), |_| {});
     let alice = h.connect("alice");
     let to = || Target::User("bob".into());
@@ -259,13 +209,13 @@ fn a_retry_gets_the_first_receipt_and_is_stored_once() {
         matches!(&again[..], [Message::Receipt(r)] if r == first),
         "{again:?}"
     );
-    assert_eq!(store.messages(), 1, "the retry is not stored again");
+    assert_eq!(store.seqs().len(), 1, "the retry is not stored again");
     assert_eq!(Metrics::get(&h.hub.metrics.duplicates), 1);
 }
 
 #[test]
 fn with_a_durable_store_nothing_goes_out_before_the_batch_is_written() {
-    let store = Arc::new(Recording::default());
+    let store = Arc::new(RecordingStore::default());
     let mut h = Harness::new(store.clone(), |_| {});
     let (alice, bob) = (h.connect("alice"), h.connect("bob"));
     for c in [&alice, &bob] {
@@ -275,9 +225,9 @@ fn with_a_durable_store_nothing_goes_out_before_the_batch_is_written() {
     h.send(&alice, Target::Channel("room".into()), Flags::RECEIPT, 0);
     assert!(taken(&alice).is_empty(), "no receipt before the write");
     assert!(taken(&bob).is_empty(), "no delivery before the write");
-    assert_eq!(store.messages(), 0);
+    assert_eq!(store.seqs().len(), 0);
     h.commit();
-    assert_eq!(store.messages(), 1);
+    assert_eq!(store.seqs().len(), 1);
     assert!(matches!(&taken(&alice)[..], [Message::Receipt(r)] if r.seq == 1));
     assert_eq!(seqs(&taken(&bob)), vec![1]);
 }

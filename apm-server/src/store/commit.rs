@@ -311,46 +311,12 @@ mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
     use crate::conversation::ConversationId;
-    use crate::store::{MemoryStore, Record, Recovered, StoreError};
+    use crate::store::Record;
+    use crate::store::recording::RecordingStore;
 
-    /// A durable store that fails its first `fail` writes.
-    #[derive(Debug)]
-    struct Flaky {
-        fail: AtomicUsize,
-        written: Mutex<Vec<u64>>,
-    }
-
-    impl Store for Flaky {
-        fn is_durable(&self) -> bool {
-            true
-        }
-        fn epoch(&self) -> u64 {
-            1
-        }
-        fn write(&self, batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
-            if self.fail.load(Ordering::Acquire) > 0 {
-                self.fail.fetch_sub(1, Ordering::AcqRel);
-                return Err(StoreError::Db("disk full".into()));
-            }
-            let mut written = self.written.lock().unwrap();
-            written.extend(batch.messages.iter().map(|r| r.seq));
-            Ok(())
-        }
-        fn expire(&self, _now_ms: u64, _keep: &RetentionPolicy) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn recover(&self, keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
-            MemoryStore::new().recover(keep)
-        }
-        fn read_range(
-            &self,
-            _conversation: &ConversationId,
-            _from: u64,
-            _to: u64,
-            _keep: &RetentionPolicy,
-        ) -> Result<Vec<Record>, StoreError> {
-            Ok(Vec::new())
-        }
+    fn conn() -> Arc<Conn> {
+        let policy = SlowConsumerPolicy::Disconnect;
+        Arc::new(Conn::new(1, "u".into(), Role::User, 8, 1024, policy))
     }
 
     fn thread(store: Arc<dyn Store>, shards: usize) -> CommitThread {
@@ -390,19 +356,9 @@ mod tests {
 
     #[test]
     fn one_write_then_each_shard_gets_its_own_back_in_order() {
-        let store = Arc::new(Flaky {
-            fail: AtomicUsize::new(0),
-            written: Mutex::default(),
-        });
+        let store = Arc::new(RecordingStore::default());
         let t = thread(store.clone(), 2);
-        let conn = Arc::new(Conn::new(
-            1,
-            "u".into(),
-            Role::User,
-            8,
-            1024,
-            SlowConsumerPolicy::Disconnect,
-        ));
+        let conn = conn();
         t.queue.push(0, message(&conn, "a", 1));
         t.queue.push(1, message(&conn, "b", 1));
         t.queue
@@ -410,7 +366,7 @@ mod tests {
         t.queue.push(0, message(&conn, "a", 2));
         assert_eq!(t.queue.backlog(), 4);
         t.commit_queued();
-        assert_eq!(*store.written.lock().unwrap(), vec![1, 1, 2]);
+        assert_eq!(store.seqs(), vec![1, 1, 2]);
         assert_eq!(Metrics::get(&t.metrics.store_batches), 1, "one write");
         let zero = stored(&t.shards[0]);
         let seqs: Vec<u64> = zero.msgs.iter().map(|m| m.record.seq).collect();
@@ -423,24 +379,14 @@ mod tests {
 
     #[test]
     fn a_failing_write_is_retried_and_nothing_goes_back_before_it_succeeds() {
-        let store = Arc::new(Flaky {
-            fail: AtomicUsize::new(1),
-            written: Mutex::default(),
-        });
+        let store = Arc::new(RecordingStore::failing(1));
         let t = thread(store.clone(), 1);
-        let conn = Arc::new(Conn::new(
-            1,
-            "u".into(),
-            Role::User,
-            8,
-            1024,
-            SlowConsumerPolicy::Disconnect,
-        ));
+        let conn = conn();
         t.queue.push(0, message(&conn, "a", 1));
         t.commit_queued();
         assert_eq!(Metrics::get(&t.metrics.store_errors), 1);
         assert!(!t.queue.is_failing(), "the retry succeeded");
-        assert_eq!(*store.written.lock().unwrap(), vec![1]);
+        assert_eq!(store.seqs(), vec![1]);
         assert_eq!(stored(&t.shards[0]).msgs.len(), 1);
     }
 }

@@ -11,6 +11,8 @@
 pub(crate) mod commit;
 mod disk;
 mod memory;
+#[cfg(test)]
+pub(crate) mod recording;
 mod row;
 
 use std::sync::Arc;
