@@ -1,12 +1,13 @@
 //! Where sequenced messages live beyond the forwarding loops' rings: the
 //! [`Store`] seam, its two implementations, and what a restart reads back.
 //!
-//! The rings in the shards always hold each conversation's retained
-//! messages and serve every read (resume, history, offline delivery). A
+//! The rings in the shards hold the newest of each conversation's retained
+//! messages, up to a byte cap, and serve resume and offline delivery. A
 //! store adds persistence: [`MemoryStore`] keeps nothing beyond the rings
 //! (a restart starts a new epoch), [`DiskStore`] writes every message and
-//! acknowledgement to an embedded database with an fsync per batch, and
-//! rebuilds the rings from it at start.
+//! acknowledgement to an embedded database with an fsync per batch,
+//! rebuilds the rings from it at start, and answers history pages that
+//! reach below a ring ([`Store::read_range`]).
 
 pub(crate) mod commit;
 mod disk;
