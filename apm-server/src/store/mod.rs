@@ -104,6 +104,20 @@ pub enum StoreError {
     /// Something stored does not read back as what was written.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The database was written with a table layout this build does not
+    /// read.
+    #[error(
+        "{path} holds store schema {found}; this build reads schema {supported}: \
+         use the apm-server build that wrote it, or another data directory"
+    )]
+    Schema {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The schema it holds.
+        found: u64,
+        /// The schema this build reads.
+        supported: u64,
+    },
 }
 
 /// Persistence for sequenced messages and read positions.

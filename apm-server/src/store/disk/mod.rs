@@ -32,6 +32,11 @@ const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const ACKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("acks");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The layout of the tables, recorded in `meta` as `schema`: a build
+/// refuses a file with another one rather than misread it. Bump it with
+/// any change to the tables or the row format.
+const SCHEMA: u64 = 1;
+
 /// The database file inside the data directory.
 const FILE_NAME: &str = "apm.redb";
 
@@ -65,6 +70,21 @@ impl DiskStore {
             txn.open_table(HEADS).map_err(db_error)?;
             txn.open_table(ACKS).map_err(db_error)?;
             let mut meta = txn.open_table(META).map_err(db_error)?;
+            // A file from before the version was recorded has this layout.
+            let schema = meta.get("schema").map_err(db_error)?.map(|v| v.value());
+            match schema {
+                Some(SCHEMA) => {}
+                None => {
+                    meta.insert("schema", SCHEMA).map_err(db_error)?;
+                }
+                Some(found) => {
+                    return Err(StoreError::Schema {
+                        path: dir.join(FILE_NAME),
+                        found,
+                        supported: SCHEMA,
+                    });
+                }
+            }
             let stored = meta.get("epoch").map_err(db_error)?.map(|v| v.value());
             match stored {
                 Some(epoch) => epoch,

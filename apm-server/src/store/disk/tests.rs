@@ -199,3 +199,28 @@ fn ranges_read_across_rows_within_retention() {
     let other = ConversationId::Channel(Arc::from("b"));
     assert!(store.read_range(&other, 0, 10, &policy).unwrap().is_empty());
 }
+
+#[test]
+fn a_file_of_another_schema_is_refused_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(DiskStore::open(dir.path()).unwrap());
+    // Reopening the same layout works, and records it.
+    drop(DiskStore::open(dir.path()).unwrap());
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("schema", 99).unwrap();
+        txn.commit().unwrap();
+    }
+    match DiskStore::open(dir.path()) {
+        Err(StoreError::Schema {
+            found, supported, ..
+        }) => assert_eq!((found, supported), (99, SCHEMA)),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+    let text = DiskStore::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        text.contains("schema 99") && text.contains("apm.redb"),
+        "{text}"
+    );
+}
