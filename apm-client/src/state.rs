@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use apm_core::message::{Deliver, Sub, SubOk, Unsub, Welcome};
+use apm_core::message::{Conversation, Deliver, Receipt, Sub, SubOk, Unsub, Welcome};
 use apm_core::{Flags, Frame, Message};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -286,6 +286,9 @@ impl State {
                 frame.message.message_type()
             )),
             _ => {
+                if let Message::Receipt(r) = &frame.message {
+                    self.own_message(r);
+                }
                 if let Some(p) = self.pending.remove(&frame.request_id) {
                     let result = match server_error(&frame) {
                         // A refused (re-)subscribe is judged by `answer`,
@@ -304,6 +307,19 @@ impl State {
                 }
                 Reaction::Nothing
             }
+        }
+    }
+
+    /// A receipt for a message this client published: where it
+    /// subscribes to the same channel, the message is part of what it has
+    /// seen, so a resume does not hand it back. The server queues every
+    /// `Deliver` of the channel with a lower seq before the receipt, so
+    /// nothing is skipped.
+    fn own_message(&mut self, receipt: &Receipt) {
+        if let Conversation::Channel(channel) = &receipt.conversation
+            && let Some(sub) = self.subs.get_mut(channel)
+        {
+            sub.last_seq = sub.last_seq.max(receipt.seq);
         }
     }
 

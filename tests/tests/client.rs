@@ -348,6 +348,27 @@ async fn resumes_without_a_gap_after_a_dropped_connection() {
     assert!(c.ping().await.is_ok());
 }
 
+/// A client that publishes into a channel it subscribes to does not get
+/// its own messages back from the resume after a reconnect.
+#[tokio::test]
+async fn a_resume_does_not_hand_back_the_clients_own_messages() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let c = quick_reconnecting(&relay, "chatty").await;
+    let mut events = c.events();
+    let mut sub = c.subscribe("room").await.unwrap();
+    let other = client(&server, "other").await;
+    other.publish("room", "theirs 1").await.unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().seq, 1);
+    assert_eq!(c.publish("room", "mine").await.unwrap().seq, 2);
+    relay.cut();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    other.publish("room", "theirs 3").await.unwrap();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Reconnected)).await;
+    let m = within(sub.next()).await.unwrap();
+    assert_eq!((m.seq, &m.payload[..]), (3, &b"theirs 3"[..]));
+}
+
 #[tokio::test]
 async fn dropping_the_last_handle_closes_the_connection() {
     let server = TestServer::start(|_| {}).await;

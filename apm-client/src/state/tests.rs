@@ -264,6 +264,33 @@ fn resubscribe_resumes_each_channel_after_its_last_seq() {
     assert_eq!(events(&mut state), [Event::Reconnected]);
 }
 
+/// The client's own publishes are not handed back by a resume: a receipt
+/// moves the channel's resume point past the message it sequenced.
+#[test]
+fn a_resume_skips_the_clients_own_publishes() {
+    let mut state = state();
+    let mut news = subscribed(&mut state, "news", 3, 8);
+    state.incoming(to("news", 4));
+    let (frame, _answer) = ask(&mut state, publish(0), Flags::RECEIPT);
+    state.incoming(receipt(frame.request_id, 5));
+    // A late receipt (a retry's, say) never moves the point back.
+    let (frame, _answer) = ask(&mut state, publish(0), Flags::RECEIPT);
+    state.incoming(receipt(frame.request_id, 2));
+    assert_eq!(seqs(&mut news), [4]);
+
+    state.disconnected("gone".into());
+    state.reconnected(&welcome(1));
+    let frames = state.resubscribe();
+    let since: Vec<Option<u64>> = frames
+        .iter()
+        .map(|f| match &f.message {
+            Message::Sub(s) => s.since,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(since, [Some(5)]);
+}
+
 #[test]
 fn a_new_epoch_resumes_every_channel_from_the_start() {
     let mut state = state();
