@@ -102,7 +102,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a request waits for its reply (default 10 s).
+    /// How long a request waits for its reply (default 10 s). A message
+    /// sent with a receipt counts only time spent on one connection: it is
+    /// sent again after a reconnect, so while the server is away it waits
+    /// for it to come back (until the client stops reconnecting).
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = t;
         self

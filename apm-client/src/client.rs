@@ -139,7 +139,11 @@ impl Client {
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
         let closed = CancellationToken::new();
-        let session = Arc::new(Mutex::new(SessionInfo { welcome }));
+        let session = Arc::new(Mutex::new(SessionInfo {
+            welcome,
+            connected: true,
+            reconnects: 0,
+        }));
         let inner = Inner {
             cmds: cmds_tx,
             events: events.downgrade(),
@@ -227,9 +231,40 @@ impl Client {
         {
             *msg_id = rand::random::<u64>().max(1);
         }
-        match self.request(message, flags | Flags::RECEIPT).await?.message {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Command::Request {
+            message,
+            flags: flags | Flags::RECEIPT,
+            reply: Some(tx),
+        })
+        .await?;
+        match self.wait_resendable(rx).await?.message {
             Message::Receipt(r) => Ok(r),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits for the answer to a message that is sent again after a
+    /// reconnect: the request timeout counts only time spent on one
+    /// connection, so a message sent while the server is away goes out once
+    /// it is back. A client that stops reconnecting fails it.
+    async fn wait_resendable<T>(
+        &self,
+        mut rx: oneshot::Receiver<Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let connection = |c: &Client| {
+            let s = c.session();
+            (s.connected, s.reconnects)
+        };
+        loop {
+            let before = connection(self);
+            match tokio::time::timeout(self.inner.request_timeout, &mut rx).await {
+                Ok(Err(_)) => return Err(Error::Closed),
+                Ok(Ok(result)) => return result,
+                // Connected the whole time, on the same connection.
+                Err(_) if before.0 && connection(self) == before => return Err(Error::Timeout),
+                Err(_) => continue,
+            }
         }
     }
 

@@ -54,6 +54,10 @@ pub(crate) enum Command {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionInfo {
     pub(crate) welcome: Welcome,
+    /// False from a lost connection until the next handshake.
+    pub(crate) connected: bool,
+    /// Handshakes since the first: a wait that spans one started over.
+    pub(crate) reconnects: u64,
 }
 
 /// How a session ended.
@@ -134,6 +138,7 @@ impl Task {
                 }
                 End::Lost(reason) => {
                     debug!(%reason, "connection lost");
+                    self.session.lock().expect("session lock").connected = false;
                     self.state.disconnected(reason);
                     self.publish_events();
                     let Some((new_io, welcome)) =
@@ -144,7 +149,12 @@ impl Task {
                     };
                     io = new_io;
                     self.state.reconnected(&welcome);
-                    self.session.lock().expect("session lock").welcome = welcome;
+                    {
+                        let mut session = self.session.lock().expect("session lock");
+                        session.welcome = welcome;
+                        session.connected = true;
+                        session.reconnects += 1;
+                    }
                     let restored = self.restore(&mut io).await;
                     if let Err(reason) = restored {
                         self.state.disconnected(reason);

@@ -369,6 +369,44 @@ async fn a_resume_does_not_hand_back_the_clients_own_messages() {
     assert_eq!((m.seq, &m.payload[..]), (3, &b"theirs 3"[..]));
 }
 
+/// A message sent with a receipt while the server is away for longer than
+/// the request timeout goes out once the server is back.
+#[tokio::test]
+async fn a_message_sent_while_the_server_is_away_goes_out_when_it_is_back() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let c = Client::builder(relay.addr.to_string())
+        .credentials("traveller", "")
+        .request_timeout(Duration::from_millis(200))
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(50),
+            max_attempts: None,
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = c.events();
+    // A port nobody listens on: the server is away.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    relay.point_at(nowhere);
+    relay.cut();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    let sender = c.clone();
+    let mut sending = tokio::spawn(async move { sender.send_to("bob", "typed while away").await });
+    // Several request timeouts pass while the server is away: it waits.
+    let still_waiting = tokio::time::timeout(Duration::from_millis(800), &mut sending).await;
+    assert!(
+        still_waiting.is_err(),
+        "gave up while away: {still_waiting:?}"
+    );
+    relay.point_at(server.addr);
+    let receipt = within(sending).await.unwrap().expect("sent once back");
+    assert_eq!(receipt.seq, 1);
+}
+
 #[tokio::test]
 async fn dropping_the_last_handle_closes_the_connection() {
     let server = TestServer::start(|_| {}).await;
