@@ -64,10 +64,15 @@ fn load(cli_config: Option<&PathBuf>, overrides: Overrides) -> Result<Config, St
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colours only for a person at a terminal: not in files, pipes or
+    // journals.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(colour)
         .init();
     let config = match load(cli.config.as_ref(), cli.overrides) {
         Ok(c) => c,
@@ -172,9 +177,22 @@ async fn on_signal(shutdown: CancellationToken) {
                 None => std::future::pending().await,
             }
         };
+        // SIGHUP would end the process by default: settings are read at
+        // start only, so say so and carry on.
+        let hangups = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    while hup.recv().await.is_some() {
+                        info!("SIGHUP ignored: settings are read at start; restart to change them");
+                    }
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term => {}
+            _ = hangups => {}
         }
     }
     #[cfg(not(unix))]

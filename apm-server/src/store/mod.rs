@@ -98,6 +98,14 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The database file could not be opened.
+    #[error("cannot open {path}: {why}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The database refused an operation.
     #[error("store: {0}")]
     Db(String),

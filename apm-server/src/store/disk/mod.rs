@@ -62,7 +62,18 @@ impl DiskStore {
             path: dir.to_owned(),
             source,
         })?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(db_error)?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| {
+            let why = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "it is open in another process (another apm-server on the same data \
+                     directory?)"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            };
+            StoreError::Open { path, why }
+        })?;
         let txn = db.begin_write().map_err(db_error)?;
         let epoch = {
             // Made here, so readers never meet a missing table.

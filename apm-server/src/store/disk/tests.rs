@@ -224,3 +224,13 @@ fn a_file_of_another_schema_is_refused_not_misread() {
         "{text}"
     );
 }
+
+#[test]
+fn a_data_directory_in_use_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = DiskStore::open(dir.path()).unwrap();
+    let text = DiskStore::open(dir.path()).unwrap_err().to_string();
+    let file = dir.path().join(FILE_NAME);
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("another process"), "{text}");
+}
