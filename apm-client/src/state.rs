@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use apm_core::message::{Conversation, Deliver, Receipt, Sub, SubOk, Unsub, Welcome};
-use apm_core::{Flags, Frame, Message};
+use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -119,6 +119,14 @@ fn has_msg_id(message: &Message) -> bool {
         Message::Broadcast(m) => m.msg_id != 0,
         _ => false,
     }
+}
+
+/// The count a `MessagesLost` notice starts with, when it has one.
+fn lost_count(text: &str) -> u64 {
+    text.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn server_error(frame: &Frame) -> Option<Error> {
@@ -268,6 +276,21 @@ impl State {
             }
             Message::Ping => Reaction::Send(Frame::new(frame.request_id, Message::Pong)),
             Message::Close(c) => Reaction::Lost(format!("server closed: {}", c.code)),
+            Message::Error(e) if frame.request_id == 0 && e.code == ErrorCode::MessagesLost => {
+                // Counted as dropped from the inbox, so the app knows it
+                // has not seen everything sent to it.
+                self.inbox_dropped += lost_count(&e.message).max(1);
+                self.events.push(Event::Lagged {
+                    stream: "inbox".into(),
+                    dropped: self.inbox_dropped,
+                });
+                Reaction::Nothing
+            }
+            Message::Error(e) if frame.request_id == 0 && !e.code.is_fatal() => {
+                // A notice about no request in particular: nothing to end.
+                tracing::debug!(code = %e.code, message = %e.message, "server notice");
+                Reaction::Nothing
+            }
             Message::Error(e) if frame.request_id == 0 => {
                 Reaction::Lost(format!("server error: {}: {}", e.code, e.message))
             }

@@ -87,6 +87,11 @@ error_codes! {
     Unsupported = 33, false, "unsupported";
     /// The peer closed normally.
     Normal = 34, true, "normal";
+    /// Messages sent to this user while it was away left the server's
+    /// memory before they could be delivered (memory store, over its
+    /// memory bounds). Sent with request id 0 after `Welcome`; the text
+    /// says how many when known. They count as read.
+    MessagesLost = 35, false, "messages_lost";
     /// Something went wrong inside the server.
     Internal = 50, false, "internal";
 }

@@ -136,6 +136,16 @@ settings! {
     /// the memory store it is gone. 0 derives it from the memory budget
     /// (1/64 of it).
     history_max_bytes ("APM_HISTORY_MAX_BYTES"): usize = 0;
+    /// Bytes of history all conversations keep in memory together; past it
+    /// the server's oldest retained messages leave memory first (with the
+    /// disk store they are still read from disk). 0 derives it from the
+    /// memory budget (1/4 of it).
+    history_total_bytes ("APM_HISTORY_TOTAL_BYTES"): usize = 0;
+    /// Conversations (channels, user inboxes) kept in memory; past it idle
+    /// ones (no member, owner not connected) leave memory, least recently
+    /// used first, and are read back from the store when used again. 0
+    /// derives it from the memory budget (one per 4 KiB of it).
+    max_conversations ("APM_MAX_CONVERSATIONS"): usize = 0;
     /// Retention for channels by name, overriding the two settings above:
     /// `PATTERN=MESSAGES:SECONDS`, where PATTERN is a channel name or a
     /// prefix ending in `*` (`room.*=100:3600`). The first matching rule
@@ -216,6 +226,22 @@ impl Config {
     pub fn history_max_bytes(&self) -> usize {
         match self.history_max_bytes {
             0 => (self.memory_budget / 64).max(64 * 1024),
+            n => n,
+        }
+    }
+
+    /// Bytes of history all conversations keep in memory together.
+    pub fn history_total_bytes(&self) -> usize {
+        match self.history_total_bytes {
+            0 => (self.memory_budget / 4).max(1024 * 1024),
+            n => n,
+        }
+    }
+
+    /// Conversations kept in memory, all shards together.
+    pub fn max_conversations(&self) -> usize {
+        match self.max_conversations {
+            0 => (self.memory_budget / 4096).max(1024),
             n => n,
         }
     }

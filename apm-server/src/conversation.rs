@@ -26,6 +26,15 @@ impl ConversationId {
         }
     }
 
+    /// The owned protocol form.
+    pub fn to_protocol(&self) -> Conversation {
+        match self {
+            ConversationId::Channel(c) => Conversation::Channel(c.to_string()),
+            ConversationId::User(u) => Conversation::User(u.to_string()),
+            ConversationId::Broadcast => Conversation::Broadcast,
+        }
+    }
+
     /// The key the store files it under: a one-character kind, then the
     /// name. Names cannot hold whitespace or control characters, and the
     /// kind comes first, so keys of different kinds never collide.

@@ -4,3 +4,6 @@
 
 /// A `HashMap` hashed with foldhash, randomly seeded per process.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An `IndexMap` hashed the same way, for tables walked by position.
+pub(crate) type IndexMap<K, V> = indexmap::IndexMap<K, V, foldhash::fast::RandomState>;

@@ -60,6 +60,39 @@ impl Ring {
         self.bytes
     }
 
+    /// Messages retained.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The newest retained seq.
+    pub fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.seq)
+    }
+
+    /// The retained seqs, oldest first.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.seq)
+    }
+
+    /// Whether nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops every message up to and including `seq`, for a cap shared
+    /// with other rings; returns the bytes freed.
+    pub fn drop_through(&mut self, seq: u64) -> usize {
+        let before = self.bytes;
+        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+            self.pop_front();
+        }
+        if self.entries.is_empty() {
+            self.entries = VecDeque::new();
+        }
+        before - self.bytes
+    }
+
     /// Drops messages older than the age limit, as of `now_ms`.
     pub fn expire(&mut self, now_ms: u64, keep: Retention) {
         if keep.max_age_ms == 0 {
@@ -260,6 +293,17 @@ mod tests {
         );
         assert_eq!(none.oldest(2), 3, "a frame over the limit is not kept");
         assert_eq!(none.bytes(), 0);
+    }
+
+    #[test]
+    fn dropped_through_a_seq() {
+        let mut r = ring(8, FIVE);
+        let one = frame(1).len();
+        assert_eq!(r.drop_through(2), 0, "already gone");
+        assert_eq!(r.drop_through(5), 2 * one);
+        assert_eq!((r.oldest(8), r.len()), (6, 3));
+        assert_eq!(r.drop_through(8), 3 * one);
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -121,12 +121,21 @@ fn publish(channel: &str, payload: Bytes) -> Message {
 /// Sends `message` with `flags` over and over until `ATTACK` has passed;
 /// never reads. Returns the client so the connection stays open until the
 /// caller drops it, and how many were sent.
-fn attacker(mut c: Client, message: Message, flags: Flags) -> JoinHandle<(Client, u64)> {
+fn attacker(c: Client, message: Message, flags: Flags) -> JoinHandle<(Client, u64)> {
+    attacker_with(c, flags, move |_| message.clone())
+}
+
+/// Like [`attacker`], sending `next(n)` as the `n`th message.
+fn attacker_with(
+    mut c: Client,
+    flags: Flags,
+    mut next: impl FnMut(u64) -> Message + Send + 'static,
+) -> JoinHandle<(Client, u64)> {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + ATTACK;
         let mut sent = 0;
         loop {
-            let send = c.try_send_flags(message.clone(), flags);
+            let send = c.try_send_flags(next(sent), flags);
             match tokio::time::timeout_at(deadline, send).await {
                 Ok(Some(_)) => sent += 1,
                 Ok(None) | Err(_) => return (c, sent),
@@ -236,4 +245,19 @@ async fn receipts_nobody_reads() {
         attackers.push(attacker(c, message, Flags::RECEIPT));
     }
     under_attack(&server, attackers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_channel_for_every_message() {
+    let server = server().await;
+    let mut attackers = Vec::new();
+    for i in 0..3 {
+        let c = client(&server, &format!("sprawl{i}")).await;
+        let payload = Bytes::from_static(b"one message each");
+        let next = move |n: u64| publish(&format!("sprawl{i}.{n}"), payload.clone());
+        attackers.push(attacker_with(c, Flags::empty(), next));
+    }
+    let channels = under_attack(&server, attackers).await;
+    eprintln!("{channels} channels made");
+    assert!(channels > 100_000, "only {channels} channels");
 }

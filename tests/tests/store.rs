@@ -306,6 +306,22 @@ impl apm_server::store::Store for Flaky {
     ) -> Result<Vec<apm_server::store::Record>, apm_server::store::StoreError> {
         Ok(Vec::new())
     }
+
+    fn last(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        // Nothing is kept, and no conversation leaves memory in this test.
+        Ok(None)
+    }
+
+    fn acked(
+        &self,
+        _user: &str,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        Ok(None)
+    }
 }
 
 /// While the store fails, what was taken waits (and is not lost), and new

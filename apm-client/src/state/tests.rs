@@ -425,9 +425,23 @@ fn server_frames_outside_a_request() {
         Reaction::Lost("server closed: normal".into())
     );
     assert!(matches!(
-        state.incoming(refusal(0, ErrorCode::Internal)),
+        state.incoming(refusal(0, ErrorCode::Malformed)),
         Reaction::Lost(_)
     ));
+    // A non-fatal error that answers no request is a notice.
+    assert_eq!(
+        state.incoming(refusal(0, ErrorCode::Internal)),
+        Reaction::Nothing
+    );
+    let lost = Message::error(ErrorCode::MessagesLost, "3 private messages sent while ...");
+    assert_eq!(state.incoming(Frame::new(0, lost)), Reaction::Nothing);
+    assert_eq!(
+        events(&mut state),
+        [Event::Lagged {
+            stream: "inbox".into(),
+            dropped: 3
+        }]
+    );
     assert!(matches!(
         state.incoming(Frame::new(3, publish(1))),
         Reaction::Lost(_)

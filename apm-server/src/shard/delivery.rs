@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::conversation::ConversationId;
 use crate::metrics::Metrics;
 
+use super::cache::Cache;
 use super::command::{Audience, Command, Durable, Outgoing, Sequenced, Target};
 use super::log::{Admitted, Offer};
 use super::{NOBODY, Shard};
@@ -46,7 +47,7 @@ impl Shard {
                 (admitted, echo)
             }
             Target::User(user) => {
-                let (user, inbox) = self.tables.inbox(user);
+                let (user, inbox) = self.tables.inbox(hub, user);
                 let admitted =
                     hub.sequencer
                         .admit(inbox, ConversationId::User(user), offer, window);
@@ -127,18 +128,23 @@ impl Shard {
             receipt: wants_receipt,
         } = msg;
         let keep = self.ctx.hub.retention.default;
+        let tables = &mut self.tables;
         match &record.conversation {
             ConversationId::Channel(name) => {
-                let Some(ch) = self.tables.channels.get_mut(name) else {
+                let Some(ch) = tables.channels.get_mut(name) else {
                     return;
                 };
+                let before = Cache::usage(&ch.log.ring);
                 ch.log.settle(&record, ch.keep);
+                tables.cache.kept(&record, before, &ch.log.ring);
                 let except = if echo { NOBODY } else { from.id };
                 self.ctx.fan_out(&ch.members, &record.frame, except);
             }
             ConversationId::User(user) => {
-                if let Some(inbox) = self.tables.inboxes.get_mut(user) {
+                if let Some(inbox) = tables.inboxes.get_mut(user) {
+                    let before = Cache::usage(&inbox.ring);
                     inbox.settle(&record, keep);
+                    tables.cache.kept(&record, before, &inbox.ring);
                 }
                 self.deliver_to_user(user, &record.frame, from.id);
                 // The sender's other devices see what was sent.
@@ -149,12 +155,15 @@ impl Shard {
                 }
             }
             ConversationId::Broadcast => {
-                self.tables.broadcasts.settle(&record, keep);
+                let before = Cache::usage(&tables.broadcasts.ring);
+                tables.broadcasts.settle(&record, keep);
+                tables.cache.kept(&record, before, &tables.broadcasts.ring);
                 for shard in 0..self.ctx.hub.shards.len() {
                     self.forward(shard, Audience::All, &record.frame, from.id);
                 }
             }
         }
+        self.tables.tidy();
         if wants_receipt
             && let Ok(frame) = receipt(
                 request_id,

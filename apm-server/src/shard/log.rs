@@ -28,6 +28,11 @@ pub(crate) struct Log {
     pub(super) acks: HashMap<Arc<str>, u64>,
     /// Recent client message ids, to drop retries.
     recent: Recent,
+    /// Used since the cache's clock hand last passed (see `cache.rs`).
+    pub(super) used: bool,
+    /// It left memory once and came back: read positions it does not
+    /// hold are read from the store.
+    pub(super) revived: bool,
 }
 
 /// A message offered to a conversation, before it has a seq.
@@ -138,11 +143,6 @@ impl Log {
         self.visible = record.seq;
         self.ring
             .push(record.seq, record.ts_ms, record.frame.clone(), keep);
-    }
-
-    /// How far `user` has read.
-    pub(super) fn acked(&self, user: &str) -> u64 {
-        self.acks.get(user).copied().unwrap_or(0)
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`presence`]: connections and subscriptions coming and going, and
 //!   the queries about them.
 
+mod cache;
 pub(crate) mod command;
 mod delivery;
 pub(crate) mod log;
@@ -106,13 +107,14 @@ impl Shard {
     /// Shard `index` of `hub`, starting from what the store read back.
     pub(crate) fn new(hub: Arc<Hub>, index: usize) -> Shard {
         let seed = hub.take_seed(index);
+        let tables = Tables::new(&hub);
         let mut shard = Shard {
             ctx: Ctx {
                 index,
                 hub,
                 messages_in: 0,
             },
-            tables: Tables::default(),
+            tables,
         };
         shard.seed(seed);
         shard

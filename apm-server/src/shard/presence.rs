@@ -5,16 +5,19 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use apm_core::message::{PresenceEvent, PresenceQuery, SubOk, UnsubOk};
+use apm_core::message::{Conversation, PresenceEvent, PresenceQuery, SubOk, UnsubOk};
 use apm_core::names::PRESENCE_CHANNEL;
 use apm_core::{ErrorCode, Frame, Message};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
+use crate::conversation::ConversationId;
 use crate::outbox::Conn;
 
+use super::cache::Cache;
 use super::command::{Answer, Audience};
+use super::tables::Tables;
 use super::{NOBODY, Shard};
 
 /// The range of names after a paging cursor.
@@ -44,16 +47,7 @@ impl Shard {
         }
         let user = conn.user.clone();
         conn.push_reply(welcome);
-        if let Some(inbox) = self.tables.inboxes.get_mut(&user) {
-            inbox.ring.expire(now_ms(), self.ctx.hub.retention.default);
-            // What arrived while the user was away (or not yet acknowledged),
-            // the newest that fit the replay budget; older ones stay
-            // readable as history.
-            let budget = config.outbound_bytes;
-            for frame in inbox.ring.newest_within(inbox.acked(&user), budget) {
-                conn.push_reply(frame.clone());
-            }
-        }
+        self.offline_inbox(&conn, &user);
         let conns = self.tables.users.get_mut(&user).expect("entry made above");
         conns.push(conn);
         let first = conns.len() == 1;
@@ -74,6 +68,64 @@ impl Shard {
             self.presence_event(PresenceEvent::Online {
                 user: user.to_string(),
             });
+        }
+    }
+
+    /// Queues what arrived in `user`'s inbox while it was away (or is not
+    /// yet acknowledged), the newest that fit the replay budget; older ones
+    /// stay readable as history. Private messages that left memory unread
+    /// (memory store) are announced with `MessagesLost` and count as read.
+    fn offline_inbox(&mut self, conn: &Conn, user: &Arc<str>) {
+        let hub = &*self.ctx.hub;
+        let durable = hub.commit.is_some();
+        let tables = &mut self.tables;
+        if durable {
+            tables.resident(hub, &Conversation::User(user.to_string()));
+        }
+        let mut lost = if durable {
+            None
+        } else {
+            tables.cache.take_lost(user)
+        };
+        if let Some(inbox) = tables.inboxes.get_mut(user) {
+            let before = Cache::usage(&inbox.ring);
+            inbox.ring.expire(now_ms(), hub.retention.default);
+            tables.cache.changed(before, &inbox.ring);
+            let id = ConversationId::User(user.clone());
+            let acked = Tables::acked(hub, inbox, &id, user);
+            let oldest = inbox.ring.oldest(inbox.visible);
+            if !durable && acked + 1 < oldest {
+                *lost.get_or_insert(0) += oldest - 1 - acked;
+                inbox.acks.insert(user.clone(), oldest - 1);
+            }
+            if let Some(n) = lost {
+                let text = match n {
+                    0 => "private messages sent while you were away may have left the \
+                          server's memory before they could be delivered"
+                        .to_owned(),
+                    n => format!(
+                        "{n} private messages sent while you were away left the server's \
+                         memory before they could be delivered"
+                    ),
+                };
+                self.ctx.reply(
+                    conn,
+                    Frame::new(0, Message::error(ErrorCode::MessagesLost, text)),
+                );
+            }
+            let budget = hub.config.outbound_bytes;
+            for frame in inbox.ring.newest_within(acked, budget) {
+                conn.push_reply(frame.clone());
+            }
+        } else if let Some(n) = lost {
+            let text = format!(
+                "{n} private messages sent while you were away left the server's memory \
+                 before they could be delivered"
+            );
+            self.ctx.reply(
+                conn,
+                Frame::new(0, Message::error(ErrorCode::MessagesLost, text)),
+            );
         }
     }
 
@@ -105,8 +157,12 @@ impl Shard {
         request_id: u32,
     ) {
         let budget = self.ctx.config().outbound_bytes;
-        let ch = self.tables.channel(&self.ctx.hub, &name);
+        let tables = &mut self.tables;
+        tables.channel(&self.ctx.hub, &name);
+        let ch = tables.channels.get_mut(name.as_str()).expect("made above");
+        let before = Cache::usage(&ch.log.ring);
         ch.log.ring.expire(now_ms(), ch.keep);
+        tables.cache.changed(before, &ch.log.ring);
         let mut joined = false;
         let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
@@ -178,7 +234,7 @@ impl Shard {
             if ch.members.is_empty() {
                 tables.occupied.remove(name);
                 if ch.log.seq == 0 {
-                    tables.channels.remove(name);
+                    tables.channels.swap_remove(name);
                 }
             }
         }

@@ -13,7 +13,9 @@ use crate::outbox::Conn;
 use crate::store::AckRecord;
 
 use super::Shard;
+use super::cache::Cache;
 use super::log::Log;
+use super::tables::Tables;
 
 impl Shard {
     /// Starts from what the store read back.
@@ -22,14 +24,20 @@ impl Shard {
         for c in seed.conversations {
             let keep = hub.retention.for_conversation(&c.conversation);
             let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window);
+            self.tables.cache.adopt(&c.conversation, &log.ring);
             match c.conversation {
-                ConversationId::Channel(name) => self.tables.channel(hub, &name).log = log,
+                ConversationId::Channel(name) => {
+                    let ch = self.tables.channel(hub, &name);
+                    ch.log = log;
+                }
                 ConversationId::User(user) => {
                     self.tables.inboxes.insert(user, log);
                 }
                 ConversationId::Broadcast => self.tables.broadcasts = log,
             }
         }
+        self.tables.tidy();
+        self.tables.fit_conversations(hub.commit.is_some());
         for a in seed.acks {
             if let Some(log) = self.tables.log_mut(&a.conversation) {
                 log.acks.insert(a.user, a.seq);
@@ -40,11 +48,15 @@ impl Shard {
     /// Moves `user`'s read position in a conversation forward (never back,
     /// never past what was delivered).
     pub(super) fn ack(&mut self, user: Arc<str>, conversation: ConversationId, seq: u64) {
+        let hub = &*self.ctx.hub;
+        if self.tables.cache.evicted {
+            self.tables.resident(hub, &conversation.to_protocol());
+        }
         let Some(log) = self.tables.log_mut(&conversation) else {
             return;
         };
         let seq = seq.min(log.visible);
-        if seq <= log.acked(&user) {
+        if seq <= Tables::acked(hub, log, &conversation, &user) {
             return;
         }
         log.acks.insert(user.clone(), seq);
@@ -57,11 +69,13 @@ impl Shard {
         }
     }
 
-    pub(super) fn unread(&self, user: &str, conversation: Conversation) -> Unread {
-        let (last, acked) = self
-            .tables
-            .log(&conversation)
-            .map_or((0, 0), |log| (log.visible, log.acked(user)));
+    pub(super) fn unread(&mut self, user: &str, conversation: Conversation) -> Unread {
+        let hub = &*self.ctx.hub;
+        self.tables.resident(hub, &conversation);
+        let id = ConversationId::from(&conversation);
+        let (last, acked) = self.tables.log_mut(&id).map_or((0, 0), |log| {
+            (log.visible, Tables::acked(hub, log, &id, user))
+        });
         Unread {
             conversation,
             last,
@@ -83,7 +97,11 @@ impl Shard {
         let hub = &self.ctx.hub;
         let config = &hub.config;
         let default = hub.retention.default;
+        if !matches!(&req.conversation, Conversation::User(u) if **u != *conn.user) {
+            self.tables.resident(hub, &req.conversation);
+        }
         let tables = &mut self.tables;
+        let cache = &mut tables.cache;
         let (ring, last, keep) = match &req.conversation {
             Conversation::Channel(c) => match tables.channels.get_mut(c.as_str()) {
                 Some(ch) => (Some(&mut ch.log.ring), ch.log.visible, ch.keep),
@@ -118,7 +136,9 @@ impl Shard {
             conn.release_ingress(cost);
             return;
         };
+        let before = Cache::usage(ring);
         ring.expire(now_ms(), keep);
+        cache.changed(before, ring);
         let in_ring = ring.oldest(last);
         let (lo, hi) = page_range(req.before, req.after, limit, last);
         // What the store keeps beyond the ring, by count (age is checked

@@ -13,8 +13,9 @@ use crate::hub::Hub;
 use crate::outbox::Conn;
 use crate::retention::Retention;
 
+use super::cache::Cache;
 use super::log::Log;
-use crate::fast_map::HashMap;
+use crate::fast_map::IndexMap;
 
 /// A channel: its members and its log.
 #[derive(Debug)]
@@ -32,55 +33,90 @@ pub(super) struct Channel {
 }
 
 /// Everything one shard owns. Only its loop touches it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Tables {
-    pub(super) channels: HashMap<Arc<str>, Channel>,
+    pub(super) channels: IndexMap<Arc<str>, Channel>,
     /// User -> its connections registered here.
     pub(super) users: BTreeMap<Arc<str>, Vec<Arc<Conn>>>,
     /// Each user's private conversation.
-    pub(super) inboxes: HashMap<Arc<str>, Log>,
+    pub(super) inboxes: IndexMap<Arc<str>, Log>,
     pub(super) broadcasts: Log,
     /// Channels with at least one member, sorted, for paged listings.
     pub(super) occupied: BTreeSet<Arc<str>>,
+    /// What of it stays in memory.
+    pub(super) cache: Cache,
 }
 
 impl Tables {
-    /// The channel `name`, made on first use.
+    /// Empty tables for one shard of `hub`.
+    pub(super) fn new(hub: &Hub) -> Tables {
+        Tables {
+            channels: IndexMap::default(),
+            users: BTreeMap::new(),
+            inboxes: IndexMap::default(),
+            broadcasts: Log::default(),
+            occupied: BTreeSet::new(),
+            cache: Cache::new(hub, hub.shards.len()),
+        }
+    }
+
+    /// The channel `name`, made (or brought back into memory) on first
+    /// use.
     pub(super) fn channel(&mut self, hub: &Hub, name: &str) -> &mut Channel {
         if !self.channels.contains_key(name) {
             let name: Arc<str> = Arc::from(name);
+            let mut log = self.revived(hub, &ConversationId::Channel(name.clone()));
+            log.used = true;
             let channel = Channel {
                 name: name.clone(),
-                log: Log::default(),
+                log,
                 members: Members::default(),
                 users: BTreeMap::new(),
                 join_leave: hub.config.join_leave_for(&name),
                 keep: hub.retention.for_channel(&name),
             };
+            // Room is made before it joins, so the clock never takes it.
+            self.make_room(hub.commit.is_some(), 1);
             self.channels.insert(name, channel);
         }
-        self.channels.get_mut(name).expect("inserted above")
+        let ch = self.channels.get_mut(name).expect("inserted above");
+        ch.log.used = true;
+        ch
     }
 
-    /// `user`'s inbox, made on first use, with the user's shared name.
-    pub(super) fn inbox(&mut self, user: &str) -> (Arc<str>, &mut Log) {
+    /// `user`'s inbox, made (or brought back into memory) on first use,
+    /// with the user's shared name.
+    pub(super) fn inbox(&mut self, hub: &Hub, user: &str) -> (Arc<str>, &mut Log) {
         let user = match self.inboxes.get_key_value(user) {
             Some((user, _)) => user.clone(),
             None => {
                 let user: Arc<str> = Arc::from(user);
-                self.inboxes.insert(user.clone(), Log::default());
+                let mut log = self.revived(hub, &ConversationId::User(user.clone()));
+                log.used = true;
+                self.make_room(hub.commit.is_some(), 1);
+                self.inboxes.insert(user.clone(), log);
                 user
             }
         };
         let log = self.inboxes.get_mut(&user).expect("made above");
+        log.used = true;
         (user, log)
     }
 
-    pub(super) fn log(&self, conversation: &Conversation) -> Option<&Log> {
+    /// Brings `conversation` back into memory if it left earlier, so a
+    /// read answers from what the store holds.
+    pub(super) fn resident(&mut self, hub: &Hub, conversation: &Conversation) {
+        if !self.cache.evicted {
+            return;
+        }
         match conversation {
-            Conversation::Channel(c) => self.channels.get(c.as_str()).map(|ch| &ch.log),
-            Conversation::User(u) => self.inboxes.get(u.as_str()),
-            Conversation::Broadcast => Some(&self.broadcasts),
+            Conversation::Channel(c) => {
+                self.channel(hub, c);
+            }
+            Conversation::User(u) => {
+                self.inbox(hub, u);
+            }
+            Conversation::Broadcast => {}
         }
     }
 

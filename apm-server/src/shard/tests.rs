@@ -311,3 +311,5 @@ fn presence_events_reach_presence_subscribers() {
         "{events:?}"
     );
 }
+
+mod cache;

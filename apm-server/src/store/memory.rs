@@ -57,4 +57,16 @@ impl Store for MemoryStore {
         // Nothing outlives the rings, so a miss there is a miss here.
         Ok(Vec::new())
     }
+
+    fn last(&self, _conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    fn acked(
+        &self,
+        _user: &str,
+        _conversation: &ConversationId,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }

@@ -165,6 +165,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         to: u64,
         keep: &RetentionPolicy,
     ) -> Result<Vec<Record>, StoreError>;
+
+    /// `conversation`'s last seq, if it ever had a message: what a
+    /// conversation the loop dropped from memory starts from again.
+    fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError>;
+
+    /// How far `user` has read `conversation`, if the store knows.
+    fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError>;
 }
 
 /// Which store a server uses.

@@ -85,4 +85,24 @@ impl Store for RecordingStore {
             .cloned()
             .collect())
     }
+
+    fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(batches
+            .iter()
+            .flat_map(|b| b.messages.iter())
+            .filter(|r| &r.conversation == conversation)
+            .map(|r| r.seq)
+            .max())
+    }
+
+    fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(batches
+            .iter()
+            .flat_map(|b| b.acks.iter())
+            .filter(|a| &*a.user == user && &a.conversation == conversation)
+            .map(|a| a.seq)
+            .max())
+    }
 }

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -51,7 +51,7 @@ pub struct DiskStore {
     /// `None` after a failure: redb refuses every operation after an I/O
     /// error until the database is opened again, so the next operation
     /// reopens it (after a full disk is cleared, say).
-    db: Mutex<Option<Database>>,
+    db: Mutex<Option<Arc<Database>>>,
     epoch: u64,
 }
 
@@ -109,24 +109,37 @@ impl DiskStore {
         txn.commit().map_err(db_error)?;
         Ok(DiskStore {
             path: dir.join(FILE_NAME),
-            db: Mutex::new(Some(db)),
+            db: Mutex::new(Some(Arc::new(db))),
             epoch,
         })
     }
 
     /// Runs `f` on the database, opening it again first if the last
     /// operation failed.
+    /// Runs `f` on the database, opening it again if an earlier call
+    /// failed. The lock is held only to take the handle, so a read from a
+    /// loop does not wait behind a batch's fsync.
     fn with_db<T>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        if db.is_none() {
-            *db = Some(Database::create(&self.path).map_err(db_error)?);
-        }
-        let result = f(db.as_ref().expect("opened above"));
+        let db = {
+            let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(db) => db.clone(),
+                None => {
+                    let db = Arc::new(Database::create(&self.path).map_err(db_error)?);
+                    *slot = Some(db.clone());
+                    db
+                }
+            }
+        };
+        let result = f(&db);
         if result.is_err() {
-            *db = None;
+            let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.as_ref().is_some_and(|d| Arc::ptr_eq(d, &db)) {
+                *slot = None;
+            }
         }
         result
     }
@@ -164,6 +177,30 @@ impl Store for DiskStore {
         keep: &RetentionPolicy,
     ) -> Result<Vec<Record>, StoreError> {
         self.with_db(|db| read_range(db, conversation, from, to, keep))
+    }
+
+    fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        let key = conversation.key();
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(db_error)?;
+            let heads = txn.open_table(HEADS).map_err(db_error)?;
+            Ok(heads
+                .get(key.as_str())
+                .map_err(db_error)?
+                .map(|v| v.value()))
+        })
+    }
+
+    fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        let key = conversation.key();
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(db_error)?;
+            let acks = txn.open_table(ACKS).map_err(db_error)?;
+            Ok(acks
+                .get((user, key.as_str()))
+                .map_err(db_error)?
+                .map(|v| v.value()))
+        })
     }
 }
 
@@ -209,8 +246,13 @@ fn write(db: &Database, batch: &Batch, policy: &RetentionPolicy) -> Result<(), S
         let mut acks = txn.open_table(ACKS).map_err(db_error)?;
         for a in &batch.acks {
             let key = a.conversation.key();
-            acks.insert((&*a.user, key.as_str()), a.seq)
-                .map_err(db_error)?;
+            let k = (&*a.user, key.as_str());
+            // A position never moves back, even when the loop that sent it
+            // had forgotten the stored one.
+            let stored = acks.get(k).map_err(db_error)?.map_or(0, |v| v.value());
+            if a.seq > stored {
+                acks.insert(k, a.seq).map_err(db_error)?;
+            }
         }
     }
     txn.commit().map_err(db_error)
