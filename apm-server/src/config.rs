@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::logs::LogFormat;
 use crate::retention::{Retention, RetentionPolicy, pattern_matches};
 use crate::store::StoreKind;
 
@@ -155,6 +156,9 @@ settings! {
     fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
+    /// How log lines are written (on standard error): `text`, or `json`
+    /// for one JSON object per line. `RUST_LOG` sets the level.
+    log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
 }
 
 impl Config {

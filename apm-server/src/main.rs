@@ -64,17 +64,15 @@ fn load(cli_config: Option<&PathBuf>, overrides: Overrides) -> Result<Config, St
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Colours only for a person at a terminal: not in files, pipes or
-    // journals.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(colour)
-        .init();
-    let config = match load(cli.config.as_ref(), cli.overrides) {
+    // The format may come from the file, so the file is read first; if it
+    // cannot be, its error is logged in the format the flags asked for.
+    let asked_format = cli.overrides.log_format;
+    let config = load(cli.config.as_ref(), cli.overrides);
+    apm_server::logs::init(match &config {
+        Ok(c) => c.log_format,
+        Err(_) => asked_format.unwrap_or_default(),
+    });
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
