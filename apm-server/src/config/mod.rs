@@ -243,7 +243,7 @@ impl Config {
         if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_dev_mode {
             return bad(
                 "no secret is set, so clients would authenticate without tokens; \
-                 set --secret, bind to loopback, or pass --allow-dev-mode",
+                 set --secret, bind to loopback, or pass --allow-dev-mode true",
             );
         }
         if !self.secret.is_empty() && self.secret.len() < crate::auth::MIN_SECRET_LEN {
