@@ -24,6 +24,73 @@ pub struct Claims {
 /// Longest token accepted; anything longer is not one of ours.
 const MAX_TOKEN_LEN: usize = 1024;
 
+/// Shortest secret the server accepts, in bytes: a shorter HMAC key is
+/// within reach of guessing.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Why a token is not minted: the server would refuse its secret, or the
+/// token itself.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// No secret, or an empty one.
+    #[error("no secret: pass --secret, set APM_SECRET, or set `secret` in the config file")]
+    NoSecret,
+    /// A secret the server refuses to start with.
+    #[error("the secret is {0} bytes; the server needs at least {MIN_SECRET_LEN}")]
+    ShortSecret(usize),
+    /// A user id the handshake would refuse.
+    #[error("the user id is refused: {0}")]
+    User(String),
+    /// A validity the token cannot express: expiry counts whole seconds, so
+    /// a token valid for less than one would be expired when minted.
+    #[error("the TTL must be at least 1s (a token's expiry counts whole seconds)")]
+    ShortTtl,
+}
+
+/// Checks a signing secret as the server does at start.
+pub fn check_secret(secret: &str) -> Result<(), MintError> {
+    match secret.len() {
+        0 => Err(MintError::NoSecret),
+        n if n < MIN_SECRET_LEN => Err(MintError::ShortSecret(n)),
+        _ => Ok(()),
+    }
+}
+
+/// [`mint`], after refusing what a server with these `limits` would
+/// refuse: a missing or short secret, a user id its naming rules refuse
+/// (empty, longer than `limits.max_name_len`, whitespace or control
+/// characters), a TTL under one second.
+///
+/// # Examples
+///
+/// ```
+/// use apm_core::message::Role;
+/// use apm_server::auth::{MintError, mint_checked};
+/// use std::time::Duration;
+///
+/// let limits = apm_core::Limits::default();
+/// let hour = Duration::from_secs(3600);
+/// assert!(mint_checked("0123456789abcdef", "alice", Role::User, hour, &limits).is_ok());
+/// assert_eq!(
+///     mint_checked("short", "alice", Role::User, hour, &limits),
+///     Err(MintError::ShortSecret(5))
+/// );
+/// ```
+pub fn mint_checked(
+    secret: &str,
+    user: &str,
+    role: Role,
+    ttl: Duration,
+    limits: &apm_core::Limits,
+) -> Result<String, MintError> {
+    check_secret(secret)?;
+    apm_core::names::validate_name(user, limits).map_err(|e| MintError::User(e.to_string()))?;
+    if ttl.as_secs() == 0 {
+        return Err(MintError::ShortTtl);
+    }
+    Ok(mint(secret.as_bytes(), user, role, ttl))
+}
+
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
@@ -99,5 +166,50 @@ mod tests {
         assert_eq!(verify(SECRET, "garbage"), Err(ErrorCode::AuthFailed));
         let old = mint(SECRET, "bob", Role::User, Duration::ZERO);
         assert_eq!(verify(SECRET, &old), Err(ErrorCode::TokenExpired));
+    }
+
+    #[test]
+    fn minting_refuses_what_the_server_refuses() {
+        let limits = apm_core::Limits::default();
+        let secret = "0123456789abcdef";
+        let hour = Duration::from_secs(3600);
+        let mint =
+            |secret: &str, user: &str, ttl| mint_checked(secret, user, Role::User, ttl, &limits);
+        let token = mint(secret, "alice", hour).unwrap();
+        assert_eq!(verify(secret.as_bytes(), &token).unwrap().user, "alice");
+
+        assert_eq!(mint("", "alice", hour), Err(MintError::NoSecret));
+        assert_eq!(
+            mint("fifteen bytes!!", "alice", hour),
+            Err(MintError::ShortSecret(15))
+        );
+        for user in [
+            "",
+            "a b",
+            "tab\there",
+            "nul\0",
+            &"x".repeat(limits.max_name_len + 1),
+        ] {
+            let e = mint(secret, user, hour).unwrap_err();
+            assert!(matches!(e, MintError::User(_)), "{user:?}: {e}");
+        }
+        assert!(mint(secret, &"x".repeat(limits.max_name_len), hour).is_ok());
+        let tight = apm_core::Limits {
+            max_name_len: 4,
+            ..limits
+        };
+        assert!(matches!(
+            mint_checked(secret, "alice", Role::User, hour, &tight),
+            Err(MintError::User(_))
+        ));
+        assert_eq!(
+            mint(secret, "alice", Duration::ZERO),
+            Err(MintError::ShortTtl)
+        );
+        assert_eq!(
+            mint(secret, "alice", Duration::from_millis(999)),
+            Err(MintError::ShortTtl)
+        );
+        assert!(mint(secret, "alice", Duration::from_secs(1)).is_ok());
     }
 }

@@ -37,6 +37,7 @@ mod fast_map;
 mod hub;
 mod ingress;
 mod listener;
+pub mod logs;
 pub mod metrics;
 pub mod outbox;
 pub mod retention;
@@ -53,6 +54,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, Overrides};
+pub use logs::LogFormat;
 pub use metrics::Metrics;
 pub use store::StoreKind;
 
@@ -178,7 +180,7 @@ impl Server {
             queue.stop();
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        info!("stopped");
+        hub.metrics.log_summary("stopped; counters since start");
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use apm_core::{ErrorCode, Frame, Message};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::connection;
 use crate::hub::Hub;
@@ -50,6 +50,10 @@ pub(crate) async fn accept_loop(
     const BACKOFF_MIN: Duration = Duration::from_millis(5);
     const BACKOFF_MAX: Duration = Duration::from_secs(1);
     let mut backoff = BACKOFF_MIN;
+    // Each refusal at the limit is only counted (a flood would otherwise
+    // be a flood of log lines); reaching the limit and leaving it are
+    // logged.
+    let mut full = false;
     let refusal = Frame::new(
         0,
         Message::error(ErrorCode::TooManyConnections, "the server is full"),
@@ -70,10 +74,22 @@ pub(crate) async fn accept_loop(
                     hub.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     Metrics::add(&hub.metrics.connections_refused, 1);
                     debug!(%peer, open, "refused: connection limit");
+                    if !full {
+                        full = true;
+                        warn!(
+                            limit = max_connections,
+                            "connection limit reached: new connections are refused \
+                             (counted in connections_refused)"
+                        );
+                    }
                     // A fresh socket's send buffer is empty, so this small
                     // write does not block; the close follows at once.
                     let _ = stream.try_write(&refusal);
                     continue;
+                }
+                if full {
+                    full = false;
+                    info!("below the connection limit again: accepting");
                 }
                 let guard = OpenGuard(hub.clone());
                 let hub = hub.clone();

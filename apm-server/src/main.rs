@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use apm_core::message::Role;
 use apm_server::{Config, Overrides, Server};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -38,10 +38,11 @@ struct Cli {
 enum Command {
     /// Print a signed client token.
     Token {
-        /// The user id the token authenticates.
+        /// The user id the token authenticates: 1 to `max_name_len` bytes
+        /// with no whitespace or control characters, as the server checks.
         #[arg(long)]
         user: String,
-        /// How long it is valid (`90s`, `15m`, `1h`, `30d`).
+        /// How long it is valid (`90s`, `15m`, `1h`, `30d`; at least `1s`).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// Grant the admin role (may broadcast).
@@ -62,19 +63,30 @@ fn load(cli_config: Option<&PathBuf>, overrides: Overrides) -> Result<Config, St
     Ok(config)
 }
 
+/// Parses `args` (the program name first), with every setting's default
+/// shown in `--help` and still below the config file's values.
+fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Overrides::show_defaults(Cli::command()).try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.overrides.forget_defaults(&matches);
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Colours only for a person at a terminal: not in files, pipes or
-    // journals.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(colour)
-        .init();
-    let config = match load(cli.config.as_ref(), cli.overrides) {
+    let cli = parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // The format may come from the file, so the file is read first; if it
+    // cannot be, its error is logged in the format the flags asked for.
+    let asked_format = cli.overrides.log_format;
+    let config = load(cli.config.as_ref(), cli.overrides);
+    apm_server::logs::init(match &config {
+        Ok(c) => c.log_format,
+        Err(_) => asked_format.unwrap_or_default(),
+    });
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
@@ -88,16 +100,20 @@ fn main() -> ExitCode {
             admin,
             secret,
         }) => {
-            let Some(secret) = secret.or(Some(config.secret).filter(|s| !s.is_empty())) else {
-                error!("no secret: pass --secret or set it in the config");
-                return ExitCode::FAILURE;
-            };
+            let secret = secret.unwrap_or_else(|| config.secret.clone());
             let role = if admin { Role::Admin } else { Role::User };
-            println!(
-                "{}",
-                apm_server::auth::mint(secret.as_bytes(), &user, role, ttl)
-            );
-            ExitCode::SUCCESS
+            match apm_server::auth::mint_checked(&secret, &user, role, ttl, &config.limits()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    // Said plainly, not logged: the user ran a command and
+                    // standard output is kept for the token.
+                    eprintln!("apm-server token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         None => serve(config),
     }
@@ -123,9 +139,7 @@ fn serve(config: Config) -> ExitCode {
         let dev_mode = config.dev_mode();
         let shards = config.shard_count();
         match config.store {
-            apm_server::StoreKind::Disk => {
-                info!(data_dir = %config.data_dir.display(), "disk store: receipts after fsync")
-            }
+            apm_server::StoreKind::Disk => log_data_dir(&config.data_dir),
             apm_server::StoreKind::Memory => {
                 warn!("memory store: history and offline messages are lost on restart")
             }
@@ -161,6 +175,21 @@ fn serve(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// Says where the disk store lives, as an absolute path, and whether that
+/// depends on the working directory.
+fn log_data_dir(data_dir: &std::path::Path) {
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    if data_dir.is_relative() {
+        info!(
+            data_dir = %absolute.display(),
+            "disk store: receipts after fsync; data directory relative to the working \
+             directory (--data-dir to choose one)"
+        );
+    } else {
+        info!(data_dir = %absolute.display(), "disk store: receipts after fsync");
+    }
 }
 
 async fn on_signal(shutdown: CancellationToken) {
@@ -199,4 +228,90 @@ async fn on_signal(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     info!("shutting down");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_help() -> String {
+        Overrides::show_defaults(Cli::command())
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn help_shows_every_default() {
+        let help = long_help();
+        for shown in [
+            "[default: 127.0.0.1:7600]",
+            "[default: apm-data]",
+            "[default: disk]",
+            "[default: text]",
+            "[default: disconnect]",
+            "[default: 4096]",
+            "[default: *]",
+            "[default: false]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        // Every setting but the two whose default is "none" (explained in
+        // their help) shows one.
+        let command = Overrides::show_defaults(Cli::command());
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["config", "secret", "history_rules", "help", "version"].contains(&id) {
+                continue;
+            }
+            assert!(
+                !arg.get_default_values().is_empty(),
+                "--{id} shows no default"
+            );
+        }
+    }
+
+    #[test]
+    fn shown_defaults_do_not_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("apm.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\necho = true\nshards = 3\n",
+        )
+        .unwrap();
+        let cli = parse([
+            "apm-server",
+            "--config",
+            file.to_str().unwrap(),
+            "--shards",
+            "5",
+        ])
+        .unwrap();
+        let config = load(cli.config.as_ref(), cli.overrides).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert!(config.echo);
+        assert_eq!(config.shards, 5, "a flag still wins over the file");
+        assert_eq!(config.outbound_queue, Config::default().outbound_queue);
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let cli = parse(["apm-server", "--listen", "localhost:7605"]).unwrap();
+        let listen = cli.overrides.listen.expect("given");
+        assert!(listen.ip().is_loopback(), "{listen}");
+        assert_eq!(listen.port(), 7605);
+        let e = parse(["apm-server", "--listen", "localhost"]).unwrap_err();
+        assert!(e.to_string().contains("HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn token_flags() {
+        let cli = parse(["apm-server", "token", "--user", "alice", "--ttl", "15m"]).unwrap();
+        match cli.command {
+            Some(Command::Token { user, ttl, .. }) => {
+                assert_eq!((user.as_str(), ttl), ("alice", Duration::from_secs(900)));
+            }
+            None => panic!("no token command"),
+        }
+    }
 }

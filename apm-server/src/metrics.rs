@@ -15,6 +15,12 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
             }
+
+            /// Logs every counter at `info` as one event, each counter a
+            /// field of its own (so a JSON log has them as numbers).
+            pub fn log_summary(&self, message: &str) {
+                tracing::info!($($name = self.$name.load(Ordering::Relaxed),)* "{message}");
+            }
         }
     };
 }

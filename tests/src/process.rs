@@ -1,13 +1,14 @@
-//! The `apm-server` binary as a child process: for tests that kill it, or
-//! that read its memory from `/proc`.
+//! The `apm-server` binary as a child process: for tests that kill it,
+//! read its memory from `/proc`, or read its log.
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// How long the server may take to start listening.
 const START: Duration = Duration::from_secs(60);
@@ -18,11 +19,14 @@ pub struct ServerProcess {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Every line it has logged so far (standard error, colour codes
+    /// stripped); closed when the process closes its standard error.
+    log: watch::Receiver<Vec<String>>,
 }
 
 impl ServerProcess {
     /// Starts `apm-server` on a free loopback port with `args` added, and
-    /// waits for its log to say where it listens.
+    /// waits for its log to say where it listens (in either log format).
     pub async fn spawn<I, S>(args: I) -> ServerProcess
     where
         I: IntoIterator<Item = S>,
@@ -35,30 +39,72 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn apm-server");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = tokio::time::timeout(START, async {
-            while let Some(line) = lines.next_line().await.expect("read server log") {
+        let (tx, mut log) = watch::channel(Vec::new());
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // Keep reading for the whole run, so the server never blocks on a
+        // full pipe; each line is echoed so a failing test shows it.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
                 let line = strip_ansi(&line);
-                if line.contains("listening")
-                    && let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                {
-                    return addr.parse::<SocketAddr>().expect("listen address");
-                }
+                eprintln!("[apm-server] {line}");
+                tx.send_modify(|log| log.push(line));
             }
-            panic!("apm-server exited before listening");
+        });
+        let addr = tokio::time::timeout(START, async {
+            let lines = log
+                .wait_for(|lines| lines.iter().any(|l| listen_addr(l).is_some()))
+                .await
+                .expect("apm-server exited before listening");
+            lines.iter().find_map(|l| listen_addr(l)).expect("found")
         })
         .await
         .expect("apm-server did not start listening");
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, addr }
+        ServerProcess { child, addr, log }
+    }
+
+    /// The lines logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    /// Waits until a logged line satisfies `wanted` and returns it; panics
+    /// if none has after `patience`, or if the process stops logging first.
+    pub async fn wait_for_log(
+        &mut self,
+        patience: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
+        let found = tokio::time::timeout(patience, async {
+            let lines = self
+                .log
+                .wait_for(|lines| lines.iter().any(|l| wanted(l)))
+                .await
+                .ok()?;
+            lines.iter().find(|l| wanted(l)).cloned()
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no such line in the server's log:\n{}",
+                self.log().join("\n")
+            ),
+        }
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits for the process to end.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM: {status}");
+        self.child.wait().await.expect("wait for apm-server")
     }
 
     /// The process id.
@@ -92,6 +138,25 @@ impl ServerProcess {
     pub fn peak_rss(&self) -> u64 {
         self.status_bytes("VmHWM")
     }
+}
+
+/// The address in the server's "listening" line: `addr=...` in a text log,
+/// `fields.addr` in a JSON one.
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        let fields = event.get("fields")?;
+        if fields.get("message")?.as_str()? != "listening" {
+            return None;
+        }
+        return fields.get("addr")?.as_str()?.parse().ok();
+    }
+    if !line.contains("listening") {
+        return None;
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))?
+        .parse()
+        .ok()
 }
 
 fn strip_ansi(s: &str) -> String {

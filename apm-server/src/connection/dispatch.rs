@@ -9,7 +9,7 @@ use apm_core::message::{Conversation, Role, UnsubOk};
 use apm_core::names::is_system_channel;
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
-use tracing::debug;
+use tracing::info;
 
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
@@ -41,9 +41,11 @@ impl Session {
         self.reply(Frame::new(request_id, Message::error(code, message)));
     }
 
-    /// Reports a violation and closes once the report is written.
+    /// Reports a violation and closes once the report is written. Logged
+    /// at `info`, as it happens at most once per connection: the close line
+    /// that follows carries only the code.
     pub(super) fn fatal(&mut self, request_id: u32, code: ErrorCode, message: &str) {
-        debug!(%code, message, "protocol violation");
+        info!(%code, reason = message, "protocol violation");
         Metrics::add(&self.hub.metrics.protocol_errors, 1);
         self.error(request_id, code, message);
         self.reading = false;

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{Span, debug, info};
 
 use crate::auth;
 use crate::clock::now_ms;
@@ -42,7 +42,12 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
     .await
     {
         Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return None,
+        Ok(Ok(None)) => {
+            // Port probes and health checks do this: not worth a line at
+            // the default level.
+            debug!("gone before Hello");
+            return None;
+        }
         Ok(Err(e)) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
             refuse(&mut stream, 0, e.code(), &e.to_string()).await;
@@ -72,6 +77,10 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
         .await;
         return None;
     };
+    if !hello.user.is_empty() {
+        // Named before it is checked, so a refusal says who tried.
+        Span::current().record("user", hello.user.as_str());
+    }
     let (user, role) = match authenticate(&hub, &hello) {
         Ok(identity) => identity,
         Err((code, why)) => {
@@ -80,6 +89,11 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
             return None;
         }
     };
+    if hello.user.is_empty() {
+        // Named by the token alone (recorded once: text logs would repeat
+        // a field recorded twice).
+        Span::current().record("user", &*user);
+    }
     let config = &hub.config;
     let conn = Arc::new(
         Conn::new(
@@ -131,7 +145,8 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
         }
         Err(_) => return None,
     }
-    debug!(id = conn.id, user = %conn.user, client = %hello.client, "connected");
+    Span::current().record("id", conn.id);
+    info!(client = %hello.client, "connected");
     if rbuf.is_empty() {
         // Most clients say nothing more for a while; hold no buffer.
         rbuf = BytesMut::new();
@@ -161,8 +176,11 @@ async fn first_frame(
 }
 
 /// Sends an `Error` and closes a connection that never got a session.
+/// Logged at `info` (in the connection's span: peer, and the user if Hello
+/// named one): a refusal is rare and an operator's first question when a
+/// client cannot get in.
 async fn refuse(stream: &mut TcpStream, request_id: u32, code: ErrorCode, why: &str) {
-    debug!(%code, why, "handshake refused");
+    info!(%code, reason = why, "handshake refused");
     if let Ok(frame) = Frame::new(request_id, Message::error(code, why)).to_bytes() {
         let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
     }

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, field, info, info_span};
 
 mod dispatch;
 mod handshake;
@@ -43,22 +43,38 @@ pub(super) const READ_SMALL: usize = 1024;
 const READ_LARGE: usize = 32 * 1024;
 
 /// Serves one accepted socket until it closes.
+///
+/// The whole connection runs in one span carrying the peer's address, and
+/// the session id and user once the handshake has named them, so every
+/// line about it (refusal, violation, close) says whose it is. Opening and
+/// closing are logged at `info`; nothing per message is.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
-    // Boxed: the handshake's futures are dead weight once it is over, and
-    // would otherwise size every connection's task.
-    let Some(session) = Box::pin(handshake(stream, hub)).await else {
-        return;
-    };
-    let span = info_span!("session", id = session.conn.id, user = %session.conn.user, %peer);
+    let opened = Instant::now();
+    let span = info_span!("conn", %peer, id = field::Empty, user = field::Empty);
     async move {
-        let mut session = session;
+        // Boxed: the handshake's futures are dead weight once it is over,
+        // and would otherwise size every connection's task.
+        let Some(mut session) = Box::pin(handshake(stream, hub)).await else {
+            return;
+        };
         let result = session.run(&shutdown).await;
-        debug!(reason = ?session.conn.close_code(), ?result, "closed");
+        let duration_ms = opened.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {
+                // No code means the client went away without a `Close`.
+                let reason = session
+                    .conn
+                    .close_code()
+                    .map_or("peer_closed", |c| c.as_str());
+                info!(reason, duration_ms, "closed");
+            }
+            Err(e) => info!(reason = "io_error", error = %e, duration_ms, "closed"),
+        }
         session.leave_all();
     }
     .instrument(span)

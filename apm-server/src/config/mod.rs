@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod help;
+mod listen;
+
+use crate::logs::LogFormat;
 use crate::retention::{Retention, RetentionPolicy, pattern_matches};
 use crate::store::StoreKind;
 
@@ -20,8 +24,15 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// Each setting once: its doc, environment variable, type and default;
+/// `@[...]` adds attributes to its flag and file key only (a parser of
+/// its own).
 macro_rules! settings {
-    ($($(#[doc = $doc:literal])* $name:ident ($env:literal) : $ty:ty = $default:expr;)*) => {
+    ($(
+        $(#[doc = $doc:literal])*
+        $(@[$given:meta])*
+        $name:ident ($env:literal) : $ty:ty = $default:expr;
+    )*) => {
         /// The server's settings, all resolved.
         #[derive(Debug, Clone)]
         pub struct Config {
@@ -43,6 +54,7 @@ macro_rules! settings {
                 $(#[doc = $doc])*
                 #[arg(long, env = $env)]
                 #[serde(default)]
+                $(#[$given])*
                 pub $name: Option<$ty>,
             )*
         }
@@ -53,11 +65,44 @@ macro_rules! settings {
                 $(if let Some(v) = o.$name { self.$name = v; })*
             }
         }
+
+        impl Overrides {
+            /// `command`, into which these settings are flattened, with
+            /// each one's built-in default shown in its help. Parse with
+            /// it, then call [`Overrides::forget_defaults`].
+            pub fn show_defaults(mut command: clap::Command) -> clap::Command {
+                let defaults = Config::default();
+                $(
+                    let shown = help::Shown::shown(&defaults.$name);
+                    if !shown.is_empty() {
+                        command = command.mut_arg(stringify!($name), |a| a.default_values(shown));
+                    }
+                )*
+                command
+            }
+
+            /// Unsets what clap filled in from the defaults
+            /// [`Overrides::show_defaults`] gave it, so that a setting
+            /// neither flag nor environment gave keeps the file's value.
+            pub fn forget_defaults(&mut self, matches: &clap::ArgMatches) {
+                $(
+                    if matches.value_source(stringify!($name))
+                        == Some(clap::parser::ValueSource::DefaultValue)
+                    {
+                        self.$name = None;
+                    }
+                )*
+            }
+        }
     };
 }
 
 settings! {
-    /// Address to listen on for clients.
+    /// Address to listen on for clients: `IP:PORT`, or `HOST:PORT` resolved
+    /// at start (to its first IPv4 address, else its first). Without a
+    /// secret only a loopback address is allowed.
+    @[arg(value_parser = listen::parse)]
+    @[serde(deserialize_with = "listen::deserialize")]
     listen ("APM_LISTEN"): SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7600));
     /// HMAC-SHA256 secret for client tokens, at least 16 bytes. Without one
     /// the server runs in dev mode (any user id accepted), which it allows
@@ -122,7 +167,9 @@ settings! {
     /// receipt means the message is on disk) or `memory` (history lasts as
     /// long as the process; a receipt means the message is sequenced).
     store ("APM_STORE"): StoreKind = StoreKind::Disk;
-    /// Directory of the disk store.
+    /// Directory of the disk store. A relative path (the default one
+    /// included) is taken from the working directory; the absolute path is
+    /// logged at start.
     data_dir ("APM_DATA_DIR"): PathBuf = PathBuf::from("apm-data");
     /// Messages waiting for the disk before publishers wait.
     store_backlog ("APM_STORE_BACKLOG"): usize = 65_536;
@@ -165,6 +212,9 @@ settings! {
     fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
+    /// How log lines are written (on standard error): `text`, or `json`
+    /// for one JSON object per line. `RUST_LOG` sets the level.
+    log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
 }
 
 impl Config {
@@ -203,11 +253,14 @@ impl Config {
         if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_dev_mode {
             return bad(
                 "no secret is set, so clients would authenticate without tokens; \
-                 set --secret, bind to loopback, or pass --allow-dev-mode",
+                 set --secret, bind to loopback, or pass --allow-dev-mode true",
             );
         }
-        if !self.secret.is_empty() && self.secret.len() < 16 {
-            return bad("the secret must be at least 16 bytes");
+        if !self.secret.is_empty() && self.secret.len() < crate::auth::MIN_SECRET_LEN {
+            return bad(&format!(
+                "the secret must be at least {} bytes",
+                crate::auth::MIN_SECRET_LEN
+            ));
         }
         if self.max_frame_len < 64 {
             return bad("max_frame_len must be at least 64");
