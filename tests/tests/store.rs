@@ -425,3 +425,78 @@ async fn history_pages_below_the_ring_come_from_disk() {
     assert_eq!(first.messages.len(), 25);
     assert_eq!(first.oldest, 1);
 }
+
+#[tokio::test]
+async fn a_resume_below_the_ring_reads_the_disk_while_publishing_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    let server = TestServer::start(move |c| {
+        c.store = StoreKind::Disk;
+        c.data_dir = path;
+        // Room in memory for about ten of the messages below.
+        c.history_max_bytes = 10 * 1100;
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    let body = "x".repeat(1000);
+    for i in 1..=200u64 {
+        let id = alice
+            .publish("live", &format!("{i:04}{body}"), Flags::RECEIPT)
+            .await;
+        assert_eq!(receipt(&mut alice, id).await.seq, i);
+    }
+    let publisher = tokio::spawn(async move {
+        for i in 201..=600u64 {
+            alice
+                .publish("live", &format!("{i:04}{body}"), Flags::empty())
+                .await;
+        }
+        alice.round_trip().await;
+        alice
+    });
+    let mut reader = server.client("reader").await;
+    let ok = reader.sub_since("live", 0).await;
+    assert_eq!(ok.oldest, 1, "the disk holds them all");
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&600) {
+        let d = reader.deliver().await;
+        assert_eq!(&d.payload[..4], format!("{:04}", d.seq).as_bytes());
+        seqs.push(d.seq);
+    }
+    assert_eq!(seqs, (1..=600).collect::<Vec<_>>(), "in order, once each");
+    drop(publisher.await.expect("publisher"));
+}
+
+#[tokio::test]
+async fn an_inbox_below_the_ring_is_read_from_disk_on_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    let server = TestServer::start(move |c| {
+        c.store = StoreKind::Disk;
+        c.data_dir = path;
+        // Room in memory for about ten of the messages below.
+        c.history_max_bytes = 10 * 1100;
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    let body = "x".repeat(1000);
+    for i in 1..=100u64 {
+        let r = alice.direct("bob", &format!("{i:04}{body}")).await;
+        assert_eq!(r.seq, i);
+    }
+    let sender = tokio::spawn(async move {
+        for i in 101..=200u64 {
+            alice.direct("bob", &format!("{i:04}{body}")).await;
+        }
+        alice
+    });
+    let mut bob = server.client("bob").await;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&200) {
+        let d = bob.deliver().await;
+        assert_eq!(&d.payload[..4], format!("{:04}", d.seq).as_bytes());
+        seqs.push(d.seq);
+    }
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "in order, once each");
+    drop(sender.await.expect("sender"));
+}

@@ -263,7 +263,10 @@ impl Tables {
                 let ch = &mut self.channels[i];
                 if ch.log.used {
                     ch.log.used = false;
-                } else if ch.members.is_empty() && ch.log.seq == ch.log.visible {
+                } else if ch.members.is_empty()
+                    && ch.resuming.is_empty()
+                    && ch.log.seq == ch.log.visible
+                {
                     let (_, ch) = self.channels.swap_remove_index(i).expect("in range");
                     self.cache.forget(&ch.log);
                     // The one swapped into `i` is looked at next.

@@ -61,6 +61,12 @@ pub(crate) enum Command {
         conversations: Vec<(usize, Conversation)>,
         reply: oneshot::Sender<Vec<(usize, Unread)>>,
     },
+    /// A `Sub since` whose older part was read from the store, back on
+    /// the loop to be replayed with what the ring holds by now.
+    Resumed(Box<super::resume::Resumed>),
+    /// A connection's inbox read from the store, back on the loop to admit
+    /// the connection.
+    InboxRead(Box<super::inbox::InboxRead>),
     Query {
         query: PresenceQuery,
         reply: oneshot::Sender<Answer>,

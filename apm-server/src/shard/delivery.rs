@@ -139,12 +139,24 @@ impl Shard {
                 tables.cache.kept(&record, before, &ch.log.ring);
                 let except = if echo { NOBODY } else { from.id };
                 self.ctx.fan_out(&ch.members, &record.frame, except);
+                for r in &mut ch.resuming {
+                    if r.conn != except {
+                        r.held_bytes += record.frame.len();
+                        r.held.push(record.frame.clone());
+                    }
+                }
             }
             ConversationId::User(user) => {
                 if let Some(inbox) = tables.inboxes.get_mut(user) {
                     let before = Cache::usage(&inbox.ring);
                     inbox.settle(&record, keep);
                     tables.cache.kept(&record, before, &inbox.ring);
+                }
+                for (waiting, r) in &mut tables.inbox_waiting {
+                    if waiting == user {
+                        r.held_bytes += record.frame.len();
+                        r.held.push(record.frame.clone());
+                    }
                 }
                 self.deliver_to_user(user, &record.frame, from.id);
                 // The sender's other devices see what was sent.

@@ -13,9 +13,11 @@
 mod cache;
 pub(crate) mod command;
 mod delivery;
+mod inbox;
 pub(crate) mod log;
 mod presence;
 mod reads;
+mod resume;
 pub(crate) mod sequencer;
 mod tables;
 #[cfg(test)]
@@ -138,9 +140,14 @@ impl Shard {
                 since,
                 request_id,
             } => {
-                self.sub(&conn, channel, since, request_id);
-                conn.release_ingress(cost);
+                // A resume that reads the store gives its cost back once
+                // its replay is queued.
+                if self.sub(&conn, channel, since, request_id, cost) {
+                    conn.release_ingress(cost);
+                }
             }
+            Command::Resumed(resumed) => self.resumed(*resumed),
+            Command::InboxRead(read) => self.inbox_read(*read),
             Command::Unsub {
                 conn,
                 channel,

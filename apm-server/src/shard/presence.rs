@@ -5,19 +5,18 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use apm_core::message::{Conversation, PresenceEvent, PresenceQuery, SubOk, UnsubOk};
+use apm_core::message::{PresenceEvent, PresenceQuery, SubOk, UnsubOk};
 use apm_core::names::PRESENCE_CHANNEL;
 use apm_core::{ErrorCode, Frame, Message};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
-use crate::conversation::ConversationId;
 use crate::outbox::Conn;
 
 use super::cache::Cache;
 use super::command::{Answer, Audience};
-use super::tables::Tables;
+use super::inbox::Stored;
 use super::{NOBODY, Shard};
 
 /// The range of names after a paging cursor.
@@ -39,16 +38,31 @@ impl Shard {
         reply: oneshot::Sender<Result<(), ErrorCode>>,
     ) {
         let config = self.ctx.config();
-        let users = &mut self.tables.users;
-        let conns = users.entry(conn.user.clone()).or_default();
-        if conns.len() >= config.max_connections_per_user {
+        let held = self.tables.users.get(&conn.user).map_or(0, Vec::len);
+        if held >= config.max_connections_per_user {
             let _ = reply.send(Err(ErrorCode::TooManyUserConnections));
             return;
         }
+        match self.inbox_below_ring(&conn) {
+            Some(read) => self.read_inbox(conn, welcome, reply, read),
+            None => self.admit(conn, welcome, reply, None),
+        }
+    }
+
+    /// Queues the Welcome and the inbox replay (`stored`: what was read
+    /// from the store for it), then adds the connection to its user and
+    /// answers the handshake.
+    pub(super) fn admit(
+        &mut self,
+        conn: Arc<Conn>,
+        welcome: Bytes,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+        stored: Option<Stored>,
+    ) {
         let user = conn.user.clone();
         conn.push_reply(welcome);
-        self.offline_inbox(&conn, &user);
-        let conns = self.tables.users.get_mut(&user).expect("entry made above");
+        self.offline_inbox(&conn, &user, stored);
+        let conns = self.tables.users.entry(user.clone()).or_default();
         conns.push(conn);
         let first = conns.len() == 1;
         for c in conns.iter() {
@@ -71,64 +85,6 @@ impl Shard {
         }
     }
 
-    /// Queues what arrived in `user`'s inbox while it was away (or is not
-    /// yet acknowledged), the newest that fit the replay budget; older ones
-    /// stay readable as history. Private messages that left memory unread
-    /// (memory store) are announced with `MessagesLost` and count as read.
-    fn offline_inbox(&mut self, conn: &Conn, user: &Arc<str>) {
-        let hub = &*self.ctx.hub;
-        let durable = hub.commit.is_some();
-        let tables = &mut self.tables;
-        if durable {
-            tables.resident(hub, &Conversation::User(user.to_string()));
-        }
-        let mut lost = if durable {
-            None
-        } else {
-            tables.cache.take_lost(user)
-        };
-        if let Some(inbox) = tables.inboxes.get_mut(user) {
-            let before = Cache::usage(&inbox.ring);
-            inbox.ring.expire(now_ms(), hub.retention.default);
-            tables.cache.changed(before, &inbox.ring);
-            let id = ConversationId::User(user.clone());
-            let acked = Tables::acked(hub, inbox, &id, user);
-            let oldest = inbox.ring.oldest(inbox.visible);
-            if !durable && acked + 1 < oldest {
-                *lost.get_or_insert(0) += oldest - 1 - acked;
-                inbox.acks.insert(user.clone(), oldest - 1);
-            }
-            if let Some(n) = lost {
-                let text = match n {
-                    0 => "private messages sent while you were away may have left the \
-                          server's memory before they could be delivered"
-                        .to_owned(),
-                    n => format!(
-                        "{n} private messages sent while you were away left the server's \
-                         memory before they could be delivered"
-                    ),
-                };
-                self.ctx.reply(
-                    conn,
-                    Frame::new(0, Message::error(ErrorCode::MessagesLost, text)),
-                );
-            }
-            let budget = hub.config.outbound_bytes;
-            for frame in inbox.ring.newest_within(acked, budget) {
-                conn.push_reply(frame.clone());
-            }
-        } else if let Some(n) = lost {
-            let text = format!(
-                "{n} private messages sent while you were away left the server's memory \
-                 before they could be delivered"
-            );
-            self.ctx.reply(
-                conn,
-                Frame::new(0, Message::error(ErrorCode::MessagesLost, text)),
-            );
-        }
-    }
-
     /// Takes a closed connection off its user; announces the user offline
     /// with its last connection.
     pub(super) fn unregister(&mut self, conn: &Conn) {
@@ -148,14 +104,16 @@ impl Shard {
     }
 
     /// Adds a member, answers `SubOk` and replays what it missed since
-    /// `since`.
+    /// `since`. Returns false when the replay waits for the store (the
+    /// connection joins when it is back, see `resume.rs`).
     pub(super) fn sub(
         &mut self,
         conn: &Arc<Conn>,
         name: String,
         since: Option<u64>,
         request_id: u32,
-    ) {
+        cost: usize,
+    ) -> bool {
         let budget = self.ctx.config().outbound_bytes;
         let tables = &mut self.tables;
         tables.channel(&self.ctx.hub, &name);
@@ -163,6 +121,42 @@ impl Shard {
         let before = Cache::usage(&ch.log.ring);
         ch.log.ring.expire(now_ms(), ch.keep);
         tables.cache.changed(before, &ch.log.ring);
+        if let Some(since) = since
+            && self.resume_from_store(conn, &name, since, request_id, cost)
+        {
+            return false;
+        }
+        let ch = self
+            .tables
+            .channels
+            .get_mut(name.as_str())
+            .expect("made above");
+        let seq = ch.log.visible;
+        let oldest = ch.log.ring.oldest(seq);
+        // A replay is capped at the outbound byte budget: its newest part is
+        // sent, and `oldest` says where it starts (what is older is lost to
+        // this resume, though still in history).
+        let replay: Vec<Bytes> = match since {
+            Some(since) => ch.log.ring.newest_within(since, budget).cloned().collect(),
+            None => Vec::new(),
+        };
+        self.join(conn, &name, request_id, since, oldest, replay);
+        true
+    }
+
+    /// Makes `conn` a member of `name`, answers `SubOk` and queues the
+    /// replay: `oldest` is the oldest seq that could be replayed, raised to
+    /// the replay's first when the budget cut it.
+    pub(super) fn join(
+        &mut self,
+        conn: &Arc<Conn>,
+        name: &str,
+        request_id: u32,
+        since: Option<u64>,
+        mut oldest: u64,
+        replay: Vec<Bytes>,
+    ) {
+        let ch = self.tables.channels.get_mut(name).expect("made by sub");
         let mut joined = false;
         let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
@@ -172,14 +166,6 @@ impl Shard {
             joined = *count == 1 && ch.join_leave;
         }
         let seq = ch.log.visible;
-        let mut oldest = ch.log.ring.oldest(seq);
-        // A replay is capped at the outbound byte budget: its newest part is
-        // sent, and `oldest` says where it starts (what is older is lost to
-        // this resume, though still in history).
-        let replay: Vec<Bytes> = match since {
-            Some(since) => ch.log.ring.newest_within(since, budget).cloned().collect(),
-            None => Vec::new(),
-        };
         if let (Some(since), Some(first)) = (since, replay.first()) {
             let first = crate::ring::seq_of(first).unwrap_or(oldest);
             if first > since.saturating_add(1) {
@@ -189,13 +175,13 @@ impl Shard {
         let ok = Frame::new(
             request_id,
             Message::SubOk(SubOk {
-                channel: name.clone(),
+                channel: name.to_owned(),
                 seq,
                 oldest,
             }),
         );
         self.ctx.reply(conn, ok);
-        if first_member && let Some((key, _)) = self.tables.channels.get_key_value(name.as_str()) {
+        if first_member && let Some((key, _)) = self.tables.channels.get_key_value(name) {
             self.tables.occupied.insert(key.clone());
         }
         // Replayed here, in the loop that sequences the channel: nothing can
@@ -206,9 +192,9 @@ impl Shard {
         if joined {
             // The joiner has its SubOk; the news is for the others.
             self.channel_event(
-                &name,
+                name,
                 PresenceEvent::Join {
-                    channel: name.clone(),
+                    channel: name.to_owned(),
                     user: conn.user.to_string(),
                 },
                 conn.id,
@@ -222,6 +208,7 @@ impl Shard {
         let mut left = false;
         let tables = &mut self.tables;
         if let Some(ch) = tables.channels.get_mut(name) {
+            ch.resuming.retain(|r| r.conn != conn.id);
             if ch.members.swap_remove(&conn.id).is_some()
                 && let Some(count) = ch.users.get_mut(&conn.user)
             {
@@ -233,7 +220,7 @@ impl Shard {
             }
             if ch.members.is_empty() {
                 tables.occupied.remove(name);
-                if ch.log.seq == 0 {
+                if ch.log.seq == 0 && ch.resuming.is_empty() {
                     tables.channels.swap_remove(name);
                 }
             }

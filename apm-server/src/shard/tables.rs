@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use apm_core::message::Conversation;
+use bytes::Bytes;
 
 use crate::conversation::ConversationId;
 use crate::fanout::Members;
@@ -28,8 +29,23 @@ pub(super) struct Channel {
     /// Distinct users among the members, with their connection counts.
     pub(super) users: BTreeMap<Arc<str>, u32>,
     pub(super) join_leave: bool,
+    /// Connections whose `Sub since` waits for a read from the store:
+    /// members once their replay is queued, with what was delivered to the
+    /// channel meanwhile.
+    pub(super) resuming: Vec<Resuming>,
     /// What history it keeps (the rule for its name, or the default).
     pub(super) keep: Retention,
+}
+
+/// A connection waiting to join a channel until its resume's read from
+/// the store is back.
+#[derive(Debug)]
+pub(super) struct Resuming {
+    pub(super) conn: u64,
+    /// Messages delivered to the channel since the read began, held back
+    /// for the replay.
+    pub(super) held: Vec<Bytes>,
+    pub(super) held_bytes: usize,
 }
 
 /// Everything one shard owns. Only its loop touches it.
@@ -43,6 +59,9 @@ pub(super) struct Tables {
     pub(super) broadcasts: Log,
     /// Channels with at least one member, sorted, for paged listings.
     pub(super) occupied: BTreeSet<Arc<str>>,
+    /// Connections waiting for their inbox to be read from the store, by
+    /// user, with the private messages that arrived meanwhile.
+    pub(super) inbox_waiting: Vec<(Arc<str>, Resuming)>,
     /// What of it stays in memory.
     pub(super) cache: Cache,
 }
@@ -56,6 +75,7 @@ impl Tables {
             inboxes: IndexMap::default(),
             broadcasts: Log::default(),
             occupied: BTreeSet::new(),
+            inbox_waiting: Vec::new(),
             cache: Cache::new(hub, hub.shards.len()),
         }
     }
@@ -71,6 +91,7 @@ impl Tables {
                 name: name.clone(),
                 log,
                 members: Members::default(),
+                resuming: Vec::new(),
                 users: BTreeMap::new(),
                 join_leave: hub.config.join_leave_for(&name),
                 keep: hub.retention.for_channel(&name),
