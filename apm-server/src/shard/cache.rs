@@ -37,6 +37,8 @@ pub(super) struct Cache {
     /// dropped) are skipped when reached, and swept out once they
     /// outnumber the live ones.
     order: VecDeque<(ConversationId, u64)>,
+    /// An in-place compaction of `order` under way: (kept, examined).
+    sweep: Option<(usize, usize)>,
     /// Conversations (channels and inboxes) the shard keeps.
     conversation_cap: usize,
     /// The clock hand: the next conversation to look at for leaving.
@@ -63,6 +65,7 @@ impl Cache {
             ring_bytes: 0,
             ring_len: 0,
             order: VecDeque::new(),
+            sweep: None,
             conversation_cap: (hub.config.max_conversations() / shards).max(16),
             hand: 0,
             evicted: false,
@@ -127,25 +130,24 @@ impl Cache {
 impl Tables {
     /// Keeps the bounds after a message joined a ring: drops the shard's
     /// oldest retained messages until the rings are within their byte
-    /// cap, and takes out of the order a few entries whose message left
-    /// already, so it stays near the number retained without a long pass.
+    /// cap, and takes out of the order entries whose message left already,
+    /// a few at a time, so it stays near the number retained without ever
+    /// holding the loop for a whole pass.
     pub(super) fn tidy(&mut self) {
-        if self.cache.order.len() > self.cache.ring_len + 1024 {
+        if self.cache.sweep.is_none() && self.cache.order.len() > self.cache.ring_len + 1024 {
+            // Stale entries at the front, the common case.
             for _ in 0..2 {
                 let Some((conversation, seq)) = self.cache.order.pop_front() else {
                     break;
                 };
-                let live = self
-                    .log_mut(&conversation)
-                    .is_some_and(|log| log.ring.oldest(log.seq) <= seq);
-                if live {
+                if self.is_retained(&conversation, seq) {
                     self.cache.order.push_front((conversation, seq));
                     break;
                 }
             }
         }
         while self.cache.over() {
-            let Some((conversation, seq)) = self.cache.order.pop_front() else {
+            let Some((conversation, seq)) = self.pop_order() else {
                 break;
             };
             if let Some(log) = self.log_mut(&conversation) {
@@ -156,21 +158,55 @@ impl Tables {
                 self.cache.ring_len -= before.1 - after.1;
             }
         }
-        // Live entries at the front can hold stale ones behind them; a
-        // whole pass, rarely, bounds that.
-        if self.cache.order.len() > 4 * self.cache.ring_len + 65_536 {
-            self.sweep_order();
+        // Live entries at the front can hold stale ones behind them (a
+        // conversation left memory, a ring dropped by its own limits): an
+        // in-place compaction, a few entries per message, takes them out.
+        if self.cache.sweep.is_none() && self.cache.order.len() > 2 * self.cache.ring_len + 4096 {
+            self.cache.sweep = Some((0, 0));
+        }
+        if self.cache.sweep.is_some() {
+            self.sweep_order(16);
         }
     }
 
-    /// Takes out of the order the entries whose message already left.
-    fn sweep_order(&mut self) {
-        let mut order = std::mem::take(&mut self.cache.order);
-        order.retain(|(conversation, seq)| {
-            self.log_mut(conversation)
-                .is_some_and(|log| log.ring.oldest(log.seq) <= *seq)
-        });
-        self.cache.order = order;
+    /// Whether the message at `seq` of `conversation` is still in memory.
+    fn is_retained(&mut self, conversation: &ConversationId, seq: u64) -> bool {
+        self.log_mut(conversation)
+            .is_some_and(|log| log.ring.oldest(log.seq) <= seq)
+    }
+
+    /// The order's oldest entry, keeping a compaction in progress aligned.
+    fn pop_order(&mut self) -> Option<(ConversationId, u64)> {
+        let entry = self.cache.order.pop_front()?;
+        if let Some((w, r)) = &mut self.cache.sweep
+            && *r > 0
+        {
+            *r -= 1;
+            *w = w.saturating_sub(1);
+        }
+        Some(entry)
+    }
+
+    /// Compacts `steps` more entries of the order: entries before `w` are
+    /// kept ones, between `w` and `r` free slots, from `r` on unexamined.
+    fn sweep_order(&mut self, steps: usize) {
+        let Some((mut w, mut r)) = self.cache.sweep else {
+            return;
+        };
+        for _ in 0..steps {
+            if r >= self.cache.order.len() {
+                self.cache.order.truncate(w);
+                self.cache.sweep = None;
+                return;
+            }
+            let (conversation, seq) = self.cache.order[r].clone();
+            if self.is_retained(&conversation, seq) {
+                self.cache.order.swap(w, r);
+                w += 1;
+            }
+            r += 1;
+        }
+        self.cache.sweep = Some((w, r));
     }
 
     /// A log for a conversation that is not in memory: from the store's
