@@ -104,6 +104,18 @@ impl Cache {
         }
     }
 
+    /// Entries in the order of retained messages.
+    #[cfg(test)]
+    pub(super) fn order_len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Messages retained in all rings.
+    #[cfg(test)]
+    pub(super) fn retained(&self) -> usize {
+        self.ring_len
+    }
+
     /// Whether the rings together are over their cap.
     pub(super) fn over(&self) -> bool {
         self.ring_bytes > self.ring_cap

@@ -178,3 +178,23 @@ fn an_absent_users_private_messages_pushed_out_of_its_ring_are_announced() {
     );
     assert_eq!(seqs(&got), vec![3, 4, 5, 6]);
 }
+
+#[test]
+fn the_order_of_retained_messages_stays_near_what_is_retained() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new()), |c| c.max_conversations = 16);
+    let alice = h.connect("alice");
+    let bob = h.connect("bob");
+    // A member keeps "first" in memory, so its entry stays at the front
+    // while the channels behind it leave memory.
+    h.sub(&bob, "first", None);
+    h.publish(&alice, "first");
+    for i in 0..20_000 {
+        h.publish(&alice, &format!("c{i}"));
+    }
+    let cache = &h.shard.tables.cache;
+    assert!(cache.order_len() <= 2 * cache.retained() + 4096 + 20);
+    // The oldest entry is still the first message, and it is still kept.
+    drop(taken(&bob));
+    h.sub(&bob, "first", Some(0));
+    assert_eq!(seqs(&taken(&bob)), vec![1]);
+}
