@@ -313,3 +313,4 @@ fn presence_events_reach_presence_subscribers() {
 }
 
 mod cache;
+mod fairness;
