@@ -65,32 +65,21 @@ impl Ring {
         self.entries.len()
     }
 
-    /// The newest retained seq.
-    pub fn newest(&self) -> Option<u64> {
-        self.entries.back().map(|e| e.seq)
-    }
-
-    /// The retained seqs, oldest first.
-    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.entries.iter().map(|e| e.seq)
-    }
-
     /// Whether nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Drops every message up to and including `seq`, for a cap shared
-    /// with other rings; returns the bytes freed.
-    pub fn drop_through(&mut self, seq: u64) -> usize {
-        let before = self.bytes;
-        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+    /// Drops the oldest messages until at most half the bytes are left,
+    /// for a cap shared with other rings.
+    pub fn drop_older_half(&mut self) {
+        let target = self.bytes / 2;
+        while self.bytes > target {
             self.pop_front();
         }
         if self.entries.is_empty() {
             self.entries = VecDeque::new();
         }
-        before - self.bytes
     }
 
     /// Drops messages older than the age limit, as of `now_ms`.
@@ -296,13 +285,16 @@ mod tests {
     }
 
     #[test]
-    fn dropped_through_a_seq() {
-        let mut r = ring(8, FIVE);
-        let one = frame(1).len();
-        assert_eq!(r.drop_through(2), 0, "already gone");
-        assert_eq!(r.drop_through(5), 2 * one);
-        assert_eq!((r.oldest(8), r.len()), (6, 3));
-        assert_eq!(r.drop_through(8), 3 * one);
+    fn the_older_half_goes() {
+        let mut r = ring(5, FIVE);
+        r.drop_older_half();
+        assert_eq!(
+            (r.oldest(5), r.len()),
+            (4, 2),
+            "two of five frames are under half"
+        );
+        r.drop_older_half();
+        r.drop_older_half();
         assert!(r.is_empty());
     }
 

@@ -1,7 +1,9 @@
 //! What a shard keeps of its conversations in memory, within two bounds
-//! shared by all of them: the bytes of every ring together (the shard's
-//! oldest message goes first) and the number of conversations (idle ones
-//! leave, least recently used first, and come back from the store).
+//! shared by all of them: the bytes of every ring together (the rings of
+//! the least recently used conversations shrink first) and the number of
+//! conversations (idle ones leave, least recently used first, and come
+//! back from the store). Both walk a second-chance clock over the tables,
+//! so the message path only counts bytes.
 //!
 //! With the disk store nothing is lost by either: a ring is a cache over
 //! the store, and a conversation that comes back reads its last seq and
@@ -10,14 +12,12 @@
 //! so a client resuming from an old seq is told of the gap, and a user
 //! whose unread private messages went is told at the next connect.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::conversation::ConversationId;
 use crate::fast_map::HashMap;
 use crate::hub::Hub;
 use crate::ring::Ring;
-use crate::store::Record;
 
 use super::log::Log;
 use super::tables::Tables;
@@ -32,13 +32,9 @@ pub(super) struct Cache {
     ring_cap: usize,
     ring_bytes: usize,
     ring_len: usize,
-    /// Every retained message, in the order it joined its ring. Entries
-    /// whose message already left (its ring's own limits, a conversation
-    /// dropped) are skipped when reached, and swept out once they
-    /// outnumber the live ones.
-    order: VecDeque<(ConversationId, u64)>,
-    /// An in-place compaction of `order` under way: (kept, examined).
-    sweep: Option<(usize, usize)>,
+    /// The clock hand of the byte cap: the next conversation whose ring
+    /// may shrink.
+    ring_hand: usize,
     /// Conversations (channels and inboxes) the shard keeps.
     conversation_cap: usize,
     /// The clock hand: the next conversation to look at for leaving.
@@ -64,8 +60,7 @@ impl Cache {
             ring_cap: hub.config.history_total_bytes() / shards,
             ring_bytes: 0,
             ring_len: 0,
-            order: VecDeque::new(),
-            sweep: None,
+            ring_hand: 0,
             conversation_cap: (hub.config.max_conversations() / shards).max(16),
             hand: 0,
             evicted: false,
@@ -87,27 +82,9 @@ impl Cache {
         self.ring_len = self.ring_len + len - before.1;
     }
 
-    /// Counts a message that joined its ring (when the ring kept it).
-    pub(super) fn kept(&mut self, record: &Record, before: Usage, ring: &Ring) {
-        self.changed(before, ring);
-        if ring.newest() == Some(record.seq) {
-            self.order
-                .push_back((record.conversation.clone(), record.seq));
-        }
-    }
-
-    /// Counts a ring read back from the store, its messages in seq order.
-    pub(super) fn adopt(&mut self, conversation: &ConversationId, ring: &Ring) {
+    /// Counts a ring read back from the store.
+    pub(super) fn adopt(&mut self, ring: &Ring) {
         self.changed((0, 0), ring);
-        for seq in ring.seqs() {
-            self.order.push_back((conversation.clone(), seq));
-        }
-    }
-
-    /// Entries in the order of retained messages.
-    #[cfg(test)]
-    pub(super) fn order_len(&self) -> usize {
-        self.order.len()
     }
 
     /// Messages retained in all rings.
@@ -140,85 +117,40 @@ impl Cache {
 }
 
 impl Tables {
-    /// Keeps the bounds after a message joined a ring: drops the shard's
-    /// oldest retained messages until the rings are within their byte
-    /// cap, and takes out of the order entries whose message left already,
-    /// a few at a time, so it stays near the number retained without ever
-    /// holding the loop for a whole pass.
+    /// Keeps the rings within their byte cap after one grew: the rings of
+    /// conversations not used since the hand last passed lose their older
+    /// half, a bounded number of steps per call.
     pub(super) fn tidy(&mut self) {
-        if self.cache.sweep.is_none() && self.cache.order.len() > self.cache.ring_len + 1024 {
-            // Stale entries at the front, the common case.
-            for _ in 0..2 {
-                let Some((conversation, seq)) = self.cache.order.pop_front() else {
-                    break;
-                };
-                if self.is_retained(&conversation, seq) {
-                    self.cache.order.push_front((conversation, seq));
-                    break;
-                }
-            }
-        }
-        while self.cache.over() {
-            let Some((conversation, seq)) = self.pop_order() else {
-                break;
-            };
-            if let Some(log) = self.log_mut(&conversation) {
-                let before = Cache::usage(&log.ring);
-                log.ring.drop_through(seq);
-                let after = Cache::usage(&log.ring);
-                self.cache.ring_bytes -= before.0 - after.0;
-                self.cache.ring_len -= before.1 - after.1;
-            }
-        }
-        // Live entries at the front can hold stale ones behind them (a
-        // conversation left memory, a ring dropped by its own limits): an
-        // in-place compaction, a few entries per message, takes them out.
-        if self.cache.sweep.is_none() && self.cache.order.len() > 2 * self.cache.ring_len + 4096 {
-            self.cache.sweep = Some((0, 0));
-        }
-        if self.cache.sweep.is_some() {
-            self.sweep_order(16);
-        }
-    }
-
-    /// Whether the message at `seq` of `conversation` is still in memory.
-    fn is_retained(&mut self, conversation: &ConversationId, seq: u64) -> bool {
-        self.log_mut(conversation)
-            .is_some_and(|log| log.ring.oldest(log.seq) <= seq)
-    }
-
-    /// The order's oldest entry, keeping a compaction in progress aligned.
-    fn pop_order(&mut self) -> Option<(ConversationId, u64)> {
-        let entry = self.cache.order.pop_front()?;
-        if let Some((w, r)) = &mut self.cache.sweep
-            && *r > 0
-        {
-            *r -= 1;
-            *w = w.saturating_sub(1);
-        }
-        Some(entry)
-    }
-
-    /// Compacts `steps` more entries of the order: entries before `w` are
-    /// kept ones, between `w` and `r` free slots, from `r` on unexamined.
-    fn sweep_order(&mut self, steps: usize) {
-        let Some((mut w, mut r)) = self.cache.sweep else {
-            return;
-        };
-        for _ in 0..steps {
-            if r >= self.cache.order.len() {
-                self.cache.order.truncate(w);
-                self.cache.sweep = None;
+        const STEPS: usize = 256;
+        for _ in 0..STEPS {
+            if !self.cache.over() {
                 return;
             }
-            let (conversation, seq) = self.cache.order[r].clone();
-            if self.is_retained(&conversation, seq) {
-                self.cache.order.swap(w, r);
-                w += 1;
+            let total = self.channels.len() + self.inboxes.len();
+            if total == 0 {
+                return;
             }
-            r += 1;
+            if self.cache.ring_hand >= total {
+                self.cache.ring_hand = 0;
+            }
+            let i = self.cache.ring_hand;
+            self.cache.ring_hand += 1;
+            let log = if i < self.channels.len() {
+                &mut self.channels[i].log
+            } else {
+                &mut self.inboxes[i - self.channels.len()]
+            };
+            if log.used {
+                log.used = false;
+                continue;
+            }
+            if log.ring.is_empty() {
+                continue;
+            }
+            let before = Cache::usage(&log.ring);
+            log.ring.drop_older_half();
+            self.cache.changed(before, &log.ring);
         }
-        self.cache.sweep = Some((w, r));
     }
 
     /// A log for a conversation that is not in memory: from the store's

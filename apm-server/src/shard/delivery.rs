@@ -136,7 +136,7 @@ impl Shard {
                 };
                 let before = Cache::usage(&ch.log.ring);
                 ch.log.settle(&record, ch.keep);
-                tables.cache.kept(&record, before, &ch.log.ring);
+                tables.cache.changed(before, &ch.log.ring);
                 let except = if echo { NOBODY } else { from.id };
                 self.ctx.fan_out(&ch.members, &record.frame, except);
                 for r in &mut ch.resuming {
@@ -150,7 +150,7 @@ impl Shard {
                 if let Some(inbox) = tables.inboxes.get_mut(user) {
                     let before = Cache::usage(&inbox.ring);
                     inbox.settle(&record, keep);
-                    tables.cache.kept(&record, before, &inbox.ring);
+                    tables.cache.changed(before, &inbox.ring);
                 }
                 for (waiting, r) in &mut tables.inbox_waiting {
                     if waiting == user {
@@ -169,13 +169,15 @@ impl Shard {
             ConversationId::Broadcast => {
                 let before = Cache::usage(&tables.broadcasts.ring);
                 tables.broadcasts.settle(&record, keep);
-                tables.cache.kept(&record, before, &tables.broadcasts.ring);
+                tables.cache.changed(before, &tables.broadcasts.ring);
                 for shard in 0..self.ctx.hub.shards.len() {
                     self.forward(shard, Audience::All, &record.frame, from.id);
                 }
             }
         }
-        self.tables.tidy();
+        if self.tables.cache.over() {
+            self.tables.tidy();
+        }
         if wants_receipt
             && let Ok(frame) = receipt(
                 request_id,

@@ -24,7 +24,7 @@ impl Shard {
         for c in seed.conversations {
             let keep = hub.retention.for_conversation(&c.conversation);
             let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window);
-            self.tables.cache.adopt(&c.conversation, &log.ring);
+            self.tables.cache.adopt(&log.ring);
             match c.conversation {
                 ConversationId::Channel(name) => {
                     let ch = self.tables.channel(hub, &name);
