@@ -146,9 +146,10 @@ pub enum DecodeError {
         reason: String,
     },
     /// A name inside the body breaks the naming rules.
-    #[error("invalid name {name:?}: {why}")]
+    #[error("invalid name \"{name}\": {why}")]
     InvalidName {
-        /// The name (cut to 64 characters).
+        /// The name, cut to 64 characters, with whitespace, control and
+        /// invisible characters written as `\u{...}`.
         name: String,
         /// Which rule it breaks.
         why: &'static str,

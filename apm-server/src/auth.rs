@@ -58,8 +58,8 @@ pub fn check_secret(secret: &str) -> Result<(), MintError> {
 
 /// [`mint`], after refusing what a server with these `limits` would
 /// refuse: a missing or short secret, a user id its naming rules refuse
-/// (empty, longer than `limits.max_name_len`, whitespace or control
-/// characters), a TTL under one second.
+/// (empty, longer than `limits.max_name_len`, whitespace, control or
+/// invisible characters), a TTL under one second.
 ///
 /// # Examples
 ///
@@ -188,6 +188,8 @@ mod tests {
             "a b",
             "tab\there",
             "nul\0",
+            "alice\u{200b}",
+            "\u{202e}evil",
             &"x".repeat(limits.max_name_len + 1),
         ] {
             let e = mint(secret, user, hour).unwrap_err();

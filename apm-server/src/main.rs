@@ -39,7 +39,7 @@ enum Command {
     /// Print a signed client token.
     Token {
         /// The user id the token authenticates: 1 to `max_name_len` bytes
-        /// with no whitespace or control characters, as the server checks.
+        /// with no whitespace, control or invisible characters, as the server checks.
         #[arg(long)]
         user: String,
         /// How long it is valid (`90s`, `15m`, `1h`, `30d`; at least `1s`).
