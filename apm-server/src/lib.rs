@@ -40,6 +40,7 @@ mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod outbox;
+mod rate;
 pub mod retention;
 pub mod ring;
 mod shard;

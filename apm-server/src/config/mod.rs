@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 mod help;
 mod listen;
+mod rates;
 
 use crate::logs::LogFormat;
 use crate::retention::{Retention, RetentionPolicy, pattern_matches};
@@ -212,6 +213,28 @@ settings! {
     fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
+    /// Messages (publishes, private messages, broadcasts) one connection
+    /// may send: `RATE:BURST`, RATE a second on average and up to BURST at
+    /// once, or `off`. One over is refused with `rate_limited`, saying when
+    /// to retry; the connection stays open.
+    rate_limit_connection ("APM_RATE_LIMIT_CONNECTION"): String = "20:40".to_owned();
+    /// Messages one user may send over all its connections: `RATE:BURST`
+    /// or `off`.
+    rate_limit_user ("APM_RATE_LIMIT_USER"): String = "40:40".to_owned();
+    /// Messages one user may send into one channel: `RATE:BURST` or `off`
+    /// (channels no rate rule names).
+    rate_limit_channel ("APM_RATE_LIMIT_CHANNEL"): String = "10:10".to_owned();
+    /// Rates into channels by name, overriding the setting above:
+    /// `PATTERN=RATE:BURST` or `PATTERN=off`, PATTERN as in history rules
+    /// (`room.*=5:10`). The first matching rule wins; none by default.
+    rate_limit_channel_rules ("APM_RATE_LIMIT_CHANNEL_RULES"): Vec<String> = Vec::new();
+    /// Private messages one user may send to one recipient: `RATE:BURST`
+    /// or `off`.
+    rate_limit_direct ("APM_RATE_LIMIT_DIRECT"): String = "10:10".to_owned();
+    /// Messages one admin user may send over all its connections, in place
+    /// of every limit above (which do not apply to admin sessions):
+    /// `RATE:BURST` or `off`.
+    rate_limit_admin ("APM_RATE_LIMIT_ADMIN"): String = "1000:2000".to_owned();
     /// How log lines are written (on standard error): `text`, or `json`
     /// for one JSON object per line. `RUST_LOG` sets the level.
     log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
@@ -272,6 +295,7 @@ impl Config {
             return bad("timeouts must be positive");
         }
         self.retention_policy()?;
+        self.rate_policy()?;
         Ok(())
     }
 

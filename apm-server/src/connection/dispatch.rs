@@ -14,6 +14,7 @@ use tracing::info;
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::rate::Refusal;
 use crate::shard::{Command, Outgoing, Target};
 
 use super::Session;
@@ -185,9 +186,9 @@ impl Session {
     }
 
     /// A new message for the shard that owns its target, unless the store
-    /// is failing.
+    /// is failing or a rate limit refuses it.
     fn send(
-        &self,
+        &mut self,
         request_id: u32,
         flags: Flags,
         to: Target,
@@ -206,6 +207,12 @@ impl Session {
             );
             return Action::Done;
         }
+        if let Err(refusal) = self.count_rate(&to, msg_id) {
+            Metrics::add(&self.hub.metrics.rate_limited, 1);
+            self.error(request_id, ErrorCode::RateLimited, &refusal.to_string());
+            return Action::Done;
+        }
+        let hub = &*self.hub;
         let shard = match &to {
             Target::Channel(name) | Target::User(name) => hub.shard_of(name),
             Target::Everyone => Hub::BROADCAST_SHARD,
@@ -220,5 +227,19 @@ impl Session {
             payload,
         };
         Action::Submit(shard, Command::Send(msg))
+    }
+
+    /// Counts a message against the connection's and its user's rate
+    /// limits. Here, in the connection's task, a flood is refused before
+    /// it costs a forwarding loop anything.
+    fn count_rate(&mut self, to: &Target, msg_id: u64) -> Result<(), Refusal> {
+        let rates = &self.hub.rates;
+        if rates.is_off(self.conn.role) {
+            return Ok(());
+        }
+        let gate = self
+            .rate_gate
+            .get_or_insert_with(|| Box::new(rates.gate(&self.conn.user, self.conn.role)));
+        rates.admit(gate, to, msg_id)
     }
 }

@@ -32,6 +32,7 @@ mod queries;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::{Allowance, Conn};
+use crate::rate::Gate;
 use crate::shard::Command;
 use dispatch::Action;
 use handshake::handshake;
@@ -100,6 +101,9 @@ struct Session {
     busy: bool,
     /// What this connection's commands draw from its ingress allowance.
     allowance: Allowance,
+    /// What this connection's messages are counted against; made with its
+    /// first message (boxed: an idle connection pays a pointer).
+    rate_gate: Option<Box<Gate>>,
     /// Decoding stopped because a budget was spent: frames may wait in
     /// the read buffer, and the socket is not read until the budgets have
     /// room again (checked after each wake-up).
@@ -119,6 +123,7 @@ impl Session {
             reading: true,
             busy: false,
             held: false,
+            rate_gate: None,
             allowance: conn.allowance(),
             conn,
         }
