@@ -152,8 +152,8 @@ pub enum DecodeError {
     /// A name inside the body breaks the naming rules.
     #[error("invalid name \"{name}\": {why}")]
     InvalidName {
-        /// The name, cut to 64 characters, with whitespace, control and
-        /// invisible characters written as `\u{...}`.
+        /// The name, cut to 64 characters, with whitespace (but U+0020),
+        /// control and invisible characters written as `\u{...}`.
         name: String,
         /// Which rule it breaks.
         why: &'static str,

@@ -94,7 +94,8 @@ pub fn validate_name(name: &str, limits: &Limits) -> Result<(), DecodeError> {
 fn shown(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars().take(64) {
-        if c.is_whitespace() || c.is_control() || is_invisible(c) {
+        // A plain space shows inside the quotes; every other space does not.
+        if (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -122,6 +123,9 @@ mod tests {
         assert!(validate_name("a\u{0}", &l).is_err());
         assert!(validate_name("a\u{7f}", &l).is_err());
         assert!(validate_name("a\u{a0}b", &l).is_err());
+        let shown = |n: &str| validate_name(n, &l).unwrap_err().to_string();
+        assert!(shown("alice smith").contains("\"alice smith\""));
+        assert!(shown("a\u{a0}b").contains("\"a\\u{a0}b\""));
         assert!(validate_name(&"x".repeat(129), &l).is_err());
         assert!(validate_name(&"x".repeat(128), &l).is_ok());
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use apm_core::Limits;
 
+use crate::access::ChannelRules;
 use crate::config::Config;
 use crate::conversation::ConversationId;
 use crate::ingress::Ingress;
@@ -36,6 +37,8 @@ pub(crate) struct Hub {
     /// The group commit's queue, for a durable store; `None` when messages
     /// are delivered as soon as they are sequenced.
     pub(crate) commit: Option<Arc<CommitQueue>>,
+    /// Who may use which channel.
+    pub(crate) access: ChannelRules,
     /// Message rate limits, and each user's count.
     pub(crate) rates: Registry,
     /// What each shard starts from, taken by its loop.
@@ -68,8 +71,10 @@ impl Hub {
                 .rate_policy()
                 .unwrap_or_else(|_| crate::rate::RatePolicy::off()),
         );
+        let access = config.channel_rules().unwrap_or_default();
         let mut hub = Hub {
             limits: config.limits(),
+            access,
             rates,
             retention,
             config,

@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod auth;
 mod clock;
 pub mod config;

@@ -48,6 +48,10 @@ enum Command {
         /// Grant the admin role (may broadcast).
         #[arg(long)]
         admin: bool,
+        /// A members-only channel the token grants (a name, or a prefix
+        /// ending in `*`); repeat for several.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
         /// The signing secret (default: the server's `secret` setting).
         #[arg(long, env = "APM_SECRET")]
         secret: Option<String>,
@@ -98,11 +102,13 @@ fn main() -> ExitCode {
             user,
             ttl,
             admin,
+            channels,
             secret,
         }) => {
             let secret = secret.unwrap_or_else(|| config.secret.clone());
             let role = if admin { Role::Admin } else { Role::User };
-            match apm_server::auth::mint_checked(&secret, &user, role, ttl, &config.limits()) {
+            let limits = config.limits();
+            match apm_server::auth::mint_checked(&secret, &user, role, ttl, &channels, &limits) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
@@ -266,6 +272,7 @@ mod tests {
                 "secret",
                 "history_rules",
                 "rate_limit_channel_rules",
+                "channel_rules",
                 "help",
                 "version",
             ]

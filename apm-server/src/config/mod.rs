@@ -11,6 +11,7 @@ mod help;
 mod listen;
 mod rates;
 
+use crate::access::ChannelRules;
 use crate::logs::LogFormat;
 use crate::retention::{Retention, RetentionPolicy, pattern_matches};
 use crate::store::StoreKind;
@@ -213,6 +214,14 @@ settings! {
     fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
+    /// Who may use channels, by name: `PATTERN=ACCESS[:PUBLISHERS]`,
+    /// PATTERN as in history rules, ACCESS `public` (the default) or
+    /// `members` (subscribing, publishing, history, unread counts and
+    /// member lists need a claim to the channel in the token), PUBLISHERS
+    /// `anyone`, `members`, `subscribers` or `admins`
+    /// (`private.*=members`, `news=public:admins`). The first matching rule
+    /// wins; admin sessions pass every rule; none by default.
+    channel_rules ("APM_CHANNEL_RULES"): Vec<String> = Vec::new();
     /// Messages (publishes, private messages, broadcasts) one connection
     /// may send: `RATE:BURST`, RATE a second on average and up to BURST at
     /// once, or `off`. One over is refused with `rate_limited`, saying when
@@ -296,6 +305,7 @@ impl Config {
         }
         self.retention_policy()?;
         self.rate_policy()?;
+        self.channel_rules()?;
         Ok(())
     }
 
@@ -382,6 +392,11 @@ impl Config {
                 .collect::<Result<_, _>>()
                 .map_err(ConfigError::Invalid)?,
         })
+    }
+
+    /// Who may use which channel, read from `channel_rules`.
+    pub fn channel_rules(&self) -> Result<ChannelRules, ConfigError> {
+        ChannelRules::parse(&self.channel_rules).map_err(ConfigError::Invalid)
     }
 
     /// Whether `channel` emits join/leave events (never a `$` channel).

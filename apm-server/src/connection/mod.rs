@@ -101,6 +101,8 @@ struct Session {
     busy: bool,
     /// What this connection's commands draw from its ingress allowance.
     allowance: Allowance,
+    /// The members-only channels the session's token claims.
+    channel_claims: Box<[Box<str>]>,
     /// What this connection's messages are counted against; made with its
     /// first message (boxed: an idle connection pays a pointer).
     rate_gate: Option<Box<Gate>>,
@@ -111,8 +113,15 @@ struct Session {
 }
 
 impl Session {
-    fn new(hub: Arc<Hub>, conn: Arc<Conn>, stream: TcpStream, rbuf: BytesMut) -> Session {
+    fn new(
+        hub: Arc<Hub>,
+        conn: Arc<Conn>,
+        stream: TcpStream,
+        rbuf: BytesMut,
+        channel_claims: Box<[Box<str>]>,
+    ) -> Session {
         Session {
+            channel_claims,
             hub,
             stream,
             rbuf,
