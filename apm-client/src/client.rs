@@ -222,7 +222,9 @@ impl Client {
     /// Sends a message with a receipt. It gets a random client message id
     /// if it has none, so that after a lost connection it can be sent again
     /// safely: the server answers a copy it already has with the first
-    /// copy's receipt.
+    /// copy's receipt. A message the server refuses for its rate limits is
+    /// sent again after the wait the refusal names, as long as that ends
+    /// within the request timeout from the first try.
     async fn receipt(&self, mut message: Message, flags: Flags) -> Result<Receipt, Error> {
         if let Message::Publish(Publish { msg_id, .. })
         | Message::Direct(Direct { msg_id, .. })
@@ -231,16 +233,28 @@ impl Client {
         {
             *msg_id = rand::random::<u64>().max(1);
         }
-        let (tx, rx) = oneshot::channel();
-        self.queue(Command::Request {
-            message,
-            flags: flags | Flags::RECEIPT,
-            reply: Some(tx),
-        })
-        .await?;
-        match self.wait_resendable(rx).await?.message {
-            Message::Receipt(r) => Ok(r),
-            other => Err(unexpected(&other)),
+        let started = tokio::time::Instant::now();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            // A clone shares the payload; the retry below needs the message.
+            self.queue(Command::Request {
+                message: message.clone(),
+                flags: flags | Flags::RECEIPT,
+                reply: Some(tx),
+            })
+            .await?;
+            match self.wait_resendable(rx).await {
+                Ok(frame) => match frame.message {
+                    Message::Receipt(r) => return Ok(r),
+                    other => return Err(unexpected(&other)),
+                },
+                Err(e) => match e.retry_after() {
+                    Some(wait) if started.elapsed() + wait <= self.inner.request_timeout => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(e),
+                },
+            }
         }
     }
 

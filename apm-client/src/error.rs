@@ -61,4 +61,73 @@ impl Error {
             _ => None,
         }
     }
+
+    /// For a message the server refused for its rate limits
+    /// ([`ErrorCode::RateLimited`]), how long it asked to wait before
+    /// sending it again: the `N` of the text's closing `retry after N ms`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use apm_client::{Error, ErrorCode};
+    /// use std::time::Duration;
+    ///
+    /// let e = Error::Server {
+    ///     code: ErrorCode::RateLimited,
+    ///     message: "rate limit per user (40/s, burst 40): retry after 25 ms".into(),
+    /// };
+    /// assert_eq!(e.retry_after(), Some(Duration::from_millis(25)));
+    /// ```
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let Error::Server {
+            code: ErrorCode::RateLimited,
+            message,
+        } = self
+        else {
+            return None;
+        };
+        let ms = message
+            .strip_suffix(" ms")?
+            .rsplit_once("retry after ")?
+            .1
+            .parse()
+            .ok()?;
+        Some(std::time::Duration::from_millis(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_reads_the_closing_words_only() {
+        let limited = |message: &str| Error::Server {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+        };
+        assert_eq!(
+            limited("retry after 1 ms").retry_after(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            limited("anything at all: retry after 1500 ms").retry_after(),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in [
+            "retry after ms",
+            "retry after 5ms",
+            "retry after -5 ms",
+            "slow down",
+        ] {
+            assert_eq!(limited(bad).retry_after(), None, "{bad:?}");
+        }
+        let other = Error::Server {
+            code: ErrorCode::Forbidden,
+            message: "retry after 5 ms".into(),
+        };
+        assert_eq!(other.retry_after(), None);
+        assert_eq!(Error::Timeout.retry_after(), None);
+    }
 }

@@ -77,6 +77,10 @@ error_codes! {
     TooManyConnections = 21, true, "too_many_connections";
     /// The user holds the maximum number of connections.
     TooManyUserConnections = 22, true, "too_many_user_connections";
+    /// A message over one of the server's rate limits, not taken. The
+    /// text ends with `retry after N ms`: when the same message would be
+    /// let through. The connection stays open.
+    RateLimited = 23, false, "rate_limited";
     /// The connection's outbound queue was full.
     SlowConsumer = 30, true, "slow_consumer";
     /// Nothing was received within the idle timeout.
@@ -146,9 +150,10 @@ pub enum DecodeError {
         reason: String,
     },
     /// A name inside the body breaks the naming rules.
-    #[error("invalid name {name:?}: {why}")]
+    #[error("invalid name \"{name}\": {why}")]
     InvalidName {
-        /// The name (cut to 64 characters).
+        /// The name, cut to 64 characters, with whitespace (but U+0020),
+        /// control and invisible characters written as `\u{...}`.
         name: String,
         /// Which rule it breaks.
         why: &'static str,

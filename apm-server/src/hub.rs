@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use apm_core::Limits;
 
+use crate::access::ChannelRules;
 use crate::config::Config;
 use crate::conversation::ConversationId;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
+use crate::rate::Registry;
 use crate::retention::RetentionPolicy;
 use crate::shard::command::Command;
 use crate::shard::sequencer::{LocalSequencer, Sequencer};
@@ -35,6 +37,10 @@ pub(crate) struct Hub {
     /// The group commit's queue, for a durable store; `None` when messages
     /// are delivered as soon as they are sequenced.
     pub(crate) commit: Option<Arc<CommitQueue>>,
+    /// Who may use which channel.
+    pub(crate) access: ChannelRules,
+    /// Message rate limits, and each user's count.
+    pub(crate) rates: Registry,
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
@@ -60,8 +66,16 @@ impl Hub {
         let retention = config
             .retention_policy()
             .unwrap_or_else(|_| RetentionPolicy::uniform(config.retention()));
+        let rates = Registry::new(
+            config
+                .rate_policy()
+                .unwrap_or_else(|_| crate::rate::RatePolicy::off()),
+        );
+        let access = config.channel_rules().unwrap_or_default();
         let mut hub = Hub {
             limits: config.limits(),
+            access,
+            rates,
             retention,
             config,
             metrics,

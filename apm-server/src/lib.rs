@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod auth;
 mod clock;
 pub mod config;
@@ -40,6 +41,7 @@ mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod outbox;
+mod rate;
 pub mod retention;
 pub mod ring;
 mod shard;

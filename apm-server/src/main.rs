@@ -39,7 +39,7 @@ enum Command {
     /// Print a signed client token.
     Token {
         /// The user id the token authenticates: 1 to `max_name_len` bytes
-        /// with no whitespace or control characters, as the server checks.
+        /// with no whitespace, control or invisible characters, as the server checks.
         #[arg(long)]
         user: String,
         /// How long it is valid (`90s`, `15m`, `1h`, `30d`; at least `1s`).
@@ -48,6 +48,10 @@ enum Command {
         /// Grant the admin role (may broadcast).
         #[arg(long)]
         admin: bool,
+        /// A members-only channel the token grants (a name, or a prefix
+        /// ending in `*`); repeat for several.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
         /// The signing secret (default: the server's `secret` setting).
         #[arg(long, env = "APM_SECRET")]
         secret: Option<String>,
@@ -98,11 +102,13 @@ fn main() -> ExitCode {
             user,
             ttl,
             admin,
+            channels,
             secret,
         }) => {
             let secret = secret.unwrap_or_else(|| config.secret.clone());
             let role = if admin { Role::Admin } else { Role::User };
-            match apm_server::auth::mint_checked(&secret, &user, role, ttl, &config.limits()) {
+            let limits = config.limits();
+            match apm_server::auth::mint_checked(&secret, &user, role, ttl, &channels, &limits) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
@@ -252,15 +258,26 @@ mod tests {
             "[default: 4096]",
             "[default: *]",
             "[default: false]",
+            "[default: 40:40]",
         ] {
             assert!(help.contains(shown), "{shown} missing from:\n{help}");
         }
-        // Every setting but the two whose default is "none" (explained in
+        // Every setting but those whose default is "none" (explained in
         // their help) shows one.
         let command = Overrides::show_defaults(Cli::command());
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
-            if ["config", "secret", "history_rules", "help", "version"].contains(&id) {
+            if [
+                "config",
+                "secret",
+                "history_rules",
+                "rate_limit_channel_rules",
+                "channel_rules",
+                "help",
+                "version",
+            ]
+            .contains(&id)
+            {
                 continue;
             }
             assert!(

@@ -53,6 +53,8 @@ counters! {
     messages_dropped,
     /// Connections closed as slow consumers.
     slow_consumers,
+    /// Messages refused for going over a rate limit.
+    rate_limited,
     /// Connections closed for protocol violations.
     protocol_errors,
     /// Connections closed for idleness.

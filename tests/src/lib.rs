@@ -41,8 +41,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with dev auth, the memory store, and `tweak`
-    /// applied to the defaults.
+    /// Starts a server with dev auth, the memory store, no message rate
+    /// limit (the tests of other things send faster than a person; the
+    /// tests of the limits set them in `tweak`), and `tweak` applied to the
+    /// defaults.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         TestServer::start_over(None, tweak).await
     }
@@ -62,7 +64,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             store: StoreKind::Memory,
-            ..Config::default()
+            ..Config::default().without_rate_limits()
         };
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind(config.listen)

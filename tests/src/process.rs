@@ -24,6 +24,15 @@ pub struct ServerProcess {
     log: watch::Receiver<Vec<String>>,
 }
 
+/// The rate limit settings' variables, each set to `off`.
+const RATE_LIMITS_OFF: [&str; 5] = [
+    "APM_RATE_LIMIT_CONNECTION",
+    "APM_RATE_LIMIT_USER",
+    "APM_RATE_LIMIT_CHANNEL",
+    "APM_RATE_LIMIT_DIRECT",
+    "APM_RATE_LIMIT_ADMIN",
+];
+
 impl ServerProcess {
     /// Starts `apm-server` on a free loopback port with `args` added, and
     /// waits for its log to say where it listens (in either log format).
@@ -38,6 +47,9 @@ impl ServerProcess {
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // The tests that start the binary measure other things (the
+            // memory attacks flood on purpose); flags in `args` still win.
+            .envs(RATE_LIMITS_OFF.iter().map(|var| (var, "off")))
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())

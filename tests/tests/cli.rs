@@ -43,6 +43,43 @@ fn token_prints_a_token_the_server_accepts() {
     assert_eq!(claims.user, "alice");
 }
 
+#[test]
+fn token_grants_channels() {
+    let out = apm_server(&[
+        "token",
+        "--user",
+        "alice",
+        "--channel",
+        "private.*",
+        "--channel",
+        "team",
+        "--secret",
+        SECRET,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = apm_server::auth::verify(SECRET.as_bytes(), token.trim()).unwrap();
+    assert_eq!(claims.channels, ["private.*", "team"]);
+
+    let out = apm_server(&[
+        "token",
+        "--user",
+        "alice",
+        "--channel",
+        "a b",
+        "--secret",
+        SECRET,
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("channel claim \"a b\""), "{stderr}");
+}
+
 /// The container's settings (`deploy`, `Dockerfile`): on 0.0.0.0 the
 /// server refuses to start without a secret, and says so.
 #[test]

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 mod help;
 mod listen;
+mod rates;
 
+use crate::access::ChannelRules;
 use crate::logs::LogFormat;
 use crate::retention::{Retention, RetentionPolicy, pattern_matches};
 use crate::store::StoreKind;
@@ -212,6 +214,36 @@ settings! {
     fanout_parallel_threshold ("APM_FANOUT_PARALLEL_THRESHOLD"): usize = 65_536;
     /// Milliseconds a graceful shutdown waits for connections to drain.
     shutdown_timeout_ms ("APM_SHUTDOWN_TIMEOUT_MS"): u64 = 5_000;
+    /// Who may use channels, by name: `PATTERN=ACCESS[:PUBLISHERS]`,
+    /// PATTERN as in history rules, ACCESS `public` (the default) or
+    /// `members` (subscribing, publishing, history, unread counts and
+    /// member lists need a claim to the channel in the token), PUBLISHERS
+    /// `anyone`, `members`, `subscribers` or `admins`
+    /// (`private.*=members`, `news=public:admins`). The first matching rule
+    /// wins; admin sessions pass every rule; none by default.
+    channel_rules ("APM_CHANNEL_RULES"): Vec<String> = Vec::new();
+    /// Messages (publishes, private messages, broadcasts) one connection
+    /// may send: `RATE:BURST`, RATE a second on average and up to BURST at
+    /// once, or `off`. One over is refused with `rate_limited`, saying when
+    /// to retry; the connection stays open.
+    rate_limit_connection ("APM_RATE_LIMIT_CONNECTION"): String = "20:40".to_owned();
+    /// Messages one user may send over all its connections: `RATE:BURST`
+    /// or `off`.
+    rate_limit_user ("APM_RATE_LIMIT_USER"): String = "40:40".to_owned();
+    /// Messages one user may send into one channel: `RATE:BURST` or `off`
+    /// (channels no rate rule names).
+    rate_limit_channel ("APM_RATE_LIMIT_CHANNEL"): String = "10:10".to_owned();
+    /// Rates into channels by name, overriding the setting above:
+    /// `PATTERN=RATE:BURST` or `PATTERN=off`, PATTERN as in history rules
+    /// (`room.*=5:10`). The first matching rule wins; none by default.
+    rate_limit_channel_rules ("APM_RATE_LIMIT_CHANNEL_RULES"): Vec<String> = Vec::new();
+    /// Private messages one user may send to one recipient: `RATE:BURST`
+    /// or `off`.
+    rate_limit_direct ("APM_RATE_LIMIT_DIRECT"): String = "10:10".to_owned();
+    /// Messages one admin user may send over all its connections, in place
+    /// of every limit above (which do not apply to admin sessions):
+    /// `RATE:BURST` or `off`.
+    rate_limit_admin ("APM_RATE_LIMIT_ADMIN"): String = "1000:2000".to_owned();
     /// How log lines are written (on standard error): `text`, or `json`
     /// for one JSON object per line. `RUST_LOG` sets the level.
     log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
@@ -272,6 +304,8 @@ impl Config {
             return bad("timeouts must be positive");
         }
         self.retention_policy()?;
+        self.rate_policy()?;
+        self.channel_rules()?;
         Ok(())
     }
 
@@ -358,6 +392,11 @@ impl Config {
                 .collect::<Result<_, _>>()
                 .map_err(ConfigError::Invalid)?,
         })
+    }
+
+    /// Who may use which channel, read from `channel_rules`.
+    pub fn channel_rules(&self) -> Result<ChannelRules, ConfigError> {
+        ChannelRules::parse(&self.channel_rules).map_err(ConfigError::Invalid)
     }
 
     /// Whether `channel` emits join/leave events (never a `$` channel).

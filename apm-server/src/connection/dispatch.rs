@@ -1,19 +1,22 @@
 //! Request dispatch: what each frame a client sends asks of the server.
 //! Checks that need only the session (subscription limit, system channels,
-//! roles) are made here; the rest becomes a command for the shard that
-//! owns the channel, user or conversation named.
+//! roles, channel rules, rate limits) are made here; the rest becomes a
+//! command for the shard that owns the channel, user or conversation
+//! named.
 
 use std::sync::Arc;
 
-use apm_core::message::{Conversation, Role, UnsubOk};
+use apm_core::message::{Conversation, PresenceQuery, Role, UnsubOk};
 use apm_core::names::is_system_channel;
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use tracing::info;
 
+use crate::access::Grants;
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::rate::Refusal;
 use crate::shard::{Command, Outgoing, Target};
 
 use super::Session;
@@ -68,6 +71,9 @@ impl Session {
                 self.conn.close(ErrorCode::Normal);
             }
             Message::Sub(sub) => {
+                if !self.may_read(request_id, &sub.channel) {
+                    return Action::Done;
+                }
                 if !self.subs.contains(sub.channel.as_str()) {
                     let limit = self.hub.config.max_subscriptions;
                     if self.subs.len() >= limit {
@@ -115,6 +121,18 @@ impl Session {
                     );
                     return Action::Done;
                 }
+                if !self.hub.access.is_empty() {
+                    let subscribed = self.subs.contains(msg.channel.as_str());
+                    let grants = self.grants();
+                    if let Err(why) = self
+                        .hub
+                        .access
+                        .may_publish(&msg.channel, grants, subscribed)
+                    {
+                        self.error(request_id, ErrorCode::Forbidden, why);
+                        return Action::Done;
+                    }
+                }
                 let to = Target::Channel(msg.channel);
                 return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
             }
@@ -145,6 +163,11 @@ impl Session {
                     );
                     return Action::Done;
                 }
+                if let Conversation::Channel(name) = &ack.conversation
+                    && !self.may_read(request_id, name)
+                {
+                    return Action::Done;
+                }
                 let conversation = ConversationId::from(&ack.conversation);
                 let shard = self.hub.shard_of_conversation(&conversation);
                 let cmd = Command::Ack {
@@ -154,8 +177,21 @@ impl Session {
                 };
                 return Action::Submit(shard, cmd);
             }
-            Message::UnreadRequest(req) => return Action::Ask(request_id, Query::Unread(req)),
+            Message::UnreadRequest(req) => {
+                let refused = req.conversations.iter().any(|c| match c {
+                    Conversation::Channel(name) => !self.may_read(request_id, name),
+                    _ => false,
+                });
+                if !refused {
+                    return Action::Ask(request_id, Query::Unread(req));
+                }
+            }
             Message::HistoryRequest(req) => {
+                if let Conversation::Channel(name) = &req.conversation
+                    && !self.may_read(request_id, name)
+                {
+                    return Action::Done;
+                }
                 let shard = match &req.conversation {
                     Conversation::Channel(name) | Conversation::User(name) => {
                         self.hub.shard_of(name)
@@ -170,6 +206,11 @@ impl Session {
                 return Action::Submit(shard, cmd);
             }
             Message::PresenceQuery(query) => {
+                if let PresenceQuery::ChannelMembers { channel, .. } = &query
+                    && !self.may_read(request_id, channel)
+                {
+                    return Action::Done;
+                }
                 return Action::Ask(request_id, Query::Presence(query));
             }
             other => {
@@ -184,10 +225,30 @@ impl Session {
         Action::Done
     }
 
+    /// The session's role and channel claims, for the channel rules.
+    pub(super) fn grants(&self) -> Grants<'_> {
+        Grants {
+            admin: self.conn.role == Role::Admin,
+            channels: &self.channel_claims,
+        }
+    }
+
+    /// Whether the channel rules let this session read `channel`; if not,
+    /// the request is answered `Forbidden` (the connection stays open).
+    fn may_read(&self, request_id: u32, channel: &str) -> bool {
+        match self.hub.access.may_read(channel, self.grants()) {
+            Ok(()) => true,
+            Err(why) => {
+                self.error(request_id, ErrorCode::Forbidden, why);
+                false
+            }
+        }
+    }
+
     /// A new message for the shard that owns its target, unless the store
-    /// is failing.
+    /// is failing or a rate limit refuses it.
     fn send(
-        &self,
+        &mut self,
         request_id: u32,
         flags: Flags,
         to: Target,
@@ -206,6 +267,12 @@ impl Session {
             );
             return Action::Done;
         }
+        if let Err(refusal) = self.count_rate(&to, msg_id) {
+            Metrics::add(&self.hub.metrics.rate_limited, 1);
+            self.error(request_id, ErrorCode::RateLimited, &refusal.to_string());
+            return Action::Done;
+        }
+        let hub = &*self.hub;
         let shard = match &to {
             Target::Channel(name) | Target::User(name) => hub.shard_of(name),
             Target::Everyone => Hub::BROADCAST_SHARD,
@@ -220,5 +287,19 @@ impl Session {
             payload,
         };
         Action::Submit(shard, Command::Send(msg))
+    }
+
+    /// Counts a message against the connection's and its user's rate
+    /// limits. Here, in the connection's task, a flood is refused before
+    /// it costs a forwarding loop anything.
+    fn count_rate(&mut self, to: &Target, msg_id: u64) -> Result<(), Refusal> {
+        let rates = &self.hub.rates;
+        if rates.is_off(self.conn.role) {
+            return Ok(());
+        }
+        let gate = self
+            .rate_gate
+            .get_or_insert_with(|| Box::new(rates.gate(&self.conn.user, self.conn.role)));
+        rates.admit(gate, to, msg_id)
     }
 }

@@ -81,7 +81,7 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
         // Named before it is checked, so a refusal says who tried.
         Span::current().record("user", hello.user.as_str());
     }
-    let (user, role) = match authenticate(&hub, &hello) {
+    let (user, role, channels) = match authenticate(&hub, &hello) {
         Ok(identity) => identity,
         Err((code, why)) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
@@ -151,7 +151,7 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
         // Most clients say nothing more for a while; hold no buffer.
         rbuf = BytesMut::new();
     }
-    Some(Session::new(hub, conn, stream, rbuf))
+    Some(Session::new(hub, conn, stream, rbuf, channels))
 }
 
 /// Reads until one whole frame is buffered (`None` on a clean EOF).
@@ -187,13 +187,17 @@ async fn refuse(stream: &mut TcpStream, request_id: u32, code: ErrorCode, why: &
     let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
-fn authenticate(hub: &Hub, hello: &Hello) -> Result<(Arc<str>, Role), (ErrorCode, &'static str)> {
+/// Who the `Hello` authenticates: the user, its role and the channels its
+/// token claims (none in dev mode, which has no token).
+type Identity = (Arc<str>, Role, Box<[Box<str>]>);
+
+fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'static str)> {
     let secret = &hub.config.secret;
     if secret.is_empty() {
         if hello.user.is_empty() {
             return Err((ErrorCode::AuthFailed, "dev mode needs a user id in Hello"));
         }
-        return Ok((Arc::from(hello.user.as_str()), Role::User));
+        return Ok((Arc::from(hello.user.as_str()), Role::User, Box::default()));
     }
     if hello.token.is_empty() {
         return Err((ErrorCode::AuthFailed, "this server needs a token"));
@@ -211,5 +215,6 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<(Arc<str>, Role), (ErrorCode
     if !hello.user.is_empty() && hello.user != claims.user {
         return Err((ErrorCode::AuthFailed, "user does not match the token"));
     }
-    Ok((Arc::from(claims.user.as_str()), claims.role))
+    let channels = claims.channels.into_iter().map(Box::from).collect();
+    Ok((Arc::from(claims.user.as_str()), claims.role, channels))
 }

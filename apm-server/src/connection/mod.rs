@@ -32,6 +32,7 @@ mod queries;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::{Allowance, Conn};
+use crate::rate::Gate;
 use crate::shard::Command;
 use dispatch::Action;
 use handshake::handshake;
@@ -100,6 +101,11 @@ struct Session {
     busy: bool,
     /// What this connection's commands draw from its ingress allowance.
     allowance: Allowance,
+    /// The members-only channels the session's token claims.
+    channel_claims: Box<[Box<str>]>,
+    /// What this connection's messages are counted against; made with its
+    /// first message (boxed: an idle connection pays a pointer).
+    rate_gate: Option<Box<Gate>>,
     /// Decoding stopped because a budget was spent: frames may wait in
     /// the read buffer, and the socket is not read until the budgets have
     /// room again (checked after each wake-up).
@@ -107,8 +113,15 @@ struct Session {
 }
 
 impl Session {
-    fn new(hub: Arc<Hub>, conn: Arc<Conn>, stream: TcpStream, rbuf: BytesMut) -> Session {
+    fn new(
+        hub: Arc<Hub>,
+        conn: Arc<Conn>,
+        stream: TcpStream,
+        rbuf: BytesMut,
+        channel_claims: Box<[Box<str>]>,
+    ) -> Session {
         Session {
+            channel_claims,
             hub,
             stream,
             rbuf,
@@ -119,6 +132,7 @@ impl Session {
             reading: true,
             busy: false,
             held: false,
+            rate_gate: None,
             allowance: conn.allowance(),
             conn,
         }

@@ -121,6 +121,13 @@ impl Session {
                     .collect();
                 channels.sort_unstable();
                 let next = page(&mut channels, limit, |(c, _)| c.clone());
+                // Members-only channels are left out for a session that
+                // may not read them (after paging, so `next` still counts
+                // them: a page may come out short).
+                if !self.hub.access.is_empty() {
+                    let grants = self.grants();
+                    channels.retain(|(c, _)| self.hub.access.may_read(c, grants).is_ok());
+                }
                 PresenceResponse::Channels { channels, next }
             }
             PresenceQuery::MyChannels => PresenceResponse::MyChannels {

@@ -43,7 +43,10 @@ fn binary() -> Result<PathBuf, String> {
 /// it runs with the memory store, like the pub/sub peers it is compared
 /// with (the `durable` scenario compares the stores); without a
 /// `--data-dir`, in a fresh temporary directory, so no run inherits
-/// another's history.
+/// another's history. Its message rate limits are set to 1,000,000 a
+/// second (unless `args` or the environment set them): every message is
+/// still checked, so the figures include what the checks cost, but none
+/// is refused, as the peers refuse none.
 pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -66,6 +69,17 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
         command.arg("--data-dir").arg(dir.path());
         Some(dir)
     };
+    for var in [
+        "APM_RATE_LIMIT_CONNECTION",
+        "APM_RATE_LIMIT_USER",
+        "APM_RATE_LIMIT_CHANNEL",
+        "APM_RATE_LIMIT_DIRECT",
+        "APM_RATE_LIMIT_ADMIN",
+    ] {
+        if std::env::var_os(var).is_none() {
+            command.env(var, "1000000:1000000");
+        }
+    }
     let child = command
         .args(args)
         .env("RUST_LOG", "warn")
