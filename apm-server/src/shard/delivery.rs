@@ -128,6 +128,7 @@ impl Shard {
             receipt: wants_receipt,
         } = msg;
         let keep = self.ctx.hub.retention.default;
+        let limit = self.ctx.hub.config.outbound_bytes;
         let tables = &mut self.tables;
         match &record.conversation {
             ConversationId::Channel(name) => {
@@ -141,8 +142,7 @@ impl Shard {
                 self.ctx.fan_out(&ch.members, &record.frame, except);
                 for r in &mut ch.resuming {
                     if r.conn != except {
-                        r.held_bytes += record.frame.len();
-                        r.held.push(record.frame.clone());
+                        r.hold(&record.frame, limit);
                     }
                 }
             }
@@ -154,8 +154,7 @@ impl Shard {
                 }
                 for (waiting, r) in &mut tables.inbox_waiting {
                     if waiting == user {
-                        r.held_bytes += record.frame.len();
-                        r.held.push(record.frame.clone());
+                        r.hold(&record.frame, limit);
                     }
                 }
                 self.deliver_to_user(user, &record.frame, from.id);

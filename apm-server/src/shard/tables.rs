@@ -48,6 +48,18 @@ pub(super) struct Resuming {
     pub(super) held_bytes: usize,
 }
 
+impl Resuming {
+    /// Holds `frame` back for the replay; past `limit` bytes only counts
+    /// it, since the connection is closed as a slow consumer when the
+    /// read is back.
+    pub(super) fn hold(&mut self, frame: &Bytes, limit: usize) {
+        self.held_bytes += frame.len();
+        if self.held_bytes <= limit {
+            self.held.push(frame.clone());
+        }
+    }
+}
+
 /// Everything one shard owns. Only its loop touches it.
 #[derive(Debug)]
 pub(super) struct Tables {
