@@ -61,6 +61,7 @@ pub struct ClientBuilder {
     pub(crate) stream_capacity: usize,
     pub(crate) max_frame_len: u32,
     pub(crate) local_ip: Option<std::net::IpAddr>,
+    pub(crate) token_source: Option<crate::token::TokenSource>,
 }
 
 impl ClientBuilder {
@@ -79,6 +80,7 @@ impl ClientBuilder {
             stream_capacity: 4096,
             max_frame_len: apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
             local_ip: None,
+            token_source: None,
         }
     }
 
@@ -87,6 +89,35 @@ impl ClientBuilder {
     pub fn credentials(mut self, user: impl Into<String>, token: impl Into<String>) -> Self {
         self.user = user.into();
         self.token = token.into();
+        self
+    }
+
+    /// Where new tokens come from: called before the token in use expires
+    /// (the session takes the new one without reconnecting, on servers
+    /// that offer it), when a reconnect finds the token expired, and at
+    /// the first connect if no token was given. An error is retried
+    /// later; the connection closes when the token runs out meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), apm_client::Error> {
+    /// let client = apm_client::Client::builder("127.0.0.1:7600")
+    ///     .token_refresh(|| async {
+    ///         // Ask the app's backend for a token; here, a fixed one.
+    ///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>("TOKEN".to_owned())
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_refresh<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::TokenResult> + Send + 'static,
+    {
+        self.token_source = Some(crate::token::TokenSource::new(f));
         self
     }
 

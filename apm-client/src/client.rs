@@ -133,14 +133,16 @@ impl Client {
         ClientBuilder::new(addr)
     }
 
-    pub(crate) async fn connect(opts: ClientBuilder) -> Result<Client, Error> {
-        let (io, welcome) = connector::connect(&opts).await?;
+    pub(crate) async fn connect(mut opts: ClientBuilder) -> Result<Client, Error> {
+        connector::renew_if_stale(&mut opts).await?;
+        let (io, welcome, capabilities) = connector::connect(&opts).await?;
         let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
         let closed = CancellationToken::new();
         let session = Arc::new(Mutex::new(SessionInfo {
             welcome,
+            capabilities,
             connected: true,
             reconnects: 0,
         }));

@@ -48,6 +48,9 @@ pub enum Error {
     /// cannot be encoded.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The app's token callback failed.
+    #[error("no token: {0}")]
+    Token(String),
     /// A stream that can be taken once was already taken.
     #[error("{0} was already taken")]
     AlreadyTaken(&'static str),

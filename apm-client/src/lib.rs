@@ -30,6 +30,7 @@ mod error;
 mod state;
 mod streams;
 mod task;
+mod token;
 
 pub use apm_core::ErrorCode;
 pub use apm_core::message::{
@@ -40,6 +41,7 @@ pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;
 pub use streams::{Event, Events, Inbox, Subscription};
+pub use token::TokenResult;
 
 /// The workspace README, whose Rust example is compiled as a doctest so it
 /// cannot drift from the SDK.

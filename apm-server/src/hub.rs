@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use apm_core::Limits;
+use apm_core::{ErrorCode, Limits};
 
 use crate::access::ChannelRules;
 use crate::config::Config;
@@ -15,10 +15,11 @@ use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::rate::Registry;
 use crate::retention::RetentionPolicy;
+use crate::revocation::Revocations;
 use crate::shard::command::Command;
 use crate::shard::sequencer::{LocalSequencer, Sequencer};
 use crate::store::commit::CommitQueue;
-use crate::store::{AckRecord, Recovered, RecoveredConversation, Store};
+use crate::store::{AckRecord, Recovered, RecoveredConversation, Store, StoreError};
 
 /// State shared by the listener, every connection and every shard.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub(crate) struct Hub {
     pub(crate) access: ChannelRules,
     /// Message rate limits, and each user's count.
     pub(crate) rates: Registry,
+    /// Users whose tokens are refused until a time.
+    pub(crate) revocations: Revocations,
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
@@ -72,7 +75,17 @@ impl Hub {
                 .unwrap_or_else(|_| crate::rate::RatePolicy::off()),
         );
         let access = config.channel_rules().unwrap_or_default();
+        let revocations = match store.revocations(crate::clock::now_ms()) {
+            Ok(running) => Revocations::new(running),
+            Err(e) => {
+                // Not fatal to start: the store's other reads worked, and
+                // the operator can revoke again.
+                tracing::error!(error = %e, "cannot read revocations back");
+                Revocations::default()
+            }
+        };
         let mut hub = Hub {
+            revocations,
             limits: config.limits(),
             access,
             rates,
@@ -193,6 +206,48 @@ impl Hub {
     /// The epoch seqs belong to.
     pub(crate) fn epoch(&self) -> u64 {
         self.sequencer.epoch()
+    }
+
+    /// Closes every connection of `user` with `Close(Kicked)`, or with
+    /// `Close(Revoked)` after refusing the user's tokens until
+    /// `revoke_until_ms` (kept in the store first, so a revocation that
+    /// was answered survives a restart). Answers how many connections it
+    /// closed.
+    #[allow(dead_code)] // the HTTP API's disconnect method calls it
+    pub(crate) async fn disconnect_user(
+        self: &Arc<Self>,
+        user: &str,
+        revoke_until_ms: Option<u64>,
+    ) -> Result<u32, StoreError> {
+        let code = match revoke_until_ms {
+            Some(until) => {
+                let store = self.store.clone();
+                let owned = user.to_owned();
+                tokio::task::spawn_blocking(move || store.revoke(&owned, until))
+                    .await
+                    .map_err(|e| StoreError::Db(e.to_string()))??;
+                // Set before the kick reaches the shard: a handshake the
+                // shard admits after the kick sees it there.
+                self.revocations.set(user, until, crate::clock::now_ms());
+                ErrorCode::Revoked
+            }
+            None => ErrorCode::Kicked,
+        };
+        let (reply, closed) = tokio::sync::oneshot::channel();
+        self.submit_now(
+            self.shard_of(user),
+            Command::Kick {
+                user: user.into(),
+                code,
+                reply,
+            },
+        );
+        Ok(closed.await.unwrap_or(0))
+    }
+
+    /// Until when `user`'s tokens are refused, if they are now.
+    pub(crate) fn revoked_until(&self, user: &str) -> Option<u64> {
+        self.revocations.until(user, crate::clock::now_ms())
     }
 }
 

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod outbox;
 mod rate;
 pub mod retention;
+mod revocation;
 pub mod ring;
 mod shard;
 pub mod store;

@@ -66,6 +66,12 @@ impl Shown for super::SlowConsumerPolicy {
     }
 }
 
+impl Shown for super::DirectMessages {
+    fn shown(&self) -> Vec<String> {
+        value_name(self)
+    }
+}
+
 impl Shown for crate::store::StoreKind {
     fn shown(&self) -> Vec<String> {
         value_name(self)

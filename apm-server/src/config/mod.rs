@@ -26,6 +26,18 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// Who may send private messages (`Direct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectMessages {
+    /// Every session.
+    Anyone,
+    /// Sessions with the admin role only (a support desk, a backend).
+    Admins,
+    /// Nobody: `Direct` is refused with `forbidden`.
+    Off,
+}
+
 /// Each setting once: its doc, environment variable, type and default;
 /// `@[...]` adds attributes to its flag and file key only (a parser of
 /// its own).
@@ -222,6 +234,8 @@ settings! {
     /// (`private.*=members`, `news=public:admins`). The first matching rule
     /// wins; admin sessions pass every rule; none by default.
     channel_rules ("APM_CHANNEL_RULES"): Vec<String> = Vec::new();
+    /// Who may send private messages: `anyone`, `admins` or `off`.
+    direct_messages ("APM_DIRECT_MESSAGES"): DirectMessages = DirectMessages::Anyone;
     /// Messages (publishes, private messages, broadcasts) one connection
     /// may send: `RATE:BURST`, RATE a second on average and up to BURST at
     /// once, or `off`. One over is refused with `rate_limited`, saying when

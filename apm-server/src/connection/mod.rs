@@ -29,6 +29,7 @@ mod handshake;
 mod outbound;
 mod queries;
 
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::{Allowance, Conn};
@@ -110,6 +111,12 @@ struct Session {
     /// the read buffer, and the socket is not read until the budgets have
     /// room again (checked after each wake-up).
     held: bool,
+    /// When the session's token expires, seconds since the Unix epoch
+    /// (none in dev mode): the connection closes then with `TokenExpired`
+    /// unless a `Refresh` moved it.
+    token_exp: Option<u64>,
+    /// A `Refresh` moved `token_exp`: the timer must be set again.
+    token_moved: bool,
 }
 
 impl Session {
@@ -132,6 +139,8 @@ impl Session {
             reading: true,
             busy: false,
             held: false,
+            token_exp: None,
+            token_moved: false,
             rate_gate: None,
             allowance: conn.allowance(),
             conn,
@@ -157,7 +166,7 @@ impl Session {
         let conn = self.conn.clone();
         let woken = conn.notified();
         let stop = shutdown.clone().cancelled_owned();
-        let timer = tokio::time::sleep_until(self.last_read + idle);
+        let timer = tokio::time::sleep_until(self.next_check(idle));
         tokio::pin!(woken, stop, timer);
         let mut closing = false;
         // Frames that came in the same read as Hello.
@@ -180,6 +189,10 @@ impl Session {
                 // Requests read while a budget was spent waited here.
                 self.decode_buffered().await;
                 continue;
+            }
+            if self.token_moved && !closing {
+                self.token_moved = false;
+                timer.as_mut().reset(self.next_check(idle));
             }
             if closing && self.out.is_empty() {
                 self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
@@ -210,15 +223,30 @@ impl Session {
                 Event::Shutdown => conn.close(ErrorCode::ServerShutdown),
                 Event::Timer if closing => return Ok(()),
                 Event::Timer => {
-                    let idle_at = self.last_read + idle;
-                    if idle_at <= Instant::now() {
+                    if self.token_exp.is_some_and(|exp| now_ms() >= exp * 1000) {
+                        info!("token expired");
+                        conn.close(ErrorCode::TokenExpired);
+                    } else if self.last_read + idle <= Instant::now() {
                         Metrics::add(&self.hub.metrics.idle_timeouts, 1);
                         conn.close(ErrorCode::IdleTimeout);
                     } else {
-                        timer.as_mut().reset(idle_at);
+                        timer.as_mut().reset(self.next_check(idle));
                     }
                 }
             }
+        }
+    }
+
+    /// When the timer must next look: at the idle deadline, or at the
+    /// token's expiry if that comes first.
+    fn next_check(&self, idle: Duration) -> Instant {
+        let idle_at = self.last_read + idle;
+        match self.token_exp {
+            Some(exp) => {
+                let left = (exp * 1000).saturating_sub(now_ms());
+                idle_at.min(Instant::now() + Duration::from_millis(left))
+            }
+            None => idle_at,
         }
     }
 

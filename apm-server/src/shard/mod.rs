@@ -134,6 +134,13 @@ impl Shard {
                 reply,
             } => self.register(conn, welcome, reply),
             Command::Unregister { conn } => self.unregister(&conn),
+            Command::Kick { user, code, reply } => {
+                let conns = self.tables.users.get(&user).map_or(&[][..], Vec::as_slice);
+                for conn in conns {
+                    conn.close(code);
+                }
+                let _ = reply.send(conns.len() as u32);
+            }
             Command::Sub {
                 conn,
                 channel,

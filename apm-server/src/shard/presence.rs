@@ -59,6 +59,12 @@ impl Shard {
         reply: oneshot::Sender<Result<(), ErrorCode>>,
         stored: Option<Stored>,
     ) {
+        if self.ctx.hub.revoked_until(&conn.user).is_some() {
+            // Revoked while the handshake was on its way here (or while
+            // its inbox was read): the revocation's kick has passed.
+            let _ = reply.send(Err(ErrorCode::Revoked));
+            return;
+        }
         let user = conn.user.clone();
         conn.push_reply(welcome);
         self.offline_inbox(&conn, &user, stored);

@@ -31,6 +31,9 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const ACKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("acks");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// User → until when (ms since the Unix epoch) their tokens are refused.
+/// Added without a schema change: an older build ignores the table.
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 /// The layout of the tables, recorded in `meta` as `schema`: a build
 /// refuses a file with another one rather than misread it. Bump it with
@@ -80,6 +83,7 @@ impl DiskStore {
             txn.open_table(MESSAGES).map_err(db_error)?;
             txn.open_table(HEADS).map_err(db_error)?;
             txn.open_table(ACKS).map_err(db_error)?;
+            txn.open_table(REVOKED).map_err(db_error)?;
             let mut meta = txn.open_table(META).map_err(db_error)?;
             // A file from before the version was recorded has this layout.
             let schema = meta.get("schema").map_err(db_error)?.map(|v| v.value());
@@ -200,6 +204,40 @@ impl Store for DiskStore {
                 .get((user, key.as_str()))
                 .map_err(db_error)?
                 .map(|v| v.value()))
+        })
+    }
+
+    fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(db_error)?;
+            {
+                let mut revoked = txn.open_table(REVOKED).map_err(db_error)?;
+                let now = crate::clock::now_ms();
+                // Ended revocations go with the next write, so the table
+                // holds only running ones.
+                revoked.retain(|_, until| until > now).map_err(db_error)?;
+                if until_ms > now {
+                    revoked.insert(user, until_ms).map_err(db_error)?;
+                } else {
+                    revoked.remove(user).map_err(db_error)?;
+                }
+            }
+            txn.commit().map_err(db_error)
+        })
+    }
+
+    fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(db_error)?;
+            let revoked = txn.open_table(REVOKED).map_err(db_error)?;
+            let mut running = Vec::new();
+            for row in revoked.iter().map_err(db_error)? {
+                let (user, until) = row.map_err(db_error)?;
+                if until.value() > now_ms {
+                    running.push((user.value().to_owned(), until.value()));
+                }
+            }
+            Ok(running)
         })
     }
 }
