@@ -27,6 +27,7 @@ mod builder;
 mod client;
 mod connector;
 mod error;
+mod outbox;
 mod state;
 mod streams;
 mod task;

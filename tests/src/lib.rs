@@ -441,6 +441,8 @@ pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<std::sync::Mutex<CancellationToken>>,
     upstream: Arc<std::sync::Mutex<SocketAddr>>,
+    /// While set, what the server sends is read and thrown away.
+    muted: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -454,17 +456,39 @@ impl Relay {
         let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let (current, target) = (cut.clone(), upstream.clone());
+        let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mute = muted.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
+            while let Ok((down, _)) = listener.accept().await {
                 let token = current.lock().expect("lock").clone();
                 let to = *target.lock().expect("lock");
+                let mute = mute.clone();
                 tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(to).await else {
+                    let Ok(up) = TcpStream::connect(to).await else {
                         return;
+                    };
+                    let (mut down_read, mut down_write) = down.into_split();
+                    let (mut up_read, mut up_write) = up.into_split();
+                    let upward = tokio::io::copy(&mut down_read, &mut up_write);
+                    let downward = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match up_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !mute.load(std::sync::atomic::Ordering::SeqCst)
+                                && down_write.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
                     };
                     tokio::select! {
                         _ = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = upward => {}
+                        _ = downward => {}
                     }
                 });
             }
@@ -473,6 +497,7 @@ impl Relay {
             addr,
             cut,
             upstream,
+            muted,
             task,
         }
     }
@@ -483,6 +508,13 @@ impl Relay {
         let mut token = self.cut.lock().expect("lock");
         token.cancel();
         *token = CancellationToken::new();
+    }
+
+    /// While `muted`, what the server sends on every relayed connection is
+    /// lost on the way (receipts a client never gets); what clients send
+    /// still goes through.
+    pub fn mute(&self, muted: bool) {
+        self.muted.store(muted, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Relays new connections to `upstream` from now on.

@@ -26,6 +26,10 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// Client message ids one conversation keeps at most (about 100 bytes
+/// each): past it, each sender keeps only its last `dedup_per_sender`.
+const DEDUP_MAX_ENTRIES: usize = 16_384;
+
 /// Who may send private messages (`Direct`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -212,10 +216,15 @@ settings! {
     /// prefix ending in `*` (`room.*=100:3600`). The first matching rule
     /// wins; inboxes and broadcasts keep the defaults.
     history_rules ("APM_HISTORY_RULES"): Vec<String> = Vec::new();
-    /// Client message ids remembered per conversation: a message with the
-    /// same sender and `msg_id` as one of these is a retry, answered with
-    /// the first copy's receipt and not stored again. 0 turns this off.
-    dedup_window ("APM_DEDUP_WINDOW"): usize = 1024;
+    /// Client message ids each sender keeps per conversation, whatever
+    /// their age: a message with the same sender and `msg_id` as a kept one
+    /// is a retry, answered with the first copy's receipt and not stored
+    /// again. 0 turns de-duplication off.
+    dedup_per_sender ("APM_DEDUP_PER_SENDER"): usize = 64;
+    /// Seconds for which every client message id is kept, however many a
+    /// sender sent (beyond `dedup_per_sender`); a client's outbox should
+    /// give up on a message sooner.
+    dedup_keep_secs ("APM_DEDUP_KEEP_SECS"): u64 = 600;
     /// Largest page a history request returns.
     history_page_max ("APM_HISTORY_PAGE_MAX"): u32 = 100;
     /// Most conversations one unread-count request is answered for.
@@ -368,6 +377,15 @@ impl Config {
         apm_core::Limits {
             max_frame_len: self.max_frame_len,
             max_name_len: self.max_name_len,
+        }
+    }
+
+    /// How much each conversation remembers of client message ids.
+    pub(crate) fn dedup_window(&self) -> crate::dedup::Window {
+        crate::dedup::Window {
+            per_sender: self.dedup_per_sender,
+            keep_ms: self.dedup_keep_secs.saturating_mul(1000),
+            max_entries: DEDUP_MAX_ENTRIES,
         }
     }
 

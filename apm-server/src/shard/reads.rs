@@ -23,7 +23,7 @@ impl Shard {
         let hub = &*self.ctx.hub;
         for c in seed.conversations {
             let keep = hub.retention.for_conversation(&c.conversation);
-            let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window);
+            let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window());
             self.tables.cache.adopt(&log.ring);
             match c.conversation {
                 ConversationId::Channel(name) => {
