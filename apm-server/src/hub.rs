@@ -3,8 +3,9 @@
 //! queue.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use apm_core::{ErrorCode, Limits};
 
@@ -47,6 +48,10 @@ pub(crate) struct Hub {
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
+    /// Whether the client listener is accepting (for readiness probes).
+    pub(crate) accepting: AtomicBool,
+    /// When the server was made, for its uptime.
+    pub(crate) started: Instant,
     /// Seeded once, so a name maps to the same shard for the process's life.
     hasher: foldhash::fast::RandomState,
 }
@@ -98,6 +103,8 @@ impl Hub {
             commit,
             seeds: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(1),
+            accepting: AtomicBool::new(false),
+            started: Instant::now(),
             hasher: Default::default(),
         };
         let mut seeds: Vec<Seed> = (0..count).map(|_| Seed::default()).collect();

@@ -35,6 +35,7 @@ pub mod conversation;
 mod dedup;
 pub mod fanout;
 mod fast_map;
+pub mod http;
 mod hub;
 mod ingress;
 mod listener;
@@ -49,6 +50,7 @@ mod shard;
 pub mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -73,6 +75,8 @@ const FD_RESERVE: usize = 64;
 #[derive(Debug)]
 pub struct Server {
     hub: Arc<Hub>,
+    /// The HTTP API's listener and keys, if it has one.
+    http: Option<(TcpListener, http::auth::ApiKeys)>,
 }
 
 impl Server {
@@ -102,7 +106,38 @@ impl Server {
                 store,
                 recovered,
             )),
+            http: None,
         })
+    }
+
+    /// Serves the HTTP API, `/metrics`, `/healthz` and `/readyz` on
+    /// `listener` too, from [`Server::run`] until shutdown. Fails if the
+    /// API keys file cannot be read or holds a bad line.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use apm_server::{Config, Server};
+    /// use tokio::net::TcpListener;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// let config = Config {
+    ///     http_listen: apm_server::config::HttpListen(Some("127.0.0.1:7680".parse()?)),
+    ///     api_keys: vec!["orders=0123456789abcdef".into()],
+    ///     ..Config::default()
+    /// };
+    /// let http = TcpListener::bind("127.0.0.1:7680").await?;
+    /// let server = Server::new(config)?.with_http(http)?;
+    /// let listener = TcpListener::bind("127.0.0.1:7600").await?;
+    /// server.run(listener, CancellationToken::new()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_http(mut self, listener: TcpListener) -> Result<Server, ConfigError> {
+        let keys = http::auth::ApiKeys::from_config(&self.hub.config)?;
+        self.http = Some((listener, keys));
+        Ok(self)
     }
 
     /// The server's counters.
@@ -135,6 +170,9 @@ impl Server {
     ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
         let hub = self.hub;
+        let http = self
+            .http
+            .map(|(listener, keys)| http::start(listener, keys, hub.clone(), shutdown.clone()));
         let commit_thread = match &hub.commit {
             Some(queue) => Some(
                 CommitThread {
@@ -157,6 +195,7 @@ impl Server {
         }
         shards.close();
         let connections = TaskTracker::new();
+        hub.accepting.store(true, Ordering::Release);
         listener::accept_loop(
             listener,
             hub.clone(),
@@ -165,6 +204,7 @@ impl Server {
             connections.clone(),
         )
         .await;
+        hub.accepting.store(false, Ordering::Release);
         connections.close();
         let grace = Duration::from_millis(hub.config.shutdown_timeout_ms) + Duration::from_secs(1);
         if tokio::time::timeout(grace, connections.wait())
@@ -175,6 +215,11 @@ impl Server {
                 open = connections.len(),
                 "shutdown timeout: connections still open"
             );
+        }
+        if let Some(http) = http
+            && tokio::time::timeout(grace, http).await.is_err()
+        {
+            warn!("shutdown timeout: HTTP requests still open");
         }
         stop_shards.cancel();
         shards.wait().await;

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: a real server on an ephemeral port and
 //! a raw protocol client that sends and expects exact frames.
 
+pub mod http;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 /// A guard against hangs, not a sleep: waits end as soon as the event comes.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The API key [`TestServer::start_http`] configures.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
 /// A secret for tests that use token auth.
 pub const SECRET: &str = "test-secret-0123456789";
 
@@ -32,6 +36,8 @@ pub const SECRET: &str = "test-secret-0123456789";
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its HTTP listener is, if it has one.
+    pub http: Option<SocketAddr>,
     /// Fires the graceful shutdown.
     pub shutdown: CancellationToken,
     /// Its counters.
@@ -71,20 +77,53 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let http_listener = match config.http_listen.0 {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind http"),
+            ),
+            None => None,
+        };
+        let http = http_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("http addr"));
         let server = match store {
             Some(store) => Server::with_store(config, store),
             None => Server::new(config),
         }
         .expect("config");
+        let server = match http_listener {
+            Some(l) => server.with_http(l).expect("http settings"),
+            None => server,
+        };
         let metrics = server.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(listener, shutdown.clone()));
         TestServer {
             addr,
+            http,
             shutdown,
             metrics,
             task,
         }
+    }
+
+    /// Starts a server like [`TestServer::start`] with its HTTP listener
+    /// on an ephemeral port and the API key [`API_KEY`] named `backend`.
+    pub async fn start_http(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start(|c| {
+            c.http_listen =
+                apm_server::config::HttpListen(Some("127.0.0.1:0".parse().expect("addr")));
+            c.api_keys = vec![format!("backend={API_KEY}")];
+            tweak(c);
+        })
+        .await
+    }
+
+    /// A client for the HTTP listener; panics if there is none.
+    pub fn http(&self) -> http::HttpClient {
+        http::HttpClient::new(self.http.expect("the server has an HTTP listener"))
     }
 
     /// Starts a server with token auth.
@@ -527,5 +566,77 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
         self.cut();
+    }
+}
+
+/// A durable store whose writes fail while told to, and says when one did.
+#[derive(Debug, Default)]
+pub struct Flaky {
+    /// While set, every write fails.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Notified at each failed write.
+    pub failed: tokio::sync::Notify,
+}
+
+impl apm_server::store::Store for Flaky {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn epoch(&self) -> u64 {
+        1
+    }
+
+    fn write(
+        &self,
+        _batch: &apm_server::store::Batch,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            self.failed.notify_one();
+            return Err(apm_server::store::StoreError::Db("disk full".into()));
+        }
+        Ok(())
+    }
+
+    fn expire(
+        &self,
+        _now_ms: u64,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        Ok(())
+    }
+
+    fn recover(
+        &self,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
+        Ok(Default::default())
+    }
+
+    fn read_range(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+        _from: u64,
+        _to: u64,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<Vec<apm_server::store::Record>, apm_server::store::StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn last(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        // Nothing is kept, and no conversation leaves memory in this test.
+        Ok(None)
+    }
+
+    fn acked(
+        &self,
+        _user: &str,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        Ok(None)
     }
 }

@@ -49,7 +49,17 @@ impl Shown for Vec<String> {
 
 impl Shown for PathBuf {
     fn shown(&self) -> Vec<String> {
-        vec![self.display().to_string()]
+        if self.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            vec![self.display().to_string()]
+        }
+    }
+}
+
+impl Shown for super::HttpListen {
+    fn shown(&self) -> Vec<String> {
+        vec![self.to_string()]
     }
 }
 

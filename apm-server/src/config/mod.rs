@@ -8,8 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod help;
+mod http;
 mod listen;
 mod rates;
+
+pub use http::{API_KEY_MIN, API_NAME_MAX, API_SENDER_PREFIX, ApiKey, HttpListen, check_api_name};
 
 use crate::access::ChannelRules;
 use crate::logs::LogFormat;
@@ -270,6 +273,27 @@ settings! {
     /// How log lines are written (on standard error): `text`, or `json`
     /// for one JSON object per line. `RUST_LOG` sets the level.
     log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
+    /// Address of the HTTP listener: the API for backends under `/api/`
+    /// (API key needed), and `/metrics`, `/healthz`, `/readyz` (no key).
+    /// `IP:PORT`, `HOST:PORT`, or `off`.
+    @[arg(value_parser = http::parse_listen)]
+    @[serde(deserialize_with = "http::deserialize_listen")]
+    http_listen ("APM_HTTP_LISTEN"): HttpListen = HttpListen(None);
+    /// An API key, `NAME=KEY` (KEY at least 16 bytes); repeat for several.
+    /// NAME is logged and names the default sender (`$api/NAME`). Keys
+    /// given here show in the process list: prefer `--api-keys-file`.
+    @[arg(long = "api-key")]
+    api_keys ("APM_API_KEYS"): Vec<String> = Vec::new();
+    /// A file of API keys, one `NAME=KEY` a line (`#` starts a comment).
+    /// Read again when it changes (looked at once a second at most), so
+    /// keys rotate without a restart.
+    api_keys_file ("APM_API_KEYS_FILE"): PathBuf = PathBuf::new();
+    /// Largest HTTP request body, in bytes.
+    http_max_body ("APM_HTTP_MAX_BODY"): usize = 4 * 1024 * 1024;
+    /// HTTP API requests served at once; more are refused with 503.
+    http_concurrency ("APM_HTTP_CONCURRENCY"): usize = 256;
+    /// Milliseconds an HTTP API request may take before it is answered 503.
+    http_timeout_ms ("APM_HTTP_TIMEOUT_MS"): u64 = 10_000;
 }
 
 impl Config {
@@ -329,6 +353,49 @@ impl Config {
         self.retention_policy()?;
         self.rate_policy()?;
         self.channel_rules()?;
+        self.check_http()?;
+        Ok(())
+    }
+
+    /// The API keys given inline (`--api-key`).
+    pub fn inline_api_keys(&self) -> Result<Vec<ApiKey>, ConfigError> {
+        self.api_keys
+            .iter()
+            .map(|k| ApiKey::parse(k).map_err(ConfigError::Invalid))
+            .collect()
+    }
+
+    /// Whether the HTTP API answers without a key: only with no key
+    /// configured, on a loopback address, in dev mode. Then every local
+    /// process may already connect as any user, and a key would only slow
+    /// down trying the API out.
+    pub fn http_open(&self) -> bool {
+        self.api_keys.is_empty()
+            && self.api_keys_file.as_os_str().is_empty()
+            && self.dev_mode()
+            && self.http_listen.0.is_some_and(|a| a.ip().is_loopback())
+    }
+
+    /// Checks the HTTP settings: keys well formed, and none missing where
+    /// the API would be open to the network.
+    fn check_http(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Invalid(why.to_owned()));
+        self.inline_api_keys()?;
+        let Some(addr) = self.http_listen.0 else {
+            return Ok(());
+        };
+        if self.http_max_body == 0 || self.http_concurrency == 0 || self.http_timeout_ms == 0 {
+            return bad("http_max_body, http_concurrency and http_timeout_ms must be positive");
+        }
+        if self.api_keys.is_empty()
+            && self.api_keys_file.as_os_str().is_empty()
+            && !self.http_open()
+        {
+            return bad(&format!(
+                "--http-listen {addr} needs an API key (--api-key NAME=KEY or \
+                 --api-keys-file PATH); only a loopback address in dev mode may go without"
+            ));
+        }
         Ok(())
     }
 
@@ -495,6 +562,27 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Overrides>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_http_api_needs_a_key_unless_local_in_dev_mode() {
+        let mut c = Config {
+            http_listen: HttpListen(Some("127.0.0.1:7680".parse().unwrap())),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok() && c.http_open(), "loopback, dev mode");
+        c.http_listen = HttpListen(Some("0.0.0.0:7680".parse().unwrap()));
+        assert!(c.validate().is_err(), "open to the network");
+        c.http_listen = HttpListen(Some("127.0.0.1:7680".parse().unwrap()));
+        c.secret = "0123456789abcdef".into();
+        assert!(
+            c.validate().is_err(),
+            "tokens for clients, none for the API"
+        );
+        c.api_keys = vec!["orders=0123456789abcdef".into()];
+        assert!(c.validate().is_ok() && !c.http_open());
+        c.api_keys = vec!["orders=short".into()];
+        assert!(c.validate().is_err(), "a bad key is refused at start");
     }
 
     #[test]

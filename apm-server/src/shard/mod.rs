@@ -9,7 +9,9 @@
 //! - [`reads`]: history pages, read positions, unread counts, recovery.
 //! - [`presence`]: connections and subscriptions coming and going, and
 //!   the queries about them.
+//! - [`ask`]: questions for several shards, asked from outside the loops.
 
+pub(crate) mod ask;
 mod cache;
 pub(crate) mod command;
 mod delivery;
@@ -29,7 +31,7 @@ use apm_core::Frame;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use command::{Answer, Command, Outgoing, Target};
+pub(crate) use command::{Command, Outgoing, Target};
 
 use crate::config::Config;
 use crate::fanout::{Members, deliver, fan_out};
