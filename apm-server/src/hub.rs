@@ -220,7 +220,6 @@ impl Hub {
     /// `revoke_until_ms` (kept in the store first, so a revocation that
     /// was answered survives a restart). Answers how many connections it
     /// closed.
-    #[allow(dead_code)] // the HTTP API's disconnect method calls it
     pub(crate) async fn disconnect_user(
         self: &Arc<Self>,
         user: &str,

@@ -208,6 +208,17 @@ pub fn workspace_binary(bin: &str) -> PathBuf {
         ])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir);
+    // The test runner sets the package's `CARGO_*` variables for the test;
+    // some build scripts (ring's) rerun when one changes, which would make
+    // this build differ from the one before the tests and rebuild both.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && name.starts_with("CARGO_")
+            && !matches!(name, "CARGO_HOME" | "CARGO_TARGET_DIR")
+        {
+            build.env_remove(name);
+        }
+    }
     match profile {
         "debug" => {}
         "release" => {

@@ -173,6 +173,11 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
     Some(session)
 }
 
+/// Why a user id starting with `$` is refused: such names are the
+/// server's own (the HTTP API's senders are `$api/NAME`), so no client
+/// may pass for one.
+const SERVER_NAMES: &str = "user ids starting with `$` belong to the server";
+
 /// What this server understands beyond version 1, granted to clients that
 /// say they do too.
 const SERVER_CAPABILITIES: Capabilities = Capabilities::TOKEN_REFRESH;
@@ -234,6 +239,9 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'stat
         if hello.user.is_empty() {
             return Err((ErrorCode::AuthFailed, "dev mode needs a user id in Hello"));
         }
+        if hello.user.starts_with('$') {
+            return Err((ErrorCode::AuthFailed, SERVER_NAMES));
+        }
         return Ok(Identity {
             user: Arc::from(hello.user.as_str()),
             role: Role::User,
@@ -253,6 +261,9 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'stat
             ErrorCode::AuthFailed,
             "the token's user id is not a valid name",
         ));
+    }
+    if claims.user.starts_with('$') {
+        return Err((ErrorCode::AuthFailed, SERVER_NAMES));
     }
     if !hello.user.is_empty() && hello.user != claims.user {
         return Err((ErrorCode::AuthFailed, "user does not match the token"));

@@ -98,6 +98,7 @@ async fn one(api: &Api, caller: &Arc<str>, method: &str, params: Value) -> Resul
             reads::history(hub, sender, parse(params)?).await
         }
         "unread" => reads::unread(hub, parse(params)?).await,
+        "disconnect" => disconnect(api, parse(params)?).await,
         "info" => {
             let _: NoParams = parse(params)?;
             Ok(reads::info(hub))
@@ -108,6 +109,29 @@ async fn one(api: &Api, caller: &Arc<str>, method: &str, params: Value) -> Resul
             format!("no method {method:?}; see API.md"),
         )),
     }
+}
+
+/// `disconnect`: closes every connection of the user, telling its SDK not
+/// to reconnect (`Kicked`), or revokes its tokens until a time first
+/// (`Revoked`, kept in the store).
+async fn disconnect(api: &Api, p: json::DisconnectParams) -> Result<Value, ApiError> {
+    if apm_core::names::validate_name(&p.user, &api.hub.limits).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not a valid user id",
+            p.user
+        )));
+    }
+    let closed = api
+        .hub
+        .disconnect_user(&p.user, p.revoke_until_ms)
+        .await
+        .map_err(|e| ApiError::unavailable("store_failing", e.to_string()))?;
+    let revoked_until_ms = api.hub.revoked_until(&p.user);
+    Ok(serde_json::json!({
+        "user": p.user,
+        "connections_closed": closed,
+        "revoked_until_ms": revoked_until_ms,
+    }))
 }
 
 /// `publish`, `send` and `broadcast`.

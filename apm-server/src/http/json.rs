@@ -156,6 +156,16 @@ pub(crate) struct UserParams {
     pub(crate) user: String,
 }
 
+/// Parameters of `disconnect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DisconnectParams {
+    pub(crate) user: String,
+    /// Refuse the user's tokens until this time (milliseconds since the
+    /// Unix epoch); a time in the past lifts an earlier revocation.
+    pub(crate) revoke_until_ms: Option<u64>,
+}
+
 /// Parameters of `history`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
