@@ -118,6 +118,19 @@ impl Hub {
                 .acks
                 .push(a);
         }
+        match store.take_presence() {
+            Ok((users, members)) => {
+                for user in users {
+                    seeds[hub.shard_of(&user)].users.push(user);
+                }
+                for (channel, user) in members {
+                    seeds[hub.shard_of(&channel)].members.push((channel, user));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read presence back: returning users will be announced");
+            }
+        }
         hub.seeds = Mutex::new(seeds);
         hub
     }
@@ -263,4 +276,8 @@ impl Hub {
 pub(crate) struct Seed {
     pub(crate) conversations: Vec<RecoveredConversation>,
     pub(crate) acks: Vec<AckRecord>,
+    /// Users online when the last run shut down.
+    pub(crate) users: Vec<String>,
+    /// (channel, user) memberships when the last run shut down.
+    pub(crate) members: Vec<(String, String)>,
 }

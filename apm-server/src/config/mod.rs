@@ -182,7 +182,12 @@ settings! {
     /// Channels with more members than this send no join/leave events:
     /// each event goes to every member, so in a large channel they would
     /// cost the square of its size.
-    join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 1000;
+    join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 100;
+    /// Milliseconds after a start during which users who were online when
+    /// the last run shut down gracefully (disk store) may come back
+    /// without being announced as coming online or joining again; whoever
+    /// has not come back by then is announced as gone.
+    presence_grace_ms ("APM_PRESENCE_GRACE_MS"): u64 = 30_000;
     /// Where messages are kept: `disk` (an embedded database in
     /// `data_dir`, fsync'd per batch: history survives restarts and a
     /// receipt means the message is on disk) or `memory` (history lasts as

@@ -15,6 +15,7 @@ pub(crate) mod ask;
 mod cache;
 pub(crate) mod command;
 mod delivery;
+mod grace;
 mod inbox;
 pub(crate) mod log;
 mod presence;
@@ -210,6 +211,14 @@ impl Shard {
 
 /// Runs shard `index`'s forwarding loop until `stop` fires and its queue
 /// is empty.
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     let mut shard = Shard::new(hub.clone(), index);
     let ingress = &hub.shards[index];
@@ -229,13 +238,16 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
             ingress.space.notify_waiters();
             shard.flush_counters();
         }
+        let grace = shard.grace_deadline();
         tokio::select! {
             _ = ingress.wake.notified() => {}
             _ = stop.cancelled() => {
                 if ingress.is_empty() {
+                    shard.save_presence();
                     return;
                 }
             }
+            _ = sleep_until_some(grace) => shard.end_grace(),
         }
     }
 }

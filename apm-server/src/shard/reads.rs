@@ -43,6 +43,19 @@ impl Shard {
                 log.acks.insert(a.user, a.seq);
             }
         }
+        if !seed.users.is_empty() || !seed.members.is_empty() {
+            let presumed = &mut self.tables.presumed;
+            presumed.users = seed.users.into_iter().map(Arc::from).collect();
+            presumed.members = seed
+                .members
+                .into_iter()
+                .map(|(c, u)| (Arc::from(c), Arc::from(u)))
+                .collect();
+            presumed.until = Some(
+                tokio::time::Instant::now()
+                    + std::time::Duration::from_millis(hub.config.presence_grace_ms),
+            );
+        }
     }
 
     /// Moves `user`'s read position in a conversation forward (never back,

@@ -184,6 +184,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         ))
     }
 
+    /// Adds to what the next start takes back with
+    /// [`Store::take_presence`]: users online, and (channel, user)
+    /// memberships, when a graceful shutdown began. A store that keeps
+    /// nothing across restarts keeps nothing here either.
+    fn save_presence(
+        &self,
+        users: &[String],
+        members: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let _ = (users, members);
+        Ok(())
+    }
+
+    /// What [`Store::save_presence`] kept, emptied as it is read.
+    #[allow(clippy::type_complexity)]
+    fn take_presence(&self) -> Result<(Vec<String>, Vec<(String, String)>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+
     /// Every revocation still running at `now_ms`: user and end time.
     fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let _ = now_ms;
