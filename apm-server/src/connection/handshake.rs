@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apm_core::codec::decode_frame;
+use apm_core::codec::{decode_frame, peek_request_id};
 use apm_core::message::{Hello, Role, Welcome};
 use apm_core::names::validate_name;
 use apm_core::{Capabilities, DecodeError, ErrorCode, Frame, Message};
@@ -48,9 +48,9 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
             debug!("gone before Hello");
             return None;
         }
-        Ok(Err(e)) => {
+        Ok(Err((request_id, e))) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
-            refuse(&mut stream, 0, e.code(), &e.to_string()).await;
+            refuse(&mut stream, request_id, e.code(), &e.to_string()).await;
             return None;
         }
         Err(_) => {
@@ -188,23 +188,28 @@ pub(super) fn revoked_text(until_ms: u64) -> String {
     format!("this user's tokens are revoked until {until_ms}")
 }
 
-/// Reads until one whole frame is buffered (`None` on a clean EOF).
+/// Reads until one whole frame is buffered (`None` on a clean EOF). A
+/// fault comes with the request id of the frame it was found in (0 if its
+/// header had not arrived).
 async fn first_frame(
     stream: &TcpStream,
     rbuf: &mut BytesMut,
     limits: &apm_core::Limits,
-) -> Result<Option<Frame>, DecodeError> {
+) -> Result<Option<Frame>, (u32, DecodeError)> {
     loop {
-        if let Some(frame) = decode_frame(rbuf, limits)? {
-            return Ok(Some(frame));
+        let request_id = peek_request_id(rbuf);
+        match decode_frame(rbuf, limits) {
+            Ok(Some(frame)) => return Ok(Some(frame)),
+            Ok(None) => {}
+            Err(e) => return Err((request_id, e)),
         }
-        stream.readable().await?;
+        stream.readable().await.map_err(|e| (0, e.into()))?;
         rbuf.reserve(READ_SMALL);
         match stream.try_read_buf(rbuf) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err((0, e.into())),
         }
     }
 }

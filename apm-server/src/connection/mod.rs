@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apm_core::ErrorCode;
-use apm_core::codec::decode_frame;
+use apm_core::codec::{decode_frame, peek_request_id};
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -290,6 +290,7 @@ impl Session {
             if self.held {
                 break;
             }
+            let request_id = peek_request_id(&self.rbuf);
             match decode_frame(&mut self.rbuf, &self.hub.limits) {
                 Ok(Some(frame)) => {
                     Metrics::add(&self.hub.metrics.frames_in, 1);
@@ -310,7 +311,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.fatal(0, e.code(), &e.to_string());
+                    self.fatal(request_id, e.code(), &e.to_string());
                     break;
                 }
             }
