@@ -178,6 +178,13 @@ impl Client {
         self.session().welcome.role
     }
 
+    /// Whether the client holds a welcomed connection now (false from a
+    /// lost connection until the next handshake). What is sent meanwhile
+    /// waits in the outbox.
+    pub fn is_connected(&self) -> bool {
+        self.session().connected
+    }
+
     /// The server's id for the current connection (changes on reconnect).
     pub fn session_id(&self) -> u64 {
         self.session().welcome.session_id

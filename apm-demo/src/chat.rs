@@ -225,29 +225,51 @@ impl Chat {
     }
 
     /// Publishes to the current channel and shows the line once the server
-    /// has sequenced it (the server does not echo it back to us).
+    /// has sequenced it (the server does not echo it back to us). While
+    /// the server is away the line shows as pending at once, and again as
+    /// sent when the server has it; the prompt stays free meanwhile.
     async fn say_in_current(&mut self, text: String) {
         let Some(channel) = self.current.clone() else {
             say("! no current channel: /join one first");
             return;
         };
-        match self
-            .client
-            .publish_with(&channel, text.clone(), SendOptions::text())
-            .await
-        {
-            Ok(receipt) => {
-                say(&render::channel_message(
-                    receipt.ts_ms,
-                    &channel,
-                    &self.me,
-                    content_kind::TEXT,
-                    text.as_bytes(),
-                ));
-                // What you said yourself is read.
-                let _ = self.client.ack(receipt.conversation, receipt.seq).await;
+        let (client, me) = (self.client.clone(), self.me.clone());
+        let send = async move {
+            match client
+                .publish_with(&channel, text.clone(), SendOptions::text())
+                .await
+            {
+                Ok(receipt) => {
+                    say(&render::channel_message(
+                        receipt.ts_ms,
+                        &channel,
+                        &me,
+                        content_kind::TEXT,
+                        text.as_bytes(),
+                    ));
+                    // What you said yourself is read.
+                    let _ = client.ack(receipt.conversation, receipt.seq).await;
+                }
+                Err(e) => say(&format!("! send failed: {e}")),
             }
-            Err(e) => say(&format!("! send failed: {e}")),
+        };
+        self.send_or_queue(send, "your message").await;
+    }
+
+    /// Runs `send` now when connected; otherwise says it is pending and
+    /// lets it finish in the background once the server is back.
+    async fn send_or_queue(
+        &mut self,
+        send: impl std::future::Future<Output = ()> + Send + 'static,
+        what: &str,
+    ) {
+        if self.client.is_connected() {
+            send.await;
+        } else {
+            say(&format!(
+                "* pending: {what} goes out when the server is back"
+            ));
+            tokio::spawn(send);
         }
     }
 
@@ -292,22 +314,26 @@ impl Chat {
         }
     }
 
-    /// Sends a private message and shows it once the server took it.
+    /// Sends a private message and shows it once the server took it (as
+    /// pending first while the server is away).
     async fn msg(&mut self, user: String, text: String) {
-        match self
-            .client
-            .send_to_with(&user, text.clone(), SendOptions::text())
-            .await
-        {
-            Ok(receipt) => say(&render::private_message(
-                receipt.ts_ms,
-                &self.me,
-                &user,
-                content_kind::TEXT,
-                text.as_bytes(),
-            )),
-            Err(e) => say(&format!("! send failed: {e}")),
-        }
+        let (client, me) = (self.client.clone(), self.me.clone());
+        let send = async move {
+            match client
+                .send_to_with(&user, text.clone(), SendOptions::text())
+                .await
+            {
+                Ok(receipt) => say(&render::private_message(
+                    receipt.ts_ms,
+                    &me,
+                    &user,
+                    content_kind::TEXT,
+                    text.as_bytes(),
+                )),
+                Err(e) => say(&format!("! send failed: {e}")),
+            }
+        };
+        self.send_or_queue(send, "your private message").await;
     }
 
     /// Unread counts of the joined channels and the user's private inbox.

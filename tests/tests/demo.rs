@@ -282,3 +282,69 @@ async fn fails_cleanly_without_a_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+/// A graceful server restart with the disk store: each demo reconnects
+/// and re-joins without reprinting a line or announcing anyone, and a line
+/// typed while the server is away shows as pending, then as sent, once.
+#[tokio::test]
+async fn survives_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |c: &mut apm_server::Config| {
+        c.store = apm_server::StoreKind::Disk;
+        c.data_dir = dir.path().to_owned();
+    };
+    let first = TestServer::start(settings).await;
+    let relay = apm_tests::Relay::start(first.addr).await;
+    let mut alice = Demo::start(relay.addr, "alice").await;
+    let mut bob = Demo::start(relay.addr, "bob").await;
+    alice.send("/join room").await;
+    alice.expect_line("* joined #room").await;
+    bob.send("/join room").await;
+    bob.expect_line("* joined #room").await;
+    alice.expect_line("* bob joined #room").await;
+    alice.send("before").await;
+    alice.expect_message("#room alice: before").await;
+    bob.expect_message("#room alice: before").await;
+
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    relay.point_at(nowhere);
+    first.stop().await;
+    alice
+        .expect("the disconnect", |l| l.starts_with("* disconnected"))
+        .await;
+    bob.expect("the disconnect", |l| l.starts_with("* disconnected"))
+        .await;
+    alice.send("typed while away").await;
+    alice
+        .expect_line("* pending: your message goes out when the server is back")
+        .await;
+    let second = TestServer::start(settings).await;
+    relay.point_at(second.addr);
+    alice.expect_message("#room alice: typed while away").await;
+    bob.expect_message("#room alice: typed while away").await;
+    bob.send("after").await;
+    bob.expect_message("#room bob: after").await;
+    alice.expect_message("#room bob: after").await;
+
+    for demo in [&alice, &bob] {
+        let seen = &demo.seen;
+        let count = |rest: &str| seen.iter().filter(|l| unstamped(l) == Some(rest)).count();
+        assert_eq!(count("#room alice: before"), 1, "{seen:#?}");
+        assert_eq!(count("#room alice: typed while away"), 1, "{seen:#?}");
+        let after_restart = seen
+            .iter()
+            .skip_while(|l| !l.starts_with("* disconnected"))
+            .collect::<Vec<_>>();
+        assert!(
+            !after_restart
+                .iter()
+                .any(|l| l.ends_with(" joined #room") || l.ends_with(" is online")),
+            "{}: announced after the restart: {after_restart:#?}",
+            demo.user
+        );
+    }
+    alice.quit().await;
+    bob.quit().await;
+}
