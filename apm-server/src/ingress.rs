@@ -19,6 +19,9 @@ pub(crate) struct Ingress {
     pub(crate) wake: Notify,
     /// Wakes readers waiting for room.
     pub(crate) space: Notify,
+    /// Nanoseconds the loop has spent handling commands, added once per
+    /// pass (for the loop-busy metric).
+    pub(crate) busy_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Ingress {

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use apm_core::ErrorCode;
+
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// Server-wide counters. Cheap to bump from any task.
@@ -13,6 +15,8 @@ macro_rules! counters {
             pub store_commit_seconds: Histogram,
             /// Messages in each store batch.
             pub store_batch_messages: Histogram,
+            /// Handshakes refused, by reason.
+            pub handshake_refusals: Refusals,
         }
 
         impl Default for Metrics {
@@ -20,6 +24,7 @@ macro_rules! counters {
                 Metrics {
                     $($name: AtomicU64::new(0),)*
                     store_commit_seconds: Histogram::new(COMMIT_SECONDS),
+                    handshake_refusals: Refusals::default(),
                     store_batch_messages: Histogram::new(BATCH_MESSAGES),
                 }
             }
@@ -95,6 +100,44 @@ impl Metrics {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The reasons a handshake is refused, each counted on its own; anything
+/// else counts as the last, `other`.
+pub const REFUSAL_REASONS: &[ErrorCode] = &[
+    ErrorCode::AuthFailed,
+    ErrorCode::TokenExpired,
+    ErrorCode::Revoked,
+    ErrorCode::AuthRequired,
+    ErrorCode::HandshakeTimeout,
+    ErrorCode::TooManyUserConnections,
+    ErrorCode::InvalidName,
+    ErrorCode::Malformed,
+];
+
+/// Handshake refusals by reason ([`REFUSAL_REASONS`], then `other`).
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; 9]);
+
+impl Refusals {
+    /// Counts one refusal with `code`.
+    pub fn count(&self, code: ErrorCode) {
+        let i = REFUSAL_REASONS
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(REFUSAL_REASONS.len());
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each reason's name (`other` last) and count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        REFUSAL_REASONS
+            .iter()
+            .map(|c| c.as_str())
+            .chain(["other"])
+            .zip(self.0.iter().map(|n| n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 

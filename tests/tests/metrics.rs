@@ -119,6 +119,9 @@ async fn a_scrape_parses_needs_no_key_and_moves_with_traffic() {
         "apm_store_batch_messages_sum",
         "apm_ingress_queue_depth{shard=\"0\"}",
         "apm_ingress_queue_depth{shard=\"1\"}",
+        "apm_loop_busy_seconds_total{shard=\"0\"}",
+        "apm_handshake_refusals_total{reason=\"auth_failed\"}",
+        "apm_handshake_refusals_total{reason=\"other\"}",
         "apm_ready",
         "apm_build_info{version=\"0.1.0\"}",
     ] {
@@ -193,4 +196,46 @@ async fn the_dashboard_queries_only_exported_metrics() {
         }
     }
     assert!(queried > 20, "only {queried} metrics queried");
+}
+
+#[tokio::test]
+async fn refused_handshakes_are_counted_by_reason() {
+    let server = TestServer::start_http(|c| c.secret = apm_tests::SECRET.to_owned()).await;
+    let http = server.http();
+    let mut bad = apm_tests::Client::connect(server.addr).await;
+    bad.send(apm_core::Message::Hello(apm_core::message::Hello {
+        user: String::new(),
+        token: "not-a-token".into(),
+        client: "t".into(),
+    }))
+    .await;
+    assert!(matches!(
+        bad.recv().await.message,
+        apm_core::Message::Error(_)
+    ));
+    bad.expect_eof().await;
+    let expired = apm_tests::token("bob", false, std::time::Duration::ZERO);
+    let mut late = apm_tests::Client::connect(server.addr).await;
+    late.send(apm_core::Message::Hello(apm_core::message::Hello {
+        user: String::new(),
+        token: expired,
+        client: "t".into(),
+    }))
+    .await;
+    assert!(matches!(
+        late.recv().await.message,
+        apm_core::Message::Error(_)
+    ));
+    late.expect_eof().await;
+    let s = scrape(&http).await;
+    assert_eq!(
+        get(&s, "apm_handshake_refusals_total{reason=\"auth_failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        get(&s, "apm_handshake_refusals_total{reason=\"token_expired\"}"),
+        1.0
+    );
+    assert_eq!(get(&s, "apm_auth_failures_total"), 2.0);
+    assert!(get(&s, "apm_loop_busy_seconds_total{shard=\"0\"}") >= 0.0);
 }

@@ -49,12 +49,12 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
             return None;
         }
         Ok(Err((request_id, e))) => {
-            Metrics::add(&hub.metrics.auth_failures, 1);
+            refused(&hub, e.code());
             refuse(&mut stream, request_id, e.code(), &e.to_string()).await;
             return None;
         }
         Err(_) => {
-            Metrics::add(&hub.metrics.auth_failures, 1);
+            refused(&hub, ErrorCode::HandshakeTimeout);
             refuse(
                 &mut stream,
                 0,
@@ -68,7 +68,7 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
     let request_id = hello.request_id;
     let capabilities = Capabilities::from_flags(hello.flags).intersection(SERVER_CAPABILITIES);
     let Message::Hello(hello) = hello.message else {
-        Metrics::add(&hub.metrics.auth_failures, 1);
+        refused(&hub, ErrorCode::AuthRequired);
         refuse(
             &mut stream,
             request_id,
@@ -85,13 +85,13 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
     let identity = match authenticate(&hub, &hello) {
         Ok(identity) => identity,
         Err((code, why)) => {
-            Metrics::add(&hub.metrics.auth_failures, 1);
+            refused(&hub, code);
             refuse(&mut stream, request_id, code, why).await;
             return None;
         }
     };
     if let Some(until) = hub.revoked_until(&identity.user) {
-        Metrics::add(&hub.metrics.auth_failures, 1);
+        refused(&hub, ErrorCode::Revoked);
         refuse(
             &mut stream,
             request_id,
@@ -153,6 +153,7 @@ pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Se
     match rx.await {
         Ok(Ok(())) => {}
         Ok(Err(code)) => {
+            refused(&hub, code);
             let why = match code {
                 ErrorCode::Revoked => revoked_text(hub.revoked_until(&conn.user).unwrap_or(0)),
                 _ => "too many connections for this user".to_owned(),
@@ -212,6 +213,12 @@ async fn first_frame(
             Err(e) => return Err((0, e.into())),
         }
     }
+}
+
+/// Counts a refused handshake, in all and by reason.
+fn refused(hub: &Hub, code: ErrorCode) {
+    Metrics::add(&hub.metrics.auth_failures, 1);
+    hub.metrics.handshake_refusals.count(code);
 }
 
 /// Sends an `Error` and closes a connection that never got a session.

@@ -175,6 +175,33 @@ impl Collector for Exporter {
                 ConstGauge::new(gauge(ingress.len() as u64)).encode(metric)?;
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "loop_busy_seconds",
+                "Seconds each shard's forwarding loop spent handling commands.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, ingress) in hub.shards.iter().enumerate() {
+                let labels = [("shard", i.to_string())];
+                let metric = family.encode_family(&labels)?;
+                let ns = ingress.busy_ns.load(Ordering::Relaxed);
+                ConstCounter::new(ns as f64 / 1e9).encode(metric)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "handshake_refusals",
+                "Handshakes refused, by reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in m.handshake_refusals.snapshot() {
+                let labels = [("reason", reason.to_owned())];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(n).encode(metric)?;
+            }
+        }
         let (backlog, failing) = match &hub.commit {
             Some(c) => (c.backlog() as u64, c.is_failing()),
             None => (0, false),

@@ -224,6 +224,7 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     let ingress = &hub.shards[index];
     loop {
         let mut handled = 0usize;
+        let busy = std::time::Instant::now();
         while let Some(cmd) = ingress.pop() {
             shard.handle(cmd);
             handled += 1;
@@ -237,6 +238,10 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
         if handled > 0 {
             ingress.space.notify_waiters();
             shard.flush_counters();
+            ingress.busy_ns.fetch_add(
+                busy.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let grace = shard.grace_deadline();
         tokio::select! {
