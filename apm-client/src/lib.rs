@@ -21,6 +21,20 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Runtime
+//!
+//! The client runs on the app's tokio runtime: its connection task is
+//! spawned on whichever runtime calls [`ClientBuilder::connect`]. An app
+//! needs tokio with a runtime (`rt` or `rt-multi-thread`, and `macros`
+//! for `#[tokio::main]`); the SDK itself asks only for `net`, `io-util`,
+//! `time`, `sync`, `rt` and `macros`.
+//!
+//! # Presence
+//!
+//! Subscribe to [`PRESENCE_CHANNEL`] to see users come online and go
+//! offline ([`Event::Presence`] on [`Client::events`]); joins and leaves
+//! of a channel come to its members the same way.
 #![warn(missing_docs, unreachable_pub)]
 
 mod builder;
@@ -34,6 +48,8 @@ mod task;
 mod token;
 
 pub use apm_core::ErrorCode;
+/// The server's channel of online and offline events (`$presence`).
+pub use apm_core::names::PRESENCE_CHANNEL;
 pub use apm_core::message::{
     Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, Unread,
     content_kind,
