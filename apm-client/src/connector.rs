@@ -15,9 +15,10 @@ use tracing::debug;
 
 use crate::builder::{ClientBuilder, ReconnectPolicy};
 use crate::error::Error;
+use crate::tls::Stream;
 
 /// A connection that has said Hello and been welcomed.
-pub(crate) type Io = Framed<TcpStream, ApmCodec>;
+pub(crate) type Io = Framed<Stream, ApmCodec>;
 
 /// Connects, says Hello and waits for Welcome.
 pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error> {
@@ -47,6 +48,10 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = match &opts.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(stream, &opts.addr).await?,
+        };
         // Server frames may exceed the request limit by the names a Deliver
         // adds; leave room.
         let limits = apm_core::Limits {

@@ -30,6 +30,7 @@ mod error;
 mod state;
 mod streams;
 mod task;
+mod tls;
 
 pub use apm_core::ErrorCode;
 pub use apm_core::message::{

@@ -49,7 +49,11 @@ impl Shown for Vec<String> {
 
 impl Shown for PathBuf {
     fn shown(&self) -> Vec<String> {
-        vec![self.display().to_string()]
+        if self.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            vec![self.display().to_string()]
+        }
     }
 }
 
