@@ -13,7 +13,7 @@ use apm_tests::process::ServerProcess;
 use apm_tests::{PATIENCE, TestServer, workspace_binary};
 use futures::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
 /// A certificate authority made for one test.
@@ -240,6 +240,41 @@ async fn certificates_reload_on_sighup_under_live_connections() {
     dave.ping().await.expect("ping");
     alice.ping().await.expect("alice still connected");
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn the_demo_connects_with_a_ca_file() {
+    let (server, ca, dir) = tls_server(|_| {}).await;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let mut demo = tokio::process::Command::new(workspace_binary("apm-demo"))
+        .args(["--server", &server.addr.to_string(), "--user", "alice"])
+        .arg("--tls-ca")
+        .arg(&ca_file)
+        .env_remove("APM_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn apm-demo");
+    let stdout = demo.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let connected = timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.expect("read apm-demo") {
+            if line.starts_with("* connected to") {
+                return line;
+            }
+        }
+        panic!("apm-demo ended before connecting");
+    })
+    .await
+    .expect("apm-demo connects in time");
+    assert!(connected.contains("as alice"), "{connected}");
+    let mut stdin = demo.stdin.take().expect("stdin");
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = timeout(PATIENCE, demo.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    server.stop().await;
 }
 
 #[test]
