@@ -65,6 +65,10 @@ pub struct ClientBuilder {
     pub(crate) local_ip: Option<std::net::IpAddr>,
     /// TLS, when the server speaks it.
     pub(crate) tls: Option<TlsOptions>,
+    pub(crate) token_source: Option<crate::token::TokenSource>,
+    pub(crate) outbox_messages: usize,
+    pub(crate) outbox_bytes: usize,
+    pub(crate) give_up_after: Duration,
 }
 
 impl ClientBuilder {
@@ -84,6 +88,10 @@ impl ClientBuilder {
             max_frame_len: apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
             local_ip: None,
             tls: None,
+            token_source: None,
+            outbox_messages: 4096,
+            outbox_bytes: 16 * 1024 * 1024,
+            give_up_after: Duration::from_secs(300),
         }
     }
 
@@ -92,6 +100,35 @@ impl ClientBuilder {
     pub fn credentials(mut self, user: impl Into<String>, token: impl Into<String>) -> Self {
         self.user = user.into();
         self.token = token.into();
+        self
+    }
+
+    /// Where new tokens come from: called before the token in use expires
+    /// (the session takes the new one without reconnecting, on servers
+    /// that offer it), when a reconnect finds the token expired, and at
+    /// the first connect if no token was given. An error is retried
+    /// later; the connection closes when the token runs out meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), apm_client::Error> {
+    /// let client = apm_client::Client::builder("127.0.0.1:7600")
+    ///     .token_refresh(|| async {
+    ///         // Ask the app's backend for a token; here, a fixed one.
+    ///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>("TOKEN".to_owned())
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_refresh<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::TokenResult> + Send + 'static,
+    {
+        self.token_source = Some(crate::token::TokenSource::new(f));
         self
     }
 
@@ -110,7 +147,8 @@ impl ClientBuilder {
     /// How long a request waits for its reply (default 10 s). A message
     /// sent with a receipt counts only time spent on one connection: it is
     /// sent again after a reconnect, so while the server is away it waits
-    /// for it to come back (until the client stops reconnecting).
+    /// for it to come back, up to the give-up time
+    /// ([`give_up_after`](ClientBuilder::give_up_after)).
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = t;
         self
@@ -146,6 +184,27 @@ impl ClientBuilder {
     /// (default 4096). Drops are reported as [`crate::Event::Lagged`].
     pub fn stream_capacity(mut self, n: usize) -> Self {
         self.stream_capacity = n.max(1);
+        self
+    }
+
+    /// How many messages sent with a receipt may wait for it, and how many
+    /// payload bytes they may hold together (default 4,096 and 16 MiB).
+    /// They wait across reconnects and go out again in order; a send past
+    /// either bound fails at once with
+    /// [`Error::OutboxFull`](crate::Error::OutboxFull).
+    pub fn outbox(mut self, messages: usize, bytes: usize) -> Self {
+        self.outbox_messages = messages.max(1);
+        self.outbox_bytes = bytes;
+        self
+    }
+
+    /// How long a message sent with a receipt may wait for it, reconnects
+    /// included, before its send fails with
+    /// [`Error::GaveUp`](crate::Error::GaveUp) (default 5 minutes). Keep
+    /// it under the server's `dedup_keep_secs` (10 minutes by default), so
+    /// a copy sent again before giving up is still recognised.
+    pub fn give_up_after(mut self, t: Duration) -> Self {
+        self.give_up_after = t;
         self
     }
 

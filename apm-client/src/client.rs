@@ -92,6 +92,9 @@ struct Inner {
     backpressure: Backpressure,
     request_timeout: Duration,
     stream_capacity: usize,
+    /// Messages waiting for receipts, bounded.
+    outbox: crate::outbox::Outbox,
+    give_up_after: Duration,
 }
 
 impl Drop for Inner {
@@ -133,14 +136,16 @@ impl Client {
         ClientBuilder::new(addr)
     }
 
-    pub(crate) async fn connect(opts: ClientBuilder) -> Result<Client, Error> {
-        let (io, welcome) = connector::connect(&opts).await?;
+    pub(crate) async fn connect(mut opts: ClientBuilder) -> Result<Client, Error> {
+        connector::renew_if_stale(&mut opts).await?;
+        let (io, welcome, capabilities) = connector::connect(&opts).await?;
         let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
         let closed = CancellationToken::new();
         let session = Arc::new(Mutex::new(SessionInfo {
             welcome,
+            capabilities,
             connected: true,
             reconnects: 0,
         }));
@@ -153,6 +158,8 @@ impl Client {
             backpressure: opts.backpressure,
             request_timeout: opts.request_timeout,
             stream_capacity: opts.stream_capacity,
+            outbox: crate::outbox::Outbox::new(opts.outbox_messages, opts.outbox_bytes),
+            give_up_after: opts.give_up_after,
         };
         let task = Task::new(opts, cmds_rx, events, inbox_tx, closed, session);
         tokio::spawn(task.run(io));
@@ -222,9 +229,10 @@ impl Client {
     /// Sends a message with a receipt. It gets a random client message id
     /// if it has none, so that after a lost connection it can be sent again
     /// safely: the server answers a copy it already has with the first
-    /// copy's receipt. A message the server refuses for its rate limits is
-    /// sent again after the wait the refusal names, as long as that ends
-    /// within the request timeout from the first try.
+    /// copy's receipt. It holds a place in the outbox until answered. A
+    /// message the server refuses for its rate limits is sent again after
+    /// the wait the refusal names, as long as that ends within the give-up
+    /// time from the first try, as does the wait for the receipt itself.
     async fn receipt(&self, mut message: Message, flags: Flags) -> Result<Receipt, Error> {
         if let Message::Publish(Publish { msg_id, .. })
         | Message::Direct(Direct { msg_id, .. })
@@ -233,7 +241,9 @@ impl Client {
         {
             *msg_id = rand::random::<u64>().max(1);
         }
+        let _place = self.inner.outbox.reserve(payload_len(&message))?;
         let started = tokio::time::Instant::now();
+        let give_up = self.inner.give_up_after;
         loop {
             let (tx, rx) = oneshot::channel();
             // A clone shares the payload; the retry below needs the message.
@@ -243,13 +253,18 @@ impl Client {
                 reply: Some(tx),
             })
             .await?;
-            match self.wait_resendable(rx).await {
+            let answer =
+                match tokio::time::timeout_at(started + give_up, self.wait_resendable(rx)).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(Error::GaveUp(give_up)),
+                };
+            match answer {
                 Ok(frame) => match frame.message {
                     Message::Receipt(r) => return Ok(r),
                     other => return Err(unexpected(&other)),
                 },
                 Err(e) => match e.retry_after() {
-                    Some(wait) if started.elapsed() + wait <= self.inner.request_timeout => {
+                    Some(wait) if started.elapsed() + wait <= give_up => {
                         tokio::time::sleep(wait).await;
                     }
                     _ => return Err(e),
@@ -477,4 +492,14 @@ fn direct_frame(user: &str, payload: Bytes, opts: SendOptions) -> Message {
 
 fn unexpected(message: &Message) -> Error {
     Error::Protocol(format!("unexpected reply {:?}", message.message_type()))
+}
+
+/// The payload bytes a message holds, for the outbox's byte bound.
+fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Publish(m) => m.payload.len(),
+        Message::Direct(m) => m.payload.len(),
+        Message::Broadcast(m) => m.payload.len(),
+        _ => 0,
+    }
 }

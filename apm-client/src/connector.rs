@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use apm_core::message::{Hello, Welcome};
-use apm_core::{ApmCodec, ErrorCode, Frame, Message};
+use apm_core::{ApmCodec, Capabilities, ErrorCode, Frame, Message};
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::TcpStream;
@@ -16,12 +16,16 @@ use tracing::debug;
 use crate::builder::{ClientBuilder, ReconnectPolicy};
 use crate::error::Error;
 use crate::tls::Stream;
+use crate::token;
 
 /// A connection that has said Hello and been welcomed.
 pub(crate) type Io = Framed<Stream, ApmCodec>;
 
+/// A connection that has been welcomed, and what the server granted.
+pub(crate) type Connected = (Io, Welcome, Capabilities);
+
 /// Connects, says Hello and waits for Welcome.
-pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error> {
+pub(crate) async fn connect(opts: &ClientBuilder) -> Result<Connected, Error> {
     let attempt = async {
         let failed = |e: std::io::Error| Error::Connect {
             addr: opts.addr.clone(),
@@ -66,15 +70,17 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error
                 token: opts.token.clone(),
                 client: opts.client_name.clone(),
             }),
-        );
+        )
+        .with_flags(Capabilities::ALL.to_flags());
         io.send(hello)
             .await
             .map_err(|e| Error::Protocol(e.to_string()))?;
         match io.next().await {
             Some(Ok(Frame {
                 message: Message::Welcome(w),
+                flags,
                 ..
-            })) => Ok((io, w)),
+            })) => Ok((io, w, Capabilities::from_flags(flags))),
             Some(Ok(Frame {
                 message: Message::Error(e),
                 ..
@@ -101,13 +107,32 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<(Io, Welcome), Error
         })?
 }
 
+/// Asks the app's token callback for a new token when there is one and
+/// the token in use is missing or expired (by this machine's clock).
+pub(crate) async fn renew_if_stale(opts: &mut ClientBuilder) -> Result<(), Error> {
+    let Some(source) = &opts.token_source else {
+        return Ok(());
+    };
+    let stale = opts.token.is_empty()
+        || token::expiry(&opts.token).is_some_and(|exp| exp * 1000 <= token::now_ms());
+    if stale {
+        opts.token = source
+            .fetch()
+            .await
+            .map_err(|e| Error::Token(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Connects again after a loss, waiting between attempts as the policy
-/// says. `None` means give up: the attempts ran out, the credentials were
-/// refused, or `closed` was cancelled while waiting.
+/// says. A token that expired is renewed through the app's callback, if
+/// it gave one. `None` means give up: the attempts ran out, the
+/// credentials were refused or revoked, or `closed` was cancelled while
+/// waiting.
 pub(crate) async fn reconnect(
-    opts: &ClientBuilder,
+    opts: &mut ClientBuilder,
     closed: &CancellationToken,
-) -> Option<(Io, Welcome)> {
+) -> Option<Connected> {
     let mut backoff = Backoff::new(opts.reconnect);
     loop {
         let delay = backoff.next_delay()?;
@@ -115,13 +140,26 @@ pub(crate) async fn reconnect(
             _ = closed.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
+        if let Err(e) = renew_if_stale(opts).await {
+            debug!(error = %e, "token callback failed");
+            continue;
+        }
         match connect(opts).await {
             Ok(connected) => return Some(connected),
             Err(Error::Handshake {
-                code: ErrorCode::AuthFailed | ErrorCode::TokenExpired,
+                code: ErrorCode::TokenExpired,
+                ..
+            }) if opts.token_source.is_some() => {
+                // Expired by the server's clock if not by this one: the
+                // next attempt asks for a new token.
+                opts.token.clear();
+            }
+            Err(Error::Handshake {
+                code: ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::Revoked,
                 ..
             }) => {
-                // Retrying the same credentials cannot succeed.
+                // Retrying the same credentials cannot succeed, and a
+                // revoked user must not keep knocking.
                 return None;
             }
             Err(e) => debug!(error = %e, attempts = backoff.attempts, "reconnect failed"),

@@ -58,6 +58,24 @@ pub enum Error {
     /// cannot be encoded.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Too many messages wait for their receipts (sent while the server
+    /// was away, say): the outbox's bounds (see
+    /// [`ClientBuilder::outbox`](crate::ClientBuilder::outbox)) are reached.
+    #[error("the outbox is full: {messages} messages, {bytes} bytes wait for receipts")]
+    OutboxFull {
+        /// Messages waiting.
+        messages: usize,
+        /// Their payload bytes.
+        bytes: usize,
+    },
+    /// A message sent with a receipt got none within the give-up time
+    /// (see [`ClientBuilder::give_up_after`](crate::ClientBuilder::give_up_after)),
+    /// reconnects included. It may or may not have been taken.
+    #[error("no receipt within {0:?}: gave up")]
+    GaveUp(std::time::Duration),
+    /// The app's token callback failed.
+    #[error("no token: {0}")]
+    Token(String),
     /// A stream that can be taken once was already taken.
     #[error("{0} was already taken")]
     AlreadyTaken(&'static str),

@@ -27,10 +27,12 @@ mod builder;
 mod client;
 mod connector;
 mod error;
+mod outbox;
 mod state;
 mod streams;
 mod task;
 mod tls;
+mod token;
 
 pub use apm_core::ErrorCode;
 pub use apm_core::message::{
@@ -41,6 +43,7 @@ pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;
 pub use streams::{Event, Events, Inbox, Subscription};
+pub use token::TokenResult;
 
 /// The workspace README, whose Rust example is compiled as a doctest so it
 /// cannot drift from the SDK.

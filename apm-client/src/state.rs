@@ -70,6 +70,9 @@ pub(crate) enum Reaction {
     /// The connection cannot go on: the server closed it or broke the
     /// protocol.
     Lost(String),
+    /// The server ended the session and asks not to be called again
+    /// (kicked, revoked).
+    Ended(String),
 }
 
 /// Everything the session knows, without a socket. See the module docs.
@@ -275,6 +278,9 @@ impl State {
                 Reaction::Nothing
             }
             Message::Ping => Reaction::Send(Frame::new(frame.request_id, Message::Pong)),
+            Message::Close(c) if matches!(c.code, ErrorCode::Kicked | ErrorCode::Revoked) => {
+                Reaction::Ended(format!("server closed: {}: {}", c.code, c.reason))
+            }
             Message::Close(c) => Reaction::Lost(format!("server closed: {}", c.code)),
             Message::Error(e) if frame.request_id == 0 && e.code == ErrorCode::MessagesLost => {
                 // Counted as dropped from the inbox, so the app knows it
@@ -296,6 +302,7 @@ impl State {
             }
             Message::Welcome(_)
             | Message::Hello(_)
+            | Message::Refresh(_)
             | Message::Sub(_)
             | Message::Unsub(_)
             | Message::Publish(_)

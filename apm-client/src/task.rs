@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apm_core::message::{Deliver, Welcome};
-use apm_core::{ErrorCode, Flags, Frame, Message};
+use apm_core::message::{Deliver, Refresh, Welcome};
+use apm_core::{Capabilities, ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -22,6 +22,7 @@ use crate::connector::{self, Io};
 use crate::error::Error;
 use crate::state::{Reaction, Reply, State, SubReply};
 use crate::streams::Event;
+use crate::token;
 
 /// Most commands written before one flush.
 const BATCH: usize = 256;
@@ -54,6 +55,8 @@ pub(crate) enum Command {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionInfo {
     pub(crate) welcome: Welcome,
+    /// What the server granted in its Welcome.
+    pub(crate) capabilities: Capabilities,
     /// False from a lost connection until the next handshake.
     pub(crate) connected: bool,
     /// Handshakes since the first: a wait that spans one started over.
@@ -66,6 +69,8 @@ enum End {
     Closed(Option<oneshot::Sender<()>>),
     /// Lost: reconnect if the policy allows.
     Lost(String),
+    /// Ended by the server for good (kicked, revoked): do not reconnect.
+    Ended(String),
 }
 
 /// The connection task: the handles' channels on one side, the socket and
@@ -136,13 +141,21 @@ impl Task {
                     }
                     return;
                 }
+                End::Ended(reason) => {
+                    debug!(%reason, "connection ended by the server");
+                    self.session.lock().expect("session lock").connected = false;
+                    self.state.disconnected(reason);
+                    self.publish_events();
+                    self.finish();
+                    return;
+                }
                 End::Lost(reason) => {
                     debug!(%reason, "connection lost");
                     self.session.lock().expect("session lock").connected = false;
                     self.state.disconnected(reason);
                     self.publish_events();
-                    let Some((new_io, welcome)) =
-                        connector::reconnect(&self.opts, &self.closed).await
+                    let Some((new_io, welcome, capabilities)) =
+                        connector::reconnect(&mut self.opts, &self.closed).await
                     else {
                         self.finish();
                         return;
@@ -152,6 +165,7 @@ impl Task {
                     {
                         let mut session = self.session.lock().expect("session lock");
                         session.welcome = welcome;
+                        session.capabilities = capabilities;
                         session.connected = true;
                         session.reconnects += 1;
                     }
@@ -198,18 +212,90 @@ impl Task {
         SinkExt::<Bytes>::flush(io).await.map_err(|e| e.to_string())
     }
 
+    /// When to ask for a new token: ahead of the token's expiry, if the
+    /// app gave a token callback and the server takes `Refresh`.
+    fn refresh_due(&self) -> Option<Instant> {
+        self.opts.token_source.as_ref()?;
+        let granted = self.session.lock().expect("session lock").capabilities;
+        if !granted.contains(Capabilities::TOKEN_REFRESH) {
+            return None;
+        }
+        let exp = token::expiry(&self.opts.token)?;
+        let now = token::now_ms();
+        let wait = token::refresh_at_ms(exp, now).saturating_sub(now);
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// What a finished token callback leads to: the new token sent as a
+    /// `Refresh`, or another try later.
+    async fn refreshed(
+        &mut self,
+        fetched: crate::TokenResult,
+        io: &mut Io,
+        due: &mut Option<Instant>,
+    ) -> Option<End> {
+        match fetched {
+            Ok(new) => {
+                self.opts.token = new.clone();
+                *due = self.refresh_due();
+                let frame = self.state.request(
+                    Message::Refresh(Refresh { token: new }),
+                    Flags::empty(),
+                    None,
+                )?;
+                match io.send(frame).await {
+                    Ok(()) => None,
+                    Err(e) => Some(End::Lost(e.to_string())),
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "token callback failed; trying again");
+                // Again in a while, but before the token runs out if it
+                // has not yet.
+                let left = token::expiry(&self.opts.token)
+                    .map(|exp| (exp * 1000).saturating_sub(token::now_ms()))
+                    .unwrap_or(0);
+                let wait = Duration::from_millis((left / 2).clamp(100, 5_000));
+                *due = Some(Instant::now() + wait);
+                None
+            }
+        }
+    }
+
     async fn session(&mut self, io: &mut Io) -> End {
         let beat = self.heartbeat();
         let mut ticker = tokio::time::interval_at(Instant::now() + beat, beat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_recv = Instant::now();
         let mut last_sent = Instant::now();
+        // Made once and reset, so a frame received costs no timer
+        // registration.
+        let mut due = self.refresh_due();
+        let refresh_timer = tokio::time::sleep_until(due.unwrap_or_else(Instant::now));
+        tokio::pin!(refresh_timer);
+        let mut armed_for = due;
+        let mut fetching: Option<crate::token::TokenFuture> = None;
         loop {
+            if due != armed_for {
+                if let Some(at) = due {
+                    refresh_timer.as_mut().reset(at);
+                }
+                armed_for = due;
+            }
             let end = tokio::select! {
                 biased;
                 _ = self.closed.cancelled() => {
                     self.say_goodbye(io).await;
                     Some(End::Closed(None))
+                }
+                _ = &mut refresh_timer, if due.is_some() && fetching.is_none() => {
+                    due = None;
+                    fetching = self.opts.token_source.as_ref().map(|s| s.fetch());
+                    None
+                }
+                fetched = async { fetching.as_mut().expect("checked").await }, if fetching.is_some() => {
+                    fetching = None;
+                    self.refreshed(fetched, io, &mut due).await
                 }
                 frame = io.next() => match frame {
                     Some(Ok(frame)) => {
@@ -221,6 +307,7 @@ impl Task {
                                 Err(e) => Some(End::Lost(e.to_string())),
                             },
                             Reaction::Lost(reason) => Some(End::Lost(reason)),
+                            Reaction::Ended(reason) => Some(End::Ended(reason)),
                         }
                     }
                     Some(Err(e)) => Some(End::Lost(e.to_string())),

@@ -67,6 +67,16 @@ pub fn decode_frame(src: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>
     decode_frame_bytes(frame, limits).map(Some)
 }
 
+/// The request id of the frame at the start of `src`, once its header has
+/// arrived; 0 before. What an `Error` about that frame carries, even when
+/// the frame does not decode.
+pub fn peek_request_id(src: &[u8]) -> u32 {
+    match src.get(LENGTH_LEN + 4..LENGTH_LEN + HEADER_LEN) {
+        Some(id) => u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+        None => 0,
+    }
+}
+
 fn check_header(src: &[u8]) -> Result<(Header, MessageType), DecodeError> {
     let header = Header::parse(src)?;
     if header.version != PROTOCOL_VERSION {

@@ -96,6 +96,13 @@ error_codes! {
     /// memory bounds). Sent with request id 0 after `Welcome`; the text
     /// says how many when known. They count as read.
     MessagesLost = 35, false, "messages_lost";
+    /// The server's operator ended the session (sent as `Close`): the
+    /// client must not reconnect on its own.
+    Kicked = 36, true, "kicked";
+    /// The user's tokens are refused until a time the text gives as
+    /// `until N` (milliseconds since the Unix epoch): a handshake refusal
+    /// or a `Close`. The client must not reconnect on its own.
+    Revoked = 37, true, "revoked";
     /// Something went wrong inside the server.
     Internal = 50, false, "internal";
 }

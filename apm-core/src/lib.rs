@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod capabilities;
 pub mod codec;
 pub mod error;
 pub mod frame;
@@ -45,6 +46,7 @@ pub mod names;
 #[cfg(feature = "test-support")]
 pub mod samples;
 
+pub use capabilities::Capabilities;
 pub use codec::ApmCodec;
 pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use frame::{Flags, Frame, HEADER_LEN, Header, LENGTH_LEN, MessageType, PROTOCOL_VERSION};

@@ -43,6 +43,11 @@ message_types! {
     Pong = 0x05,
     /// Either way: orderly close with a reason.
     Close = 0x06,
+    /// Client to server: a new token for the open session (capability
+    /// `TOKEN_REFRESH`).
+    Refresh = 0x07,
+    /// Server to client: the new token is in force.
+    RefreshOk = 0x08,
     /// Client to server: join a channel.
     Sub = 0x10,
     /// Client to server: leave a channel.

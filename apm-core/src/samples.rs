@@ -43,6 +43,13 @@ pub fn all() -> Vec<Frame> {
         f(9, Message::Pong),
         f(0, Message::close(ErrorCode::ServerShutdown, "restarting")),
         f(
+            4,
+            Message::Refresh(Refresh {
+                token: "eyJ1c2VyIjoiYWxpY2UifQ.c2lnbmF0dXJl".into(),
+            }),
+        ),
+        f(4, Message::RefreshOk(RefreshOk { exp: 1_700_003_600 })),
+        f(
             1,
             Message::Sub(Sub {
                 channel: "news".into(),

@@ -71,6 +71,8 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::Ping),
         Just(Message::Pong),
         (code(), text()).prop_map(|(c, m)| Message::close(c, m)),
+        text().prop_map(|token| Message::Refresh(Refresh { token })),
+        any::<u64>().prop_map(|exp| Message::RefreshOk(RefreshOk { exp })),
         (name(), prop::option::of(any::<u64>()))
             .prop_map(|(channel, since)| Message::Sub(Sub { channel, since })),
         name().prop_map(|channel| Message::Unsub(Unsub { channel })),
@@ -311,7 +313,11 @@ fn samples_cover_every_type() {
 
 #[test]
 fn payload_is_zero_copy() {
-    let frame = &apm_core::samples::all()[10];
+    let samples = apm_core::samples::all();
+    let frame = samples
+        .iter()
+        .find(|f| matches!(f.message, Message::Publish(_)))
+        .expect("a Publish sample");
     let wire = frame.to_bytes().unwrap();
     let mut buf = BytesMut::from(&wire[..]);
     let range = buf.as_ptr_range();

@@ -145,6 +145,11 @@ pub fn mint_checked(
 ) -> Result<String, MintError> {
     check_secret(secret)?;
     apm_core::names::validate_name(user, limits).map_err(|e| MintError::User(e.to_string()))?;
+    if user.starts_with('$') {
+        return Err(MintError::User(
+            "user ids starting with `$` belong to the server (the HTTP API's senders)".into(),
+        ));
+    }
     for claim in channels {
         let name = claim.strip_suffix('*').unwrap_or(claim);
         // `*` alone claims every channel.

@@ -3,10 +3,11 @@
 //! queue.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use apm_core::Limits;
+use apm_core::{ErrorCode, Limits};
 
 use crate::access::ChannelRules;
 use crate::config::Config;
@@ -15,10 +16,11 @@ use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::rate::Registry;
 use crate::retention::RetentionPolicy;
+use crate::revocation::Revocations;
 use crate::shard::command::Command;
 use crate::shard::sequencer::{LocalSequencer, Sequencer};
 use crate::store::commit::CommitQueue;
-use crate::store::{AckRecord, Recovered, RecoveredConversation, Store};
+use crate::store::{AckRecord, Recovered, RecoveredConversation, Store, StoreError};
 
 /// State shared by the listener, every connection and every shard.
 #[derive(Debug)]
@@ -41,9 +43,15 @@ pub(crate) struct Hub {
     pub(crate) access: ChannelRules,
     /// Message rate limits, and each user's count.
     pub(crate) rates: Registry,
+    /// Users whose tokens are refused until a time.
+    pub(crate) revocations: Revocations,
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
+    /// Whether the client listener is accepting (for readiness probes).
+    pub(crate) accepting: AtomicBool,
+    /// When the server was made, for its uptime.
+    pub(crate) started: Instant,
     /// Seeded once, so a name maps to the same shard for the process's life.
     hasher: foldhash::fast::RandomState,
 }
@@ -72,7 +80,17 @@ impl Hub {
                 .unwrap_or_else(|_| crate::rate::RatePolicy::off()),
         );
         let access = config.channel_rules().unwrap_or_default();
+        let revocations = match store.revocations(crate::clock::now_ms()) {
+            Ok(running) => Revocations::new(running),
+            Err(e) => {
+                // Not fatal to start: the store's other reads worked, and
+                // the operator can revoke again.
+                tracing::error!(error = %e, "cannot read revocations back");
+                Revocations::default()
+            }
+        };
         let mut hub = Hub {
+            revocations,
             limits: config.limits(),
             access,
             rates,
@@ -85,6 +103,8 @@ impl Hub {
             commit,
             seeds: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(1),
+            accepting: AtomicBool::new(false),
+            started: Instant::now(),
             hasher: Default::default(),
         };
         let mut seeds: Vec<Seed> = (0..count).map(|_| Seed::default()).collect();
@@ -97,6 +117,19 @@ impl Hub {
             seeds[hub.shard_of_conversation(&a.conversation)]
                 .acks
                 .push(a);
+        }
+        match store.take_presence() {
+            Ok((users, members)) => {
+                for user in users {
+                    seeds[hub.shard_of(&user)].users.push(user);
+                }
+                for (channel, user) in members {
+                    seeds[hub.shard_of(&channel)].members.push((channel, user));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read presence back: returning users will be announced");
+            }
         }
         hub.seeds = Mutex::new(seeds);
         hub
@@ -194,6 +227,47 @@ impl Hub {
     pub(crate) fn epoch(&self) -> u64 {
         self.sequencer.epoch()
     }
+
+    /// Closes every connection of `user` with `Close(Kicked)`, or with
+    /// `Close(Revoked)` after refusing the user's tokens until
+    /// `revoke_until_ms` (kept in the store first, so a revocation that
+    /// was answered survives a restart). Answers how many connections it
+    /// closed.
+    pub(crate) async fn disconnect_user(
+        self: &Arc<Self>,
+        user: &str,
+        revoke_until_ms: Option<u64>,
+    ) -> Result<u32, StoreError> {
+        let code = match revoke_until_ms {
+            Some(until) => {
+                let store = self.store.clone();
+                let owned = user.to_owned();
+                tokio::task::spawn_blocking(move || store.revoke(&owned, until))
+                    .await
+                    .map_err(|e| StoreError::Db(e.to_string()))??;
+                // Set before the kick reaches the shard: a handshake the
+                // shard admits after the kick sees it there.
+                self.revocations.set(user, until, crate::clock::now_ms());
+                ErrorCode::Revoked
+            }
+            None => ErrorCode::Kicked,
+        };
+        let (reply, closed) = tokio::sync::oneshot::channel();
+        self.submit_now(
+            self.shard_of(user),
+            Command::Kick {
+                user: user.into(),
+                code,
+                reply,
+            },
+        );
+        Ok(closed.await.unwrap_or(0))
+    }
+
+    /// Until when `user`'s tokens are refused, if they are now.
+    pub(crate) fn revoked_until(&self, user: &str) -> Option<u64> {
+        self.revocations.until(user, crate::clock::now_ms())
+    }
 }
 
 /// What a shard's loop starts from: the conversations it owns as the store
@@ -202,4 +276,8 @@ impl Hub {
 pub(crate) struct Seed {
     pub(crate) conversations: Vec<RecoveredConversation>,
     pub(crate) acks: Vec<AckRecord>,
+    /// Users online when the last run shut down.
+    pub(crate) users: Vec<String>,
+    /// (channel, user) memberships when the last run shut down.
+    pub(crate) members: Vec<(String, String)>,
 }

@@ -35,6 +35,7 @@ pub mod conversation;
 mod dedup;
 pub mod fanout;
 mod fast_map;
+pub mod http;
 mod hub;
 mod ingress;
 mod listener;
@@ -43,12 +44,14 @@ pub mod metrics;
 pub mod outbox;
 mod rate;
 pub mod retention;
+mod revocation;
 pub mod ring;
 mod shard;
 pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -77,6 +80,8 @@ pub struct Server {
     hub: Arc<Hub>,
     /// TLS on the listener, when a certificate is configured.
     tls: Option<Tls>,
+    /// The HTTP API's listener and keys, if it has one.
+    http: Option<(TcpListener, http::auth::ApiKeys)>,
 }
 
 impl Server {
@@ -111,6 +116,7 @@ impl Server {
                 recovered,
             )),
             tls,
+            http: None,
         })
     }
 
@@ -132,6 +138,36 @@ impl Server {
     /// ```
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
         self.tls.as_ref().map(Tls::reloader)
+    }
+
+    /// Serves the HTTP API, `/metrics`, `/healthz` and `/readyz` on
+    /// `listener` too, from [`Server::run`] until shutdown. Fails if the
+    /// API keys file cannot be read or holds a bad line.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use apm_server::{Config, Server};
+    /// use tokio::net::TcpListener;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// let config = Config {
+    ///     http_listen: apm_server::config::HttpListen(Some("127.0.0.1:7680".parse()?)),
+    ///     api_keys: vec!["orders=0123456789abcdef".into()],
+    ///     ..Config::default()
+    /// };
+    /// let http = TcpListener::bind("127.0.0.1:7680").await?;
+    /// let server = Server::new(config)?.with_http(http)?;
+    /// let listener = TcpListener::bind("127.0.0.1:7600").await?;
+    /// server.run(listener, CancellationToken::new()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_http(mut self, listener: TcpListener) -> Result<Server, ConfigError> {
+        let keys = http::auth::ApiKeys::from_config(&self.hub.config)?;
+        self.http = Some((listener, keys));
+        Ok(self)
     }
 
     /// The server's counters.
@@ -165,6 +201,9 @@ impl Server {
         let max_connections = self.max_connections();
         let tls = self.tls.as_ref().map(|t| t.acceptor().clone());
         let hub = self.hub;
+        let http = self
+            .http
+            .map(|(listener, keys)| http::start(listener, keys, hub.clone(), shutdown.clone()));
         let commit_thread = match &hub.commit {
             Some(queue) => Some(
                 CommitThread {
@@ -187,6 +226,7 @@ impl Server {
         }
         shards.close();
         let connections = TaskTracker::new();
+        hub.accepting.store(true, Ordering::Release);
         listener::accept_loop(
             listener,
             hub.clone(),
@@ -196,6 +236,7 @@ impl Server {
             connections.clone(),
         )
         .await;
+        hub.accepting.store(false, Ordering::Release);
         connections.close();
         let grace = Duration::from_millis(hub.config.shutdown_timeout_ms) + Duration::from_secs(1);
         if tokio::time::timeout(grace, connections.wait())
@@ -206,6 +247,11 @@ impl Server {
                 open = connections.len(),
                 "shutdown timeout: connections still open"
             );
+        }
+        if let Some(http) = http
+            && tokio::time::timeout(grace, http).await.is_err()
+        {
+            warn!("shutdown timeout: HTTP requests still open");
         }
         stop_shards.cancel();
         shards.wait().await;

@@ -142,6 +142,7 @@ fn serve(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let listen = config.listen;
+        let http_listen = config.http_listen.0;
         let dev_mode = config.dev_mode();
         let shards = config.shard_count();
         match config.store {
@@ -163,6 +164,25 @@ fn serve(config: Config) -> ExitCode {
                 error!(%listen, error = %e, "cannot listen");
                 return ExitCode::FAILURE;
             }
+        };
+        let server = match http_listen {
+            Some(http_addr) => {
+                let http = match tokio::net::TcpListener::bind(http_addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(%http_addr, error = %e, "cannot listen for HTTP");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match server.with_http(http) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        error!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            None => server,
         };
         let addr = listener.local_addr().unwrap_or(listen);
         if dev_mode {
@@ -306,6 +326,8 @@ mod tests {
                 "channel_rules",
                 "tls_cert",
                 "tls_key",
+                "api_keys",
+                "api_keys_file",
                 "help",
                 "version",
             ]

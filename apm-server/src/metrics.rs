@@ -1,13 +1,28 @@
-//! Counters the server keeps about itself.
+//! Counters the server keeps about itself, and the histograms of the
+//! store's group commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// Server-wide counters. Cheap to bump from any task.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// Seconds each store batch took to write and fsync.
+            pub store_commit_seconds: Histogram,
+            /// Messages in each store batch.
+            pub store_batch_messages: Histogram,
+        }
+
+        impl Default for Metrics {
+            fn default() -> Self {
+                Metrics {
+                    $($name: AtomicU64::new(0),)*
+                    store_commit_seconds: Histogram::new(COMMIT_SECONDS),
+                    store_batch_messages: Histogram::new(BATCH_MESSAGES),
+                }
+            }
         }
 
         impl Metrics {
@@ -65,6 +80,10 @@ counters! {
     store_messages,
     /// Store writes that failed and were retried.
     store_errors,
+    /// HTTP API calls answered (a batch counts once per call in it).
+    api_requests,
+    /// HTTP API requests refused for a missing or wrong API key.
+    api_auth_failures,
 }
 
 impl Metrics {
@@ -76,5 +95,98 @@ impl Metrics {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the commit-latency buckets, in seconds: an fsync takes
+/// from tens of microseconds (a disk cache that lies) to tens of
+/// milliseconds (a spinning disk), and seconds when the disk stalls.
+const COMMIT_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Upper bounds of the batch-size buckets, in messages (a batch holds at
+/// most 8192).
+const BATCH_MESSAGES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+/// A histogram with fixed buckets, made of atomics so that recording takes
+/// no lock. Meant for events counted once per batch, not once per message.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One count per bound, then one for what is above the last.
+    counts: Box<[AtomicU64]>,
+    /// The sum of the values observed, as `f64` bits.
+    sum: AtomicU64,
+}
+
+/// A histogram as read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// The sum of the values observed.
+    pub sum: f64,
+    /// How many values were observed.
+    pub count: u64,
+    /// Each bucket's upper bound (`f64::MAX` for the last, unbounded one)
+    /// with the values that fell in it (not cumulative).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: f64) {
+        let bucket = self.bounds.partition_point(|&b| b < value);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // Two writers at once are rare (one commit thread): a retry is cheap.
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+
+    /// The histogram as it is now. Read without a lock, so a value being
+    /// recorded may show in its bucket and not yet in the sum.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        HistogramSnapshot {
+            sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
+            count: buckets.iter().map(|(_, n)| n).sum(),
+            buckets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_fall_in_the_first_bucket_whose_bound_holds_them() {
+        let h = Histogram::new(&[1.0, 10.0]);
+        for v in [0.5, 1.0, 3.0, 10.0, 11.0, 500.0] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.buckets, vec![(1.0, 2), (10.0, 2), (f64::MAX, 2)]);
+        assert_eq!(s.count, 6);
+        assert_eq!(s.sum, 525.5);
     }
 }

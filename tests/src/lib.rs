@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: a real server on an ephemeral port and
 //! a raw protocol client that sends and expects exact frames.
 
+pub mod http;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 /// A guard against hangs, not a sleep: waits end as soon as the event comes.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The API key [`TestServer::start_http`] configures.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
 /// A secret for tests that use token auth.
 pub const SECRET: &str = "test-secret-0123456789";
 
@@ -32,6 +36,8 @@ pub const SECRET: &str = "test-secret-0123456789";
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its HTTP listener is, if it has one.
+    pub http: Option<SocketAddr>,
     /// Fires the graceful shutdown.
     pub shutdown: CancellationToken,
     /// Its counters.
@@ -71,20 +77,53 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let http_listener = match config.http_listen.0 {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind http"),
+            ),
+            None => None,
+        };
+        let http = http_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("http addr"));
         let server = match store {
             Some(store) => Server::with_store(config, store),
             None => Server::new(config),
         }
         .expect("config");
+        let server = match http_listener {
+            Some(l) => server.with_http(l).expect("http settings"),
+            None => server,
+        };
         let metrics = server.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(listener, shutdown.clone()));
         TestServer {
             addr,
+            http,
             shutdown,
             metrics,
             task,
         }
+    }
+
+    /// Starts a server like [`TestServer::start`] with its HTTP listener
+    /// on an ephemeral port and the API key [`API_KEY`] named `backend`.
+    pub async fn start_http(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start(|c| {
+            c.http_listen =
+                apm_server::config::HttpListen(Some("127.0.0.1:0".parse().expect("addr")));
+            c.api_keys = vec![format!("backend={API_KEY}")];
+            tweak(c);
+        })
+        .await
+    }
+
+    /// A client for the HTTP listener; panics if there is none.
+    pub fn http(&self) -> http::HttpClient {
+        http::HttpClient::new(self.http.expect("the server has an HTTP listener"))
     }
 
     /// Starts a server with token auth.
@@ -169,25 +208,15 @@ pub fn workspace_binary(bin: &str) -> PathBuf {
         ])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir);
-    // What cargo set for this test's own crate would reach the build's
-    // scripts: ring's marks itself stale when one of them changes, and
-    // its dependents (TLS in the server and the SDK) would then be built
-    // again here, and again by the next build from a shell.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_MANIFEST_LINKS",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&&*key)
+    // The test runner sets the package's `CARGO_*` variables for the test;
+    // some build scripts (ring's) rerun when one changes, which would make
+    // this build differ from the one before the tests and rebuild both.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && name.starts_with("CARGO_")
+            && !matches!(name, "CARGO_HOME" | "CARGO_TARGET_DIR")
         {
-            build.env_remove(&*key);
+            build.env_remove(name);
         }
     }
     match profile {
@@ -462,6 +491,8 @@ pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<std::sync::Mutex<CancellationToken>>,
     upstream: Arc<std::sync::Mutex<SocketAddr>>,
+    /// While set, what the server sends is read and thrown away.
+    muted: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -475,17 +506,39 @@ impl Relay {
         let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let (current, target) = (cut.clone(), upstream.clone());
+        let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mute = muted.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
+            while let Ok((down, _)) = listener.accept().await {
                 let token = current.lock().expect("lock").clone();
                 let to = *target.lock().expect("lock");
+                let mute = mute.clone();
                 tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(to).await else {
+                    let Ok(up) = TcpStream::connect(to).await else {
                         return;
+                    };
+                    let (mut down_read, mut down_write) = down.into_split();
+                    let (mut up_read, mut up_write) = up.into_split();
+                    let upward = tokio::io::copy(&mut down_read, &mut up_write);
+                    let downward = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match up_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !mute.load(std::sync::atomic::Ordering::SeqCst)
+                                && down_write.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
                     };
                     tokio::select! {
                         _ = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = upward => {}
+                        _ = downward => {}
                     }
                 });
             }
@@ -494,6 +547,7 @@ impl Relay {
             addr,
             cut,
             upstream,
+            muted,
             task,
         }
     }
@@ -506,6 +560,13 @@ impl Relay {
         *token = CancellationToken::new();
     }
 
+    /// While `muted`, what the server sends on every relayed connection is
+    /// lost on the way (receipts a client never gets); what clients send
+    /// still goes through.
+    pub fn mute(&self, muted: bool) {
+        self.muted.store(muted, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Relays new connections to `upstream` from now on.
     pub fn point_at(&self, upstream: SocketAddr) {
         *self.upstream.lock().expect("lock") = upstream;
@@ -516,5 +577,77 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
         self.cut();
+    }
+}
+
+/// A durable store whose writes fail while told to, and says when one did.
+#[derive(Debug, Default)]
+pub struct Flaky {
+    /// While set, every write fails.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Notified at each failed write.
+    pub failed: tokio::sync::Notify,
+}
+
+impl apm_server::store::Store for Flaky {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn epoch(&self) -> u64 {
+        1
+    }
+
+    fn write(
+        &self,
+        _batch: &apm_server::store::Batch,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            self.failed.notify_one();
+            return Err(apm_server::store::StoreError::Db("disk full".into()));
+        }
+        Ok(())
+    }
+
+    fn expire(
+        &self,
+        _now_ms: u64,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<(), apm_server::store::StoreError> {
+        Ok(())
+    }
+
+    fn recover(
+        &self,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
+        Ok(Default::default())
+    }
+
+    fn read_range(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+        _from: u64,
+        _to: u64,
+        _keep: &apm_server::retention::RetentionPolicy,
+    ) -> Result<Vec<apm_server::store::Record>, apm_server::store::StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn last(
+        &self,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        // Nothing is kept, and no conversation leaves memory in this test.
+        Ok(None)
+    }
+
+    fn acked(
+        &self,
+        _user: &str,
+        _conversation: &apm_server::conversation::ConversationId,
+    ) -> Result<Option<u64>, apm_server::store::StoreError> {
+        Ok(None)
     }
 }

@@ -192,3 +192,56 @@ async fn the_error_arrives_although_the_client_pipelined_past_it() {
         expect_error(&mut bad, ErrorCode::UnknownType).await;
     }
 }
+
+/// An `Error` about a frame whose header arrived carries that frame's
+/// request id, even when the frame does not decode; one found from the
+/// length alone carries 0.
+#[tokio::test]
+async fn errors_carry_the_request_id_of_the_faulty_frame() {
+    let server = TestServer::start(|c| c.max_frame_len = 4096).await;
+    let frame = |kind: u8, id: u32, body: &[u8]| {
+        let mut b = BytesMut::new();
+        b.put_u32(8 + body.len() as u32);
+        b.put_u8(1);
+        b.put_u8(kind);
+        b.put_u16(0);
+        b.put_u32(id);
+        b.put_slice(body);
+        b
+    };
+    let cases: [(BytesMut, ErrorCode, u32); 4] = [
+        // Sub whose channel runs past the body.
+        (frame(0x10, 77, &[0x7f, b'a']), ErrorCode::Malformed, 77),
+        (frame(0x7e, 5, &[]), ErrorCode::UnknownType, 5),
+        // Sub to a channel with a space in its name, no `since`.
+        (
+            frame(0x10, 9, &[3, b'a', b' ', b'b', 0]),
+            ErrorCode::InvalidName,
+            9,
+        ),
+        (
+            {
+                let mut b = BytesMut::new();
+                b.put_u32(1 << 30);
+                b
+            },
+            ErrorCode::FrameTooLarge,
+            0,
+        ),
+    ];
+    for (bytes, code, id) in cases {
+        let mut bad = server.client("bad").await;
+        bad.send_raw(&bytes).await;
+        let f = loop {
+            let f = bad.recv().await;
+            if matches!(f.message, Message::Error(_)) {
+                break f;
+            }
+        };
+        let Message::Error(e) = f.message else {
+            unreachable!()
+        };
+        assert_eq!((e.code, f.request_id), (code, id), "{}", e.message);
+        bad.expect_eof().await;
+    }
+}

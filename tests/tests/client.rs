@@ -527,3 +527,114 @@ async fn receipted_publishes_survive_a_dropped_connection() {
     assert_eq!(marker.publish("log", "end").await.unwrap().seq, N + 1);
     assert_eq!(within(reader.next()).await.unwrap().seq, N + 1);
 }
+
+/// A client whose receipts were lost, and which then stays away while
+/// 2,000 other messages pass in its channel, sends its messages again on
+/// its return: the server still knows them (its ids are kept per sender),
+/// so each is stored once and answered with its first seq.
+#[tokio::test]
+async fn an_outbox_sent_again_after_2000_other_messages_is_stored_once() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let away = quick_reconnecting(&relay, "away").await;
+    let mut events = away.events();
+    let busy = client(&server, "busy").await;
+    let mut watching = busy.subscribe("room").await.unwrap();
+
+    // Three messages reach the server; their receipts are lost.
+    relay.mute(true);
+    let mut sending = Vec::new();
+    for i in 0..3 {
+        let c = away.clone();
+        sending.push(tokio::spawn(async move {
+            c.publish("room", format!("queued {i}")).await
+        }));
+    }
+    for seq in 1..=3 {
+        let m = within(watching.next()).await.unwrap();
+        assert_eq!((m.seq, m.sender.as_str()), (seq, "away"));
+    }
+    // The client loses its connection and cannot come back for a while.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    relay.point_at(nowhere);
+    relay.cut();
+    relay.mute(false);
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    drop(watching);
+
+    for chunk in 0..4 {
+        let publishes: Vec<_> = (0..500)
+            .map(|i| busy.publish("room", format!("busy {chunk}.{i}")))
+            .collect();
+        for receipt in futures::future::join_all(publishes).await {
+            receipt.unwrap();
+        }
+    }
+
+    relay.point_at(server.addr);
+    let mut seqs: Vec<u64> = Vec::new();
+    for s in sending {
+        seqs.push(within(s).await.unwrap().unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3], "answered with the first copies' receipts");
+    let mut raw = apm_tests::Client::connect(server.addr).await;
+    raw.hello("reader", "").await;
+    let page = raw
+        .history(apm_core::message::HistoryRequest {
+            conversation: apm_core::message::Conversation::Channel("room".into()),
+            before: None,
+            after: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(
+        page.last, 2_003,
+        "stored once each: nothing after the 2,000"
+    );
+    assert!(page.messages.iter().all(|m| m.sender == "busy"));
+}
+
+/// While the server is away, messages sent with a receipt wait in the
+/// outbox up to its bound (past it a send fails at once), and each gives
+/// up after the give-up time.
+#[tokio::test]
+async fn the_outbox_is_bounded_and_gives_up_in_time() {
+    let server = TestServer::start(|_| {}).await;
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let c = Client::builder(relay.addr.to_string())
+        .credentials("traveller", "")
+        .outbox(2, 1 << 20)
+        .give_up_after(Duration::from_millis(400))
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(50),
+            max_attempts: None,
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = c.events();
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    relay.point_at(nowhere);
+    relay.cut();
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    // Polled once, each takes its place in the outbox and waits.
+    let mut waiting: Vec<_> = (0..2)
+        .map(|i| Box::pin(c.send_to("bob", format!("queued {i}"))))
+        .collect();
+    for w in &mut waiting {
+        assert!(futures::poll!(w.as_mut()).is_pending());
+    }
+    match c.send_to("bob", "one too many").await {
+        Err(Error::OutboxFull { messages, .. }) => assert_eq!(messages, 2),
+        other => panic!("expected OutboxFull, got {other:?}"),
+    }
+    for w in waiting {
+        assert!(matches!(within(w).await, Err(Error::GaveUp(_))));
+    }
+}

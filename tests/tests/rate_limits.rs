@@ -207,11 +207,11 @@ async fn the_sdk_waits_and_sends_again() {
 }
 
 #[tokio::test]
-async fn the_sdk_gives_up_when_the_wait_passes_its_timeout() {
+async fn the_sdk_gives_up_when_the_wait_passes_its_give_up_time() {
     let server = TestServer::start(|c| c.rate_limit_channel = "1:1".into()).await;
     let sdk = Sdk::builder(server.addr.to_string())
         .credentials("alice", "")
-        .request_timeout(Duration::from_millis(300))
+        .give_up_after(Duration::from_millis(300))
         .connect()
         .await
         .unwrap();

@@ -254,83 +254,13 @@ async fn retention_rules_apply_per_channel_on_disk_too() {
     assert_eq!(kept(&long), (1, 5, vec![1, 2, 3, 4, 5]));
 }
 
-/// A durable store whose writes fail while told to, and says when one did.
-#[derive(Debug, Default)]
-struct Flaky {
-    failing: std::sync::atomic::AtomicBool,
-    failed: tokio::sync::Notify,
-}
-
-impl apm_server::store::Store for Flaky {
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn epoch(&self) -> u64 {
-        1
-    }
-
-    fn write(
-        &self,
-        _batch: &apm_server::store::Batch,
-        _keep: &apm_server::retention::RetentionPolicy,
-    ) -> Result<(), apm_server::store::StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            self.failed.notify_one();
-            return Err(apm_server::store::StoreError::Db("disk full".into()));
-        }
-        Ok(())
-    }
-
-    fn expire(
-        &self,
-        _now_ms: u64,
-        _keep: &apm_server::retention::RetentionPolicy,
-    ) -> Result<(), apm_server::store::StoreError> {
-        Ok(())
-    }
-
-    fn recover(
-        &self,
-        _keep: &apm_server::retention::RetentionPolicy,
-    ) -> Result<apm_server::store::Recovered, apm_server::store::StoreError> {
-        Ok(Default::default())
-    }
-
-    fn read_range(
-        &self,
-        _conversation: &apm_server::conversation::ConversationId,
-        _from: u64,
-        _to: u64,
-        _keep: &apm_server::retention::RetentionPolicy,
-    ) -> Result<Vec<apm_server::store::Record>, apm_server::store::StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn last(
-        &self,
-        _conversation: &apm_server::conversation::ConversationId,
-    ) -> Result<Option<u64>, apm_server::store::StoreError> {
-        // Nothing is kept, and no conversation leaves memory in this test.
-        Ok(None)
-    }
-
-    fn acked(
-        &self,
-        _user: &str,
-        _conversation: &apm_server::conversation::ConversationId,
-    ) -> Result<Option<u64>, apm_server::store::StoreError> {
-        Ok(None)
-    }
-}
-
 /// While the store fails, what was taken waits (and is not lost), and new
 /// messages are refused with an error instead of hanging; once it works
 /// again, the waiting message gets its receipt and seqs go on.
 #[tokio::test]
 async fn a_failing_store_holds_what_it_took_and_refuses_new_messages() {
     use std::sync::atomic::Ordering::SeqCst;
-    let store = std::sync::Arc::new(Flaky::default());
+    let store = std::sync::Arc::new(apm_tests::Flaky::default());
     let server = TestServer::start_with_store(store.clone(), |_| {}).await;
     let mut reader = server.client("reader").await;
     reader.sub("room").await;

@@ -135,6 +135,8 @@ impl Message {
             Message::Error(m) => put(m, dst),
             Message::Ping | Message::Pong => Ok(()),
             Message::Close(m) => put(m, dst),
+            Message::Refresh(m) => put(m, dst),
+            Message::RefreshOk(m) => put(m, dst),
             Message::Sub(m) => put(m, dst),
             Message::Unsub(m) => put(m, dst),
             Message::SubOk(m) => put(m, dst),
@@ -191,6 +193,8 @@ impl Message {
                 Message::Pong
             }
             T::Close => Message::Close(whole(kind, &body)?),
+            T::Refresh => Message::Refresh(whole(kind, &body)?),
+            T::RefreshOk => Message::RefreshOk(whole(kind, &body)?),
             T::Sub => Message::Sub(whole(kind, &body)?),
             T::Unsub => Message::Unsub(whole(kind, &body)?),
             T::SubOk => Message::SubOk(whole(kind, &body)?),

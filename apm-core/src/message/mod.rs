@@ -25,7 +25,7 @@ pub use history::{
 };
 pub use presence::{PresenceEvent, PresenceQuery, PresenceResponse};
 pub use sending::{Broadcast, Direct, Publish, content_kind};
-pub use session::{CloseBody, ErrorBody, Hello, Role, Welcome};
+pub use session::{CloseBody, ErrorBody, Hello, Refresh, RefreshOk, Role, Welcome};
 pub use subscription::{Sub, SubOk, Unsub, UnsubOk};
 
 /// Every message the protocol knows, with its body.
@@ -43,6 +43,10 @@ pub enum Message {
     Pong,
     /// See [`CloseBody`].
     Close(CloseBody),
+    /// See [`Refresh`].
+    Refresh(Refresh),
+    /// See [`RefreshOk`].
+    RefreshOk(RefreshOk),
     /// See [`Sub`].
     Sub(Sub),
     /// See [`Unsub`].
@@ -89,6 +93,8 @@ impl Message {
             Message::Ping => MessageType::Ping,
             Message::Pong => MessageType::Pong,
             Message::Close(_) => MessageType::Close,
+            Message::Refresh(_) => MessageType::Refresh,
+            Message::RefreshOk(_) => MessageType::RefreshOk,
             Message::Sub(_) => MessageType::Sub,
             Message::Unsub(_) => MessageType::Unsub,
             Message::SubOk(_) => MessageType::SubOk,

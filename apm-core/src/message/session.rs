@@ -68,3 +68,21 @@ pub struct CloseBody {
     /// A human-readable detail.
     pub reason: String,
 }
+
+/// Client to server: a fresh token for the open session, so that the
+/// session outlives the token it started with. Sent only to a server that
+/// granted [`Capabilities::TOKEN_REFRESH`](crate::Capabilities).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    /// The new token: same user and role as the session's.
+    pub token: String,
+}
+
+/// Server to client: the refreshed token is in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshOk {
+    /// When the new token expires, seconds since the Unix epoch: the
+    /// server closes the connection with `TokenExpired` then unless
+    /// another `Refresh` came first.
+    pub exp: u64,
+}

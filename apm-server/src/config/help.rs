@@ -57,6 +57,12 @@ impl Shown for PathBuf {
     }
 }
 
+impl Shown for super::HttpListen {
+    fn shown(&self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
 /// The name `--help` lists among the possible values.
 fn value_name<T: ValueEnum>(v: &T) -> Vec<String> {
     v.to_possible_value()
@@ -65,6 +71,12 @@ fn value_name<T: ValueEnum>(v: &T) -> Vec<String> {
 }
 
 impl Shown for super::SlowConsumerPolicy {
+    fn shown(&self) -> Vec<String> {
+        value_name(self)
+    }
+}
+
+impl Shown for super::DirectMessages {
     fn shown(&self) -> Vec<String> {
         value_name(self)
     }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod help;
+mod http;
 mod listen;
 mod rates;
+
+pub use http::{API_KEY_MIN, API_NAME_MAX, API_SENDER_PREFIX, ApiKey, HttpListen, check_api_name};
 
 use crate::access::ChannelRules;
 use crate::logs::LogFormat;
@@ -24,6 +27,22 @@ pub enum SlowConsumerPolicy {
     Disconnect,
     /// Drop the message for that connection and count it (QoS 0).
     Drop,
+}
+
+/// Client message ids one conversation keeps at most (about 100 bytes
+/// each): past it, each sender keeps only its last `dedup_per_sender`.
+const DEDUP_MAX_ENTRIES: usize = 16_384;
+
+/// Who may send private messages (`Direct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectMessages {
+    /// Every session.
+    Anyone,
+    /// Sessions with the admin role only (a support desk, a backend).
+    Admins,
+    /// Nobody: `Direct` is refused with `forbidden`.
+    Off,
 }
 
 /// Each setting once: its doc, environment variable, type and default;
@@ -170,7 +189,12 @@ settings! {
     /// Channels with more members than this send no join/leave events:
     /// each event goes to every member, so in a large channel they would
     /// cost the square of its size.
-    join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 1000;
+    join_leave_max_members ("APM_JOIN_LEAVE_MAX_MEMBERS"): usize = 100;
+    /// Milliseconds after a start during which users who were online when
+    /// the last run shut down gracefully (disk store) may come back
+    /// without being announced as coming online or joining again; whoever
+    /// has not come back by then is announced as gone.
+    presence_grace_ms ("APM_PRESENCE_GRACE_MS"): u64 = 30_000;
     /// Where messages are kept: `disk` (an embedded database in
     /// `data_dir`, fsync'd per batch: history survives restarts and a
     /// receipt means the message is on disk) or `memory` (history lasts as
@@ -207,10 +231,15 @@ settings! {
     /// prefix ending in `*` (`room.*=100:3600`). The first matching rule
     /// wins; inboxes and broadcasts keep the defaults.
     history_rules ("APM_HISTORY_RULES"): Vec<String> = Vec::new();
-    /// Client message ids remembered per conversation: a message with the
-    /// same sender and `msg_id` as one of these is a retry, answered with
-    /// the first copy's receipt and not stored again. 0 turns this off.
-    dedup_window ("APM_DEDUP_WINDOW"): usize = 1024;
+    /// Client message ids each sender keeps per conversation, whatever
+    /// their age: a message with the same sender and `msg_id` as a kept one
+    /// is a retry, answered with the first copy's receipt and not stored
+    /// again. 0 turns de-duplication off.
+    dedup_per_sender ("APM_DEDUP_PER_SENDER"): usize = 64;
+    /// Seconds for which every client message id is kept, however many a
+    /// sender sent (beyond `dedup_per_sender`); a client's outbox should
+    /// give up on a message sooner.
+    dedup_keep_secs ("APM_DEDUP_KEEP_SECS"): u64 = 600;
     /// Largest page a history request returns.
     history_page_max ("APM_HISTORY_PAGE_MAX"): u32 = 100;
     /// Most conversations one unread-count request is answered for.
@@ -229,6 +258,8 @@ settings! {
     /// (`private.*=members`, `news=public:admins`). The first matching rule
     /// wins; admin sessions pass every rule; none by default.
     channel_rules ("APM_CHANNEL_RULES"): Vec<String> = Vec::new();
+    /// Who may send private messages: `anyone`, `admins` or `off`.
+    direct_messages ("APM_DIRECT_MESSAGES"): DirectMessages = DirectMessages::Anyone;
     /// Messages (publishes, private messages, broadcasts) one connection
     /// may send: `RATE:BURST`, RATE a second on average and up to BURST at
     /// once, or `off`. One over is refused with `rate_limited`, saying when
@@ -254,6 +285,27 @@ settings! {
     /// How log lines are written (on standard error): `text`, or `json`
     /// for one JSON object per line. `RUST_LOG` sets the level.
     log_format ("APM_LOG_FORMAT"): LogFormat = LogFormat::Text;
+    /// Address of the HTTP listener: the API for backends under `/api/`
+    /// (API key needed), and `/metrics`, `/healthz`, `/readyz` (no key).
+    /// `IP:PORT`, `HOST:PORT`, or `off`.
+    @[arg(value_parser = http::parse_listen)]
+    @[serde(deserialize_with = "http::deserialize_listen")]
+    http_listen ("APM_HTTP_LISTEN"): HttpListen = HttpListen(None);
+    /// An API key, `NAME=KEY` (KEY at least 16 bytes); repeat for several.
+    /// NAME is logged and names the default sender (`$api/NAME`). Keys
+    /// given here show in the process list: prefer `--api-keys-file`.
+    @[arg(long = "api-key")]
+    api_keys ("APM_API_KEYS"): Vec<String> = Vec::new();
+    /// A file of API keys, one `NAME=KEY` a line (`#` starts a comment).
+    /// Read again when it changes (looked at once a second at most), so
+    /// keys rotate without a restart.
+    api_keys_file ("APM_API_KEYS_FILE"): PathBuf = PathBuf::new();
+    /// Largest HTTP request body, in bytes.
+    http_max_body ("APM_HTTP_MAX_BODY"): usize = 4 * 1024 * 1024;
+    /// HTTP API requests served at once; more are refused with 503.
+    http_concurrency ("APM_HTTP_CONCURRENCY"): usize = 256;
+    /// Milliseconds an HTTP API request may take before it is answered 503.
+    http_timeout_ms ("APM_HTTP_TIMEOUT_MS"): u64 = 10_000;
 }
 
 impl Config {
@@ -332,6 +384,49 @@ impl Config {
         self.retention_policy()?;
         self.rate_policy()?;
         self.channel_rules()?;
+        self.check_http()?;
+        Ok(())
+    }
+
+    /// The API keys given inline (`--api-key`).
+    pub fn inline_api_keys(&self) -> Result<Vec<ApiKey>, ConfigError> {
+        self.api_keys
+            .iter()
+            .map(|k| ApiKey::parse(k).map_err(ConfigError::Invalid))
+            .collect()
+    }
+
+    /// Whether the HTTP API answers without a key: only with no key
+    /// configured, on a loopback address, in dev mode. Then every local
+    /// process may already connect as any user, and a key would only slow
+    /// down trying the API out.
+    pub fn http_open(&self) -> bool {
+        self.api_keys.is_empty()
+            && self.api_keys_file.as_os_str().is_empty()
+            && self.dev_mode()
+            && self.http_listen.0.is_some_and(|a| a.ip().is_loopback())
+    }
+
+    /// Checks the HTTP settings: keys well formed, and none missing where
+    /// the API would be open to the network.
+    fn check_http(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Invalid(why.to_owned()));
+        self.inline_api_keys()?;
+        let Some(addr) = self.http_listen.0 else {
+            return Ok(());
+        };
+        if self.http_max_body == 0 || self.http_concurrency == 0 || self.http_timeout_ms == 0 {
+            return bad("http_max_body, http_concurrency and http_timeout_ms must be positive");
+        }
+        if self.api_keys.is_empty()
+            && self.api_keys_file.as_os_str().is_empty()
+            && !self.http_open()
+        {
+            return bad(&format!(
+                "--http-listen {addr} needs an API key (--api-key NAME=KEY or \
+                 --api-keys-file PATH); only a loopback address in dev mode may go without"
+            ));
+        }
         Ok(())
     }
 
@@ -380,6 +475,15 @@ impl Config {
         apm_core::Limits {
             max_frame_len: self.max_frame_len,
             max_name_len: self.max_name_len,
+        }
+    }
+
+    /// How much each conversation remembers of client message ids.
+    pub(crate) fn dedup_window(&self) -> crate::dedup::Window {
+        crate::dedup::Window {
+            per_sender: self.dedup_per_sender,
+            keep_ms: self.dedup_keep_secs.saturating_mul(1000),
+            max_entries: DEDUP_MAX_ENTRIES,
         }
     }
 
@@ -492,6 +596,27 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Overrides>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_http_api_needs_a_key_unless_local_in_dev_mode() {
+        let mut c = Config {
+            http_listen: HttpListen(Some("127.0.0.1:7680".parse().unwrap())),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok() && c.http_open(), "loopback, dev mode");
+        c.http_listen = HttpListen(Some("0.0.0.0:7680".parse().unwrap()));
+        assert!(c.validate().is_err(), "open to the network");
+        c.http_listen = HttpListen(Some("127.0.0.1:7680".parse().unwrap()));
+        c.secret = "0123456789abcdef".into();
+        assert!(
+            c.validate().is_err(),
+            "tokens for clients, none for the API"
+        );
+        c.api_keys = vec!["orders=0123456789abcdef".into()];
+        assert!(c.validate().is_ok() && !c.http_open());
+        c.api_keys = vec!["orders=short".into()];
+        assert!(c.validate().is_err(), "a bad key is refused at start");
     }
 
     #[test]

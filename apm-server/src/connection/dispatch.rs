@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use apm_core::message::{Conversation, PresenceQuery, Role, UnsubOk};
+use apm_core::message::{Conversation, PresenceQuery, RefreshOk, Role, UnsubOk};
 use apm_core::names::is_system_channel;
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use tracing::info;
 
 use crate::access::Grants;
+use crate::config::DirectMessages;
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -66,6 +67,7 @@ impl Session {
         match message {
             Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
             Message::Pong | Message::Error(_) => {}
+            Message::Refresh(refresh) => self.refresh(request_id, &refresh.token),
             Message::Close(_) => {
                 self.reading = false;
                 self.conn.close(ErrorCode::Normal);
@@ -137,6 +139,16 @@ impl Session {
                 return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
             }
             Message::Direct(msg) => {
+                let refused = match self.hub.config.direct_messages {
+                    DirectMessages::Anyone => None,
+                    DirectMessages::Admins if self.conn.role == Role::Admin => None,
+                    DirectMessages::Admins => Some("private messages need the admin role here"),
+                    DirectMessages::Off => Some("private messages are off on this server"),
+                };
+                if let Some(why) = refused {
+                    self.error(request_id, ErrorCode::Forbidden, why);
+                    return Action::Done;
+                }
                 let to = Target::User(msg.user);
                 return self.send(request_id, flags, to, msg.kind, msg.msg_id, msg.payload);
             }
@@ -223,6 +235,57 @@ impl Session {
             }
         }
         Action::Done
+    }
+
+    /// Takes a new token for the session: same user and role, not
+    /// expired, not revoked. Its expiry and channel claims replace the
+    /// old token's (subscriptions already held stay).
+    fn refresh(&mut self, request_id: u32, token: &str) {
+        let secret = &self.hub.config.secret;
+        if secret.is_empty() {
+            self.error(
+                request_id,
+                ErrorCode::Unsupported,
+                "dev mode has no tokens to refresh",
+            );
+            return;
+        }
+        let claims = match crate::auth::verify(secret.as_bytes(), token) {
+            Ok(claims) => claims,
+            Err(ErrorCode::TokenExpired) => {
+                // The Close that follows says why.
+                self.reading = false;
+                self.conn.close(ErrorCode::TokenExpired);
+                return;
+            }
+            Err(code) => {
+                self.fatal(request_id, code, "the new token does not verify");
+                return;
+            }
+        };
+        if *claims.user != *self.conn.user || claims.role != self.conn.role {
+            self.fatal(
+                request_id,
+                ErrorCode::AuthFailed,
+                "the new token is for another user or role",
+            );
+            return;
+        }
+        if let Some(until) = self.hub.revoked_until(&self.conn.user) {
+            self.fatal(
+                request_id,
+                ErrorCode::Revoked,
+                &super::handshake::revoked_text(until),
+            );
+            return;
+        }
+        self.token_exp = Some(claims.exp);
+        self.token_moved = true;
+        self.channel_claims = claims.channels.into_iter().map(Box::from).collect();
+        self.reply(Frame::new(
+            request_id,
+            Message::RefreshOk(RefreshOk { exp: claims.exp }),
+        ));
     }
 
     /// The session's role and channel claims, for the channel rules.

@@ -7,10 +7,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apm_core::codec::decode_frame;
+use apm_core::codec::{decode_frame, peek_request_id};
 use apm_core::message::{Hello, Role, Welcome};
 use apm_core::names::validate_name;
-use apm_core::{DecodeError, ErrorCode, Frame, Message};
+use apm_core::{Capabilities, DecodeError, ErrorCode, Frame, Message};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -57,9 +57,9 @@ pub(super) async fn handshake(
             debug!("gone before Hello");
             return None;
         }
-        Ok(Err(e)) => {
+        Ok(Err((request_id, e))) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
-            refuse(&mut stream, 0, e.code(), &e.to_string()).await;
+            refuse(&mut stream, request_id, e.code(), &e.to_string()).await;
             return None;
         }
         Err(_) => {
@@ -75,6 +75,7 @@ pub(super) async fn handshake(
         }
     };
     let request_id = hello.request_id;
+    let capabilities = Capabilities::from_flags(hello.flags).intersection(SERVER_CAPABILITIES);
     let Message::Hello(hello) = hello.message else {
         Metrics::add(&hub.metrics.auth_failures, 1);
         refuse(
@@ -90,7 +91,7 @@ pub(super) async fn handshake(
         // Named before it is checked, so a refusal says who tried.
         Span::current().record("user", hello.user.as_str());
     }
-    let (user, role, channels) = match authenticate(&hub, &hello) {
+    let identity = match authenticate(&hub, &hello) {
         Ok(identity) => identity,
         Err((code, why)) => {
             Metrics::add(&hub.metrics.auth_failures, 1);
@@ -98,6 +99,23 @@ pub(super) async fn handshake(
             return None;
         }
     };
+    if let Some(until) = hub.revoked_until(&identity.user) {
+        Metrics::add(&hub.metrics.auth_failures, 1);
+        refuse(
+            &mut stream,
+            request_id,
+            ErrorCode::Revoked,
+            &revoked_text(until),
+        )
+        .await;
+        return None;
+    }
+    let Identity {
+        user,
+        role,
+        channels,
+        exp,
+    } = identity;
     if hello.user.is_empty() {
         // Named by the token alone (recorded once: text logs would repeat
         // a field recorded twice).
@@ -128,6 +146,7 @@ pub(super) async fn handshake(
             epoch: hub.epoch(),
         }),
     )
+    .with_flags(capabilities.to_flags())
     .to_bytes_limited(u32::MAX)
     .expect("no frame limit");
     let (tx, rx) = oneshot::channel();
@@ -143,13 +162,11 @@ pub(super) async fn handshake(
     match rx.await {
         Ok(Ok(())) => {}
         Ok(Err(code)) => {
-            refuse(
-                &mut stream,
-                request_id,
-                code,
-                "too many connections for this user",
-            )
-            .await;
+            let why = match code {
+                ErrorCode::Revoked => revoked_text(hub.revoked_until(&conn.user).unwrap_or(0)),
+                _ => "too many connections for this user".to_owned(),
+            };
+            refuse(&mut stream, request_id, code, &why).await;
             return None;
         }
         Err(_) => return None,
@@ -160,26 +177,48 @@ pub(super) async fn handshake(
         // Most clients say nothing more for a while; hold no buffer.
         rbuf = BytesMut::new();
     }
-    Some(Session::new(hub, conn, stream, rbuf, channels))
+    let mut session = Session::new(hub, conn, stream, rbuf, channels);
+    session.token_exp = exp;
+    Some(session)
 }
 
-/// Reads until one whole frame is buffered (`None` on a clean EOF).
+/// Why a user id starting with `$` is refused: such names are the
+/// server's own (the HTTP API's senders are `$api/NAME`), so no client
+/// may pass for one.
+const SERVER_NAMES: &str = "user ids starting with `$` belong to the server";
+
+/// What this server understands beyond version 1, granted to clients that
+/// say they do too.
+const SERVER_CAPABILITIES: Capabilities = Capabilities::TOKEN_REFRESH;
+
+/// The text of a `Revoked` refusal: the end time is read from its last
+/// words.
+pub(super) fn revoked_text(until_ms: u64) -> String {
+    format!("this user's tokens are revoked until {until_ms}")
+}
+
+/// Reads until one whole frame is buffered (`None` on a clean EOF). A
+/// fault comes with the request id of the frame it was found in (0 if its
+/// header had not arrived).
 async fn first_frame(
     stream: &mut Transport,
     rbuf: &mut BytesMut,
     limits: &apm_core::Limits,
-) -> Result<Option<Frame>, DecodeError> {
+) -> Result<Option<Frame>, (u32, DecodeError)> {
     loop {
-        if let Some(frame) = decode_frame(rbuf, limits)? {
-            return Ok(Some(frame));
+        let request_id = peek_request_id(rbuf);
+        match decode_frame(rbuf, limits) {
+            Ok(Some(frame)) => return Ok(Some(frame)),
+            Ok(None) => {}
+            Err(e) => return Err((request_id, e)),
         }
-        stream.readable().await?;
+        stream.readable().await.map_err(|e| (0, e.into()))?;
         rbuf.reserve(READ_SMALL);
         match stream.try_read_buf(rbuf) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err((0, e.into())),
         }
     }
 }
@@ -196,9 +235,17 @@ async fn refuse(stream: &mut Transport, request_id: u32, code: ErrorCode, why: &
     let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
-/// Who the `Hello` authenticates: the user, its role and the channels its
-/// token claims (none in dev mode, which has no token).
-type Identity = (Arc<str>, Role, Box<[Box<str>]>);
+/// Who the `Hello` authenticates.
+struct Identity {
+    user: Arc<str>,
+    role: Role,
+    /// The members-only channels the token claims (none in dev mode,
+    /// which has no token).
+    channels: Box<[Box<str>]>,
+    /// When the token expires, seconds since the Unix epoch (none in dev
+    /// mode).
+    exp: Option<u64>,
+}
 
 fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'static str)> {
     let secret = &hub.config.secret;
@@ -206,7 +253,15 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'stat
         if hello.user.is_empty() {
             return Err((ErrorCode::AuthFailed, "dev mode needs a user id in Hello"));
         }
-        return Ok((Arc::from(hello.user.as_str()), Role::User, Box::default()));
+        if hello.user.starts_with('$') {
+            return Err((ErrorCode::AuthFailed, SERVER_NAMES));
+        }
+        return Ok(Identity {
+            user: Arc::from(hello.user.as_str()),
+            role: Role::User,
+            channels: Box::default(),
+            exp: None,
+        });
     }
     if hello.token.is_empty() {
         return Err((ErrorCode::AuthFailed, "this server needs a token"));
@@ -221,9 +276,16 @@ fn authenticate(hub: &Hub, hello: &Hello) -> Result<Identity, (ErrorCode, &'stat
             "the token's user id is not a valid name",
         ));
     }
+    if claims.user.starts_with('$') {
+        return Err((ErrorCode::AuthFailed, SERVER_NAMES));
+    }
     if !hello.user.is_empty() && hello.user != claims.user {
         return Err((ErrorCode::AuthFailed, "user does not match the token"));
     }
-    let channels = claims.channels.into_iter().map(Box::from).collect();
-    Ok((Arc::from(claims.user.as_str()), claims.role, channels))
+    Ok(Identity {
+        user: Arc::from(claims.user.as_str()),
+        role: claims.role,
+        channels: claims.channels.into_iter().map(Box::from).collect(),
+        exp: Some(claims.exp),
+    })
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apm_core::ErrorCode;
-use apm_core::codec::decode_frame;
+use apm_core::codec::{decode_frame, peek_request_id};
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -32,6 +32,7 @@ mod outbound;
 mod queries;
 mod transport;
 
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::{Allowance, Conn};
@@ -115,6 +116,12 @@ struct Session {
     /// the read buffer, and the socket is not read until the budgets have
     /// room again (checked after each wake-up).
     held: bool,
+    /// When the session's token expires, seconds since the Unix epoch
+    /// (none in dev mode): the connection closes then with `TokenExpired`
+    /// unless a `Refresh` moved it.
+    token_exp: Option<u64>,
+    /// A `Refresh` moved `token_exp`: the timer must be set again.
+    token_moved: bool,
 }
 
 impl Session {
@@ -137,6 +144,8 @@ impl Session {
             reading: true,
             busy: false,
             held: false,
+            token_exp: None,
+            token_moved: false,
             rate_gate: None,
             allowance: conn.allowance(),
             conn,
@@ -162,7 +171,7 @@ impl Session {
         let conn = self.conn.clone();
         let woken = conn.notified();
         let stop = shutdown.clone().cancelled_owned();
-        let timer = tokio::time::sleep_until(self.last_read + idle);
+        let timer = tokio::time::sleep_until(self.next_check(idle));
         tokio::pin!(woken, stop, timer);
         let mut closing = false;
         // Frames that came in the same read as Hello.
@@ -185,6 +194,10 @@ impl Session {
                 // Requests read while a budget was spent waited here.
                 self.decode_buffered().await;
                 continue;
+            }
+            if self.token_moved && !closing {
+                self.token_moved = false;
+                timer.as_mut().reset(self.next_check(idle));
             }
             if closing && self.out.is_empty() {
                 self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
@@ -218,15 +231,30 @@ impl Session {
                 Event::Shutdown => conn.close(ErrorCode::ServerShutdown),
                 Event::Timer if closing => return Ok(()),
                 Event::Timer => {
-                    let idle_at = self.last_read + idle;
-                    if idle_at <= Instant::now() {
+                    if self.token_exp.is_some_and(|exp| now_ms() >= exp * 1000) {
+                        info!("token expired");
+                        conn.close(ErrorCode::TokenExpired);
+                    } else if self.last_read + idle <= Instant::now() {
                         Metrics::add(&self.hub.metrics.idle_timeouts, 1);
                         conn.close(ErrorCode::IdleTimeout);
                     } else {
-                        timer.as_mut().reset(idle_at);
+                        timer.as_mut().reset(self.next_check(idle));
                     }
                 }
             }
+        }
+    }
+
+    /// When the timer must next look: at the idle deadline, or at the
+    /// token's expiry if that comes first.
+    fn next_check(&self, idle: Duration) -> Instant {
+        let idle_at = self.last_read + idle;
+        match self.token_exp {
+            Some(exp) => {
+                let left = (exp * 1000).saturating_sub(now_ms());
+                idle_at.min(Instant::now() + Duration::from_millis(left))
+            }
+            None => idle_at,
         }
     }
 
@@ -270,6 +298,7 @@ impl Session {
             if self.held {
                 break;
             }
+            let request_id = peek_request_id(&self.rbuf);
             match decode_frame(&mut self.rbuf, &self.hub.limits) {
                 Ok(Some(frame)) => {
                     Metrics::add(&self.hub.metrics.frames_in, 1);
@@ -290,7 +319,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.fatal(0, e.code(), &e.to_string());
+                    self.fatal(request_id, e.code(), &e.to_string());
                     break;
                 }
             }

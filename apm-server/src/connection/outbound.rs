@@ -76,8 +76,19 @@ impl Session {
     /// shutdown or an idle timeout; an `Error` frame was queued for a
     /// violation) and close gracefully.
     pub(super) async fn finish(&mut self, code: ErrorCode) {
-        if matches!(code, ErrorCode::ServerShutdown | ErrorCode::IdleTimeout) {
-            let frame = Frame::new(0, Message::close(code, code.as_str()))
+        let reason = match code {
+            ErrorCode::ServerShutdown | ErrorCode::IdleTimeout => Some(code.as_str().to_owned()),
+            ErrorCode::TokenExpired => {
+                Some("the token expired: connect again with a new one".to_owned())
+            }
+            ErrorCode::Kicked => Some("disconnected by the server's operator".to_owned()),
+            ErrorCode::Revoked => Some(super::handshake::revoked_text(
+                self.hub.revoked_until(&self.conn.user).unwrap_or(0),
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            let frame = Frame::new(0, Message::close(code, reason))
                 .to_bytes()
                 .expect("small frame");
             let _ = timeout(LINGER, self.stream.write_all(&frame)).await;

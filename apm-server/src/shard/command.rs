@@ -29,6 +29,12 @@ pub(crate) enum Command {
     },
     /// The connection is gone.
     Unregister { conn: Arc<Conn> },
+    /// Close every connection of `user` with `code`, answering how many.
+    Kick {
+        user: Arc<str>,
+        code: ErrorCode,
+        reply: oneshot::Sender<u32>,
+    },
     Sub {
         conn: Arc<Conn>,
         channel: String,

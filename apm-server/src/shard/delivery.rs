@@ -28,7 +28,7 @@ impl Shard {
             payload,
         } = msg;
         let hub = &*self.ctx.hub;
-        let window = hub.config.dedup_window;
+        let window = hub.config.dedup_window();
         let offer = Offer {
             sender: &conn.user,
             kind,

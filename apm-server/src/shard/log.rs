@@ -8,7 +8,7 @@ use apm_core::message::DeliverRef;
 
 use crate::clock::now_ms;
 use crate::conversation::ConversationId;
-use crate::dedup::{First, Recent, sender_hash};
+use crate::dedup::{First, Recent, Window, sender_hash};
 use crate::retention::Retention;
 use crate::ring::Ring;
 use crate::store::Record;
@@ -68,7 +68,7 @@ impl Log {
         last: u64,
         messages: Vec<Record>,
         keep: Retention,
-        window: usize,
+        window: Window,
     ) -> Log {
         let mut log = Log {
             seq: last,
@@ -97,7 +97,7 @@ impl Log {
         &mut self,
         conversation: ConversationId,
         offer: Offer<'_>,
-        window: usize,
+        window: Window,
     ) -> Admitted {
         let Offer {
             sender,
@@ -148,6 +148,11 @@ impl Log {
 
 #[cfg(test)]
 mod tests {
+    const WINDOW: crate::dedup::Window = crate::dedup::Window {
+        per_sender: 16,
+        keep_ms: 60_000,
+        max_entries: 1_000,
+    };
     use super::*;
 
     const KEEP: Retention = Retention {
@@ -171,16 +176,22 @@ mod tests {
         let bob: Arc<str> = Arc::from("bob");
         let room = || ConversationId::Channel(Arc::from("room"));
         let mut log = Log::default();
-        let Admitted::New(first) = log.admit(room(), offer(&alice, 7), 16) else {
+        let Admitted::New(first) = log.admit(room(), offer(&alice, 7), WINDOW) else {
             panic!("a new message");
         };
         assert_eq!(first.seq, 1);
         // The same id from another sender is another message.
-        assert!(matches!(log.admit(room(), offer(&bob, 7), 16), Admitted::New(r) if r.seq == 2));
+        assert!(
+            matches!(log.admit(room(), offer(&bob, 7), WINDOW), Admitted::New(r) if r.seq == 2)
+        );
         // No id: never a retry.
-        assert!(matches!(log.admit(room(), offer(&alice, 0), 16), Admitted::New(r) if r.seq == 3));
-        assert!(matches!(log.admit(room(), offer(&alice, 0), 16), Admitted::New(r) if r.seq == 4));
-        match log.admit(room(), offer(&alice, 7), 16) {
+        assert!(
+            matches!(log.admit(room(), offer(&alice, 0), WINDOW), Admitted::New(r) if r.seq == 3)
+        );
+        assert!(
+            matches!(log.admit(room(), offer(&alice, 0), WINDOW), Admitted::New(r) if r.seq == 4)
+        );
+        match log.admit(room(), offer(&alice, 7), WINDOW) {
             Admitted::Retry {
                 first: f, visible, ..
             } => {
@@ -200,17 +211,17 @@ mod tests {
         let alice: Arc<str> = Arc::from("alice");
         let room = || ConversationId::Channel(Arc::from("room"));
         let mut before = Log::default();
-        let Admitted::New(record) = before.admit(room(), offer(&alice, 9), 16) else {
+        let Admitted::New(record) = before.admit(room(), offer(&alice, 9), WINDOW) else {
             panic!("a new message");
         };
-        let mut after = Log::recovered(5, vec![record], KEEP, 16);
+        let mut after = Log::recovered(5, vec![record], KEEP, WINDOW);
         assert_eq!((after.seq, after.visible), (5, 5));
         assert!(matches!(
-            after.admit(room(), offer(&alice, 9), 16),
+            after.admit(room(), offer(&alice, 9), WINDOW),
             Admitted::Retry { first, .. } if first.seq == 1
         ));
         assert!(
-            matches!(after.admit(room(), offer(&alice, 10), 16), Admitted::New(r) if r.seq == 6)
+            matches!(after.admit(room(), offer(&alice, 10), WINDOW), Admitted::New(r) if r.seq == 6)
         );
     }
 }

@@ -9,10 +9,13 @@
 //! - [`reads`]: history pages, read positions, unread counts, recovery.
 //! - [`presence`]: connections and subscriptions coming and going, and
 //!   the queries about them.
+//! - [`ask`]: questions for several shards, asked from outside the loops.
 
+pub(crate) mod ask;
 mod cache;
 pub(crate) mod command;
 mod delivery;
+mod grace;
 mod inbox;
 pub(crate) mod log;
 mod presence;
@@ -29,7 +32,7 @@ use apm_core::Frame;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use command::{Answer, Command, Outgoing, Target};
+pub(crate) use command::{Command, Outgoing, Target};
 
 use crate::config::Config;
 use crate::fanout::{Members, deliver, fan_out};
@@ -134,6 +137,13 @@ impl Shard {
                 reply,
             } => self.register(conn, welcome, reply),
             Command::Unregister { conn } => self.unregister(&conn),
+            Command::Kick { user, code, reply } => {
+                let conns = self.tables.users.get(&user).map_or(&[][..], Vec::as_slice);
+                for conn in conns {
+                    conn.close(code);
+                }
+                let _ = reply.send(conns.len() as u32);
+            }
             Command::Sub {
                 conn,
                 channel,
@@ -201,6 +211,14 @@ impl Shard {
 
 /// Runs shard `index`'s forwarding loop until `stop` fires and its queue
 /// is empty.
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     let mut shard = Shard::new(hub.clone(), index);
     let ingress = &hub.shards[index];
@@ -220,13 +238,16 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
             ingress.space.notify_waiters();
             shard.flush_counters();
         }
+        let grace = shard.grace_deadline();
         tokio::select! {
             _ = ingress.wake.notified() => {}
             _ = stop.cancelled() => {
                 if ingress.is_empty() {
+                    shard.save_presence();
                     return;
                 }
             }
+            _ = sleep_until_some(grace) => shard.end_grace(),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::outbox::Conn;
 
 use super::cache::Cache;
 use super::command::{Answer, Audience};
+use super::grace;
 use super::inbox::Stored;
 use super::{NOBODY, Shard};
 
@@ -59,6 +60,12 @@ impl Shard {
         reply: oneshot::Sender<Result<(), ErrorCode>>,
         stored: Option<Stored>,
     ) {
+        if self.ctx.hub.revoked_until(&conn.user).is_some() {
+            // Revoked while the handshake was on its way here (or while
+            // its inbox was read): the revocation's kick has passed.
+            let _ = reply.send(Err(ErrorCode::Revoked));
+            return;
+        }
         let user = conn.user.clone();
         conn.push_reply(welcome);
         self.offline_inbox(&conn, &user, stored);
@@ -78,7 +85,7 @@ impl Shard {
             }
             return;
         }
-        if first {
+        if first && !self.returning_user(&user) {
             self.presence_event(PresenceEvent::Online {
                 user: user.to_string(),
             });
@@ -97,9 +104,14 @@ impl Shard {
         }
         if conns.is_empty() {
             self.tables.users.remove(&conn.user);
-            self.presence_event(PresenceEvent::Offline {
-                user: conn.user.to_string(),
-            });
+            if grace::in_shutdown(conn) {
+                // Not news: the user is presumed back after the restart.
+                self.tables.departed.users.insert(conn.user.clone());
+            } else {
+                self.presence_event(PresenceEvent::Offline {
+                    user: conn.user.to_string(),
+                });
+            }
         }
     }
 
@@ -189,7 +201,7 @@ impl Shard {
         for frame in replay {
             conn.push_reply(frame);
         }
-        if joined {
+        if joined && !self.returning_member(name, &conn.user) {
             // The joiner has its SubOk; the news is for the others.
             self.channel_event(
                 name,
@@ -231,7 +243,10 @@ impl Shard {
             });
             self.ctx.reply(conn, Frame::new(request_id, ok));
         }
-        if left {
+        if left && grace::in_shutdown(conn) {
+            let member = (Arc::from(name), conn.user.clone());
+            self.tables.departed.members.insert(member);
+        } else if left {
             self.channel_event(
                 name,
                 PresenceEvent::Leave {
@@ -244,7 +259,7 @@ impl Shard {
     }
 
     /// Sends a presence event to `$presence`, wherever that channel lives.
-    fn presence_event(&mut self, event: PresenceEvent) {
+    pub(super) fn presence_event(&mut self, event: PresenceEvent) {
         let Ok(frame) = Frame::new(0, Message::PresenceEvent(event)).to_bytes_limited(u32::MAX)
         else {
             return;
@@ -255,7 +270,7 @@ impl Shard {
 
     /// A join or leave for a channel's members, unless the channel is past
     /// the join/leave member cap.
-    fn channel_event(&self, name: &str, event: PresenceEvent, except: u64) {
+    pub(super) fn channel_event(&self, name: &str, event: PresenceEvent, except: u64) {
         let Some(ch) = self.tables.channels.get(name) else {
             return;
         };

@@ -23,7 +23,7 @@ impl Shard {
         let hub = &*self.ctx.hub;
         for c in seed.conversations {
             let keep = hub.retention.for_conversation(&c.conversation);
-            let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window);
+            let log = Log::recovered(c.last, c.messages, keep, hub.config.dedup_window());
             self.tables.cache.adopt(&log.ring);
             match c.conversation {
                 ConversationId::Channel(name) => {
@@ -42,6 +42,19 @@ impl Shard {
             if let Some(log) = self.tables.log_mut(&a.conversation) {
                 log.acks.insert(a.user, a.seq);
             }
+        }
+        if !seed.users.is_empty() || !seed.members.is_empty() {
+            let presumed = &mut self.tables.presumed;
+            presumed.users = seed.users.into_iter().map(Arc::from).collect();
+            presumed.members = seed
+                .members
+                .into_iter()
+                .map(|(c, u)| (Arc::from(c), Arc::from(u)))
+                .collect();
+            presumed.until = Some(
+                tokio::time::Instant::now()
+                    + std::time::Duration::from_millis(hub.config.presence_grace_ms),
+            );
         }
     }
 

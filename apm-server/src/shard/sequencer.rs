@@ -7,6 +7,7 @@
 //! retry, increments the seq and appends in one step), and the loop's
 //! delivery path stays as it is.
 
+use crate::dedup::Window;
 use std::fmt::Debug;
 
 use crate::conversation::ConversationId;
@@ -20,14 +21,14 @@ pub(crate) trait Sequencer: Send + Sync + Debug + 'static {
     fn epoch(&self) -> u64;
 
     /// Places `offer` in `conversation` (whose local state is `log`), or
-    /// recognises it as a retry. `window` is how many client message ids
-    /// a conversation remembers.
+    /// recognises it as a retry. `window` is how much of its client
+    /// message ids a conversation remembers.
     fn admit(
         &self,
         log: &mut Log,
         conversation: ConversationId,
         offer: Offer<'_>,
-        window: usize,
+        window: Window,
     ) -> Admitted;
 }
 
@@ -55,7 +56,7 @@ impl Sequencer for LocalSequencer {
         log: &mut Log,
         conversation: ConversationId,
         offer: Offer<'_>,
-        window: usize,
+        window: Window,
     ) -> Admitted {
         log.admit(conversation, offer, window)
     }

@@ -15,6 +15,7 @@ use crate::outbox::Conn;
 use crate::retention::Retention;
 
 use super::cache::Cache;
+use super::grace::{Departed, Presumed};
 use super::log::Log;
 use crate::fast_map::IndexMap;
 
@@ -76,6 +77,11 @@ pub(super) struct Tables {
     pub(super) inbox_waiting: Vec<(Arc<str>, Resuming)>,
     /// What of it stays in memory.
     pub(super) cache: Cache,
+    /// Who was online before a restart, until they return or the grace
+    /// period ends.
+    pub(super) presumed: Presumed,
+    /// Who left because of a shutdown, for the store.
+    pub(super) departed: Departed,
 }
 
 impl Tables {
@@ -89,6 +95,8 @@ impl Tables {
             occupied: BTreeSet::new(),
             inbox_waiting: Vec::new(),
             cache: Cache::new(hub, hub.shards.len()),
+            presumed: Presumed::default(),
+            departed: Departed::default(),
         }
     }
 

@@ -267,11 +267,19 @@ impl CommitThread {
         let queue = &self.queue;
         let mut pause = Duration::from_millis(50);
         loop {
+            let started = Instant::now();
             match queue.store.write(batch, &self.retention) {
                 Ok(()) => {
                     queue.set_failing(false);
-                    Metrics::add(&self.metrics.store_batches, 1);
-                    Metrics::add(&self.metrics.store_messages, batch.messages.len() as u64);
+                    let metrics = &self.metrics;
+                    Metrics::add(&metrics.store_batches, 1);
+                    Metrics::add(&metrics.store_messages, batch.messages.len() as u64);
+                    metrics
+                        .store_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .store_batch_messages
+                        .observe(batch.messages.len() as f64);
                     return true;
                 }
                 Err(e) => {

@@ -8,6 +8,8 @@ use crate::retention::RetentionPolicy;
 #[derive(Debug)]
 pub struct MemoryStore {
     epoch: u64,
+    /// Revocations, for the life of the process.
+    revoked: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl MemoryStore {
@@ -15,6 +17,7 @@ impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore {
             epoch: crate::clock::now_ms(),
+            revoked: Default::default(),
         }
     }
 }
@@ -68,5 +71,21 @@ impl Store for MemoryStore {
         _conversation: &ConversationId,
     ) -> Result<Option<u64>, StoreError> {
         Ok(None)
+    }
+
+    fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|(u, _)| u != user);
+        revoked.push((user.to_owned(), until_ms));
+        Ok(())
+    }
+
+    fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(revoked
+            .iter()
+            .filter(|(_, until)| *until > now_ms)
+            .cloned()
+            .collect())
     }
 }

@@ -172,6 +172,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// How far `user` has read `conversation`, if the store knows.
     fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError>;
+
+    /// Records that `user`'s tokens are refused until `until_ms`
+    /// (milliseconds since the Unix epoch); a time in the past lifts the
+    /// revocation. Durable when the store is. A store that cannot keep
+    /// them says so, and the revocation is refused.
+    fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
+        let _ = (user, until_ms);
+        Err(StoreError::Db(
+            "this store does not keep revocations".into(),
+        ))
+    }
+
+    /// Adds to what the next start takes back with
+    /// [`Store::take_presence`]: users online, and (channel, user)
+    /// memberships, when a graceful shutdown began. A store that keeps
+    /// nothing across restarts keeps nothing here either.
+    fn save_presence(
+        &self,
+        users: &[String],
+        members: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let _ = (users, members);
+        Ok(())
+    }
+
+    /// What [`Store::save_presence`] kept, emptied as it is read.
+    #[allow(clippy::type_complexity)]
+    fn take_presence(&self) -> Result<(Vec<String>, Vec<(String, String)>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+
+    /// Every revocation still running at `now_ms`: user and end time.
+    fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let _ = now_ms;
+        Ok(Vec::new())
+    }
 }
 
 /// Which store a server uses.

@@ -31,6 +31,13 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const ACKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("acks");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// User → until when (ms since the Unix epoch) their tokens are refused.
+/// Added without a schema change: an older build ignores the table.
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
+/// Who was online when the last run shut down: `u\0USER` and
+/// `m\0CHANNEL\0USER` (names hold no NUL). Taken back, and emptied, at
+/// the next start.
+const PRESENCE: TableDefinition<&str, u64> = TableDefinition::new("presence");
 
 /// The layout of the tables, recorded in `meta` as `schema`: a build
 /// refuses a file with another one rather than misread it. Bump it with
@@ -80,6 +87,8 @@ impl DiskStore {
             txn.open_table(MESSAGES).map_err(db_error)?;
             txn.open_table(HEADS).map_err(db_error)?;
             txn.open_table(ACKS).map_err(db_error)?;
+            txn.open_table(REVOKED).map_err(db_error)?;
+            txn.open_table(PRESENCE).map_err(db_error)?;
             let mut meta = txn.open_table(META).map_err(db_error)?;
             // A file from before the version was recorded has this layout.
             let schema = meta.get("schema").map_err(db_error)?.map(|v| v.value());
@@ -200,6 +209,86 @@ impl Store for DiskStore {
                 .get((user, key.as_str()))
                 .map_err(db_error)?
                 .map(|v| v.value()))
+        })
+    }
+
+    fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(db_error)?;
+            {
+                let mut revoked = txn.open_table(REVOKED).map_err(db_error)?;
+                let now = crate::clock::now_ms();
+                // Ended revocations go with the next write, so the table
+                // holds only running ones.
+                revoked.retain(|_, until| until > now).map_err(db_error)?;
+                if until_ms > now {
+                    revoked.insert(user, until_ms).map_err(db_error)?;
+                } else {
+                    revoked.remove(user).map_err(db_error)?;
+                }
+            }
+            txn.commit().map_err(db_error)
+        })
+    }
+
+    fn save_presence(
+        &self,
+        users: &[String],
+        members: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(db_error)?;
+            {
+                let mut table = txn.open_table(PRESENCE).map_err(db_error)?;
+                for user in users {
+                    table
+                        .insert(format!("u\0{user}").as_str(), 0)
+                        .map_err(db_error)?;
+                }
+                for (channel, user) in members {
+                    table
+                        .insert(format!("m\0{channel}\0{user}").as_str(), 0)
+                        .map_err(db_error)?;
+                }
+            }
+            txn.commit().map_err(db_error)
+        })
+    }
+
+    fn take_presence(&self) -> Result<(Vec<String>, Vec<(String, String)>), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(db_error)?;
+            let (mut users, mut members) = (Vec::new(), Vec::new());
+            {
+                let mut table = txn.open_table(PRESENCE).map_err(db_error)?;
+                for row in table.iter().map_err(db_error)? {
+                    let (key, _) = row.map_err(db_error)?;
+                    let key = key.value();
+                    match key.split('\0').collect::<Vec<_>>()[..] {
+                        ["u", user] => users.push(user.to_owned()),
+                        ["m", channel, user] => members.push((channel.to_owned(), user.to_owned())),
+                        _ => return Err(StoreError::Corrupt(format!("presence row {key:?}"))),
+                    }
+                }
+                table.retain(|_, _| false).map_err(db_error)?;
+            }
+            txn.commit().map_err(db_error)?;
+            Ok((users, members))
+        })
+    }
+
+    fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(db_error)?;
+            let revoked = txn.open_table(REVOKED).map_err(db_error)?;
+            let mut running = Vec::new();
+            for row in revoked.iter().map_err(db_error)? {
+                let (user, until) = row.map_err(db_error)?;
+                if until.value() > now_ms {
+                    running.push((user.value().to_owned(), until.value()));
+                }
+            }
+            Ok(running)
         })
     }
 }
