@@ -9,9 +9,9 @@
 #
 # The container listens on 0.0.0.0:7600, which the server allows only with
 # a secret (token auth): started without APM_SECRET it exits, saying so.
-# APM_ALLOW_DEV_MODE=true lifts that for a trusted test network. The
-# protocol has no TLS of its own; across an untrusted network put a TLS
-# terminating proxy in front, as tokens travel in clear text.
+# APM_ALLOW_DEV_MODE=true lifts that for a trusted test network, with TLS.
+# Across an untrusted network give it a certificate: mount PEM files and set
+# APM_TLS_CERT and APM_TLS_KEY (`docker kill -s HUP apm` reloads them).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm

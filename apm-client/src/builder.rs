@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::tls::TlsOptions;
+
 /// How the client reconnects after losing the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectPolicy {
@@ -61,6 +63,8 @@ pub struct ClientBuilder {
     pub(crate) stream_capacity: usize,
     pub(crate) max_frame_len: u32,
     pub(crate) local_ip: Option<std::net::IpAddr>,
+    /// TLS, when the server speaks it.
+    pub(crate) tls: Option<TlsOptions>,
     pub(crate) token_source: Option<crate::token::TokenSource>,
     pub(crate) outbox_messages: usize,
     pub(crate) outbox_bytes: usize,
@@ -83,6 +87,7 @@ impl ClientBuilder {
             stream_capacity: 4096,
             max_frame_len: apm_core::Limits::DEFAULT_MAX_FRAME_LEN,
             local_ip: None,
+            tls: None,
             token_source: None,
             outbox_messages: 4096,
             outbox_bytes: 16 * 1024 * 1024,
@@ -207,6 +212,79 @@ impl ClientBuilder {
     /// interfaces.
     pub fn local_ip(mut self, ip: std::net::IpAddr) -> Self {
         self.local_ip = Some(ip);
+        self
+    }
+
+    /// Connects over TLS, trusting the operating system's root
+    /// certificates. The server's certificate must name the address's host
+    /// (a DNS name or an IP address), or the name given to
+    /// [`ClientBuilder::tls_server_name`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(token: String) -> Result<(), apm_client::Error> {
+    /// let client = apm_client::Client::builder("push.example.com:7600")
+    ///     .tls()
+    ///     .credentials("", token)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls(mut self) -> Self {
+        let name = self
+            .tls
+            .take()
+            .and_then(|t| t.server_name().map(str::to_owned));
+        let mut tls = TlsOptions::system();
+        if let Some(name) = name {
+            tls.set_server_name(name);
+        }
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects over TLS, trusting only the CA certificates in `pem` (PEM
+    /// text with one or more `CERTIFICATE` sections): a private CA's, or a
+    /// self-signed server certificate itself. A PEM that holds none fails
+    /// the connect with [`Error::Tls`](crate::Error::Tls).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("ca.pem")?;
+    /// let client = apm_client::Client::builder("10.0.0.5:7600")
+    ///     .tls_ca_pem(ca)
+    ///     .tls_server_name("push.internal")
+    ///     .credentials("alice", "")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        let name = self
+            .tls
+            .take()
+            .and_then(|t| t.server_name().map(str::to_owned));
+        let mut tls = TlsOptions::with_ca_pem(pem.into());
+        if let Some(name) = name {
+            tls.set_server_name(name);
+        }
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The name the server's certificate must carry, when it is not the
+    /// address's host (an address given by IP for a certificate issued to
+    /// a DNS name). Turns TLS on, with the system's roots unless
+    /// [`ClientBuilder::tls_ca_pem`] gives a CA.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls
+            .get_or_insert_with(TlsOptions::system)
+            .set_server_name(name.into());
         self
     }
 }

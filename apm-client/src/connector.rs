@@ -15,10 +15,11 @@ use tracing::debug;
 
 use crate::builder::{ClientBuilder, ReconnectPolicy};
 use crate::error::Error;
+use crate::tls::Stream;
 use crate::token;
 
 /// A connection that has said Hello and been welcomed.
-pub(crate) type Io = Framed<TcpStream, ApmCodec>;
+pub(crate) type Io = Framed<Stream, ApmCodec>;
 
 /// A connection that has been welcomed, and what the server granted.
 pub(crate) type Connected = (Io, Welcome, Capabilities);
@@ -51,6 +52,10 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<Connected, Error> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = match &opts.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(stream, &opts.addr).await?,
+        };
         // Server frames may exceed the request limit by the names a Deliver
         // adds; leave room.
         let limits = apm_core::Limits {

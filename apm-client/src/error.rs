@@ -13,6 +13,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The TLS handshake failed (a certificate not trusted or not for
+    /// this server, a server that does not speak TLS), or the TLS settings
+    /// are unusable (a CA PEM with no certificate).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The server refused the handshake (bad token, limits).
     #[error("handshake refused: {code}: {message}")]
     Handshake {

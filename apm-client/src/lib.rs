@@ -45,6 +45,7 @@ mod outbox;
 mod state;
 mod streams;
 mod task;
+mod tls;
 mod token;
 
 pub use apm_core::ErrorCode;

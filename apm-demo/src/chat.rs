@@ -54,6 +54,19 @@ pub(crate) struct Login {
     pub(crate) user: String,
     /// The token (empty in dev mode).
     pub(crate) token: String,
+    /// Whether and how to speak TLS.
+    pub(crate) tls: Tls,
+}
+
+/// TLS towards the server.
+#[derive(Debug, Clone)]
+pub(crate) enum Tls {
+    /// Plain TCP.
+    Off,
+    /// TLS, trusting the system's root certificates.
+    SystemRoots,
+    /// TLS, trusting only the CA certificates in this PEM text.
+    Ca(Vec<u8>),
 }
 
 struct Chat {
@@ -70,11 +83,16 @@ struct Chat {
 
 /// Connects and chats until the input ends, `/quit` or ctrl-c.
 pub(crate) async fn run(login: Login) -> Result<Exit, Error> {
-    let client = Client::builder(login.server.clone())
+    let builder = Client::builder(login.server.clone())
         .credentials(login.user, login.token)
-        .client_name(concat!("apm-demo/", env!("CARGO_PKG_VERSION")))
-        .connect()
-        .await?;
+        .client_name(concat!("apm-demo/", env!("CARGO_PKG_VERSION")));
+    let client = match login.tls {
+        Tls::Off => builder,
+        Tls::SystemRoots => builder.tls(),
+        Tls::Ca(pem) => builder.tls_ca_pem(pem),
+    }
+    .connect()
+    .await?;
     // Take the streams before subscribing anywhere, so no news is missed.
     let events = client.events();
     let inbox = client.messages()?;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! apm-demo --server 127.0.0.1:7600 --user alice
+//! apm-demo --server push.example.com:7600 --tls --token "$APM_TOKEN"
 //! /join room
 //! hello everyone
 //! ```
@@ -33,14 +34,33 @@ struct Args {
     /// (APM_TOKEN keeps it out of the process list).
     #[arg(long, short, env = "APM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Connect over TLS, trusting the system's root certificates.
+    #[arg(long, env = "APM_TLS")]
+    tls: bool,
+    /// Connect over TLS, trusting only the CA certificate(s) in this PEM
+    /// file (a private CA, or the server's self-signed certificate).
+    #[arg(long, env = "APM_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let tls = match (&args.tls_ca, args.tls) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(pem) => chat::Tls::Ca(pem),
+            Err(e) => {
+                eprintln!("apm-demo: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, true) => chat::Tls::SystemRoots,
+        (None, false) => chat::Tls::Off,
+    };
     let login = chat::Login {
         server: args.server,
         user: args.user.unwrap_or_default(),
         token: args.token.unwrap_or_default(),
+        tls,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -48,6 +48,7 @@ mod revocation;
 pub mod ring;
 mod shard;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,10 +63,12 @@ pub use config::{Config, ConfigError, Overrides};
 pub use logs::LogFormat;
 pub use metrics::Metrics;
 pub use store::StoreKind;
+pub use tls::{TlsError, TlsReloader};
 
 use hub::Hub;
 use store::commit::{CommitQueue, CommitThread};
 use store::{DiskStore, MemoryStore, Store};
+use tls::Tls;
 
 /// File descriptors kept back from the connection limit for the listener,
 /// the runtime, storage and the brief socket used to refuse a connection.
@@ -75,6 +78,8 @@ const FD_RESERVE: usize = 64;
 #[derive(Debug)]
 pub struct Server {
     hub: Arc<Hub>,
+    /// TLS on the listener, when a certificate is configured.
+    tls: Option<Tls>,
     /// The HTTP API's listener and keys, if it has one.
     http: Option<(TcpListener, http::auth::ApiKeys)>,
 }
@@ -94,6 +99,10 @@ impl Server {
     /// Like [`Server::new`], over a store of the caller's.
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Server, ConfigError> {
         config.validate()?;
+        let tls = match config.tls_enabled() {
+            true => Some(Tls::load(&config.tls_cert, &config.tls_key)?),
+            false => None,
+        };
         let recovered = store.recover(&config.retention_policy()?)?;
         let conversations = recovered.conversations.len();
         if conversations > 0 {
@@ -106,8 +115,29 @@ impl Server {
                 store,
                 recovered,
             )),
+            tls,
             http: None,
         })
+    }
+
+    /// Reloads the TLS certificate and key from their files; `None` when
+    /// the server runs without TLS. The handle outlives [`Server::run`]'s
+    /// start, so a signal handler can keep it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn example(server: &apm_server::Server) {
+    /// if let Some(reloader) = server.tls_reloader() {
+    ///     match reloader.reload() {
+    ///         Ok(()) => println!("new certificate from {}", reloader.cert_path().display()),
+    ///         Err(e) => eprintln!("kept the old certificate: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.as_ref().map(Tls::reloader)
     }
 
     /// Serves the HTTP API, `/metrics`, `/healthz` and `/readyz` on
@@ -169,6 +199,7 @@ impl Server {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let max_connections = self.max_connections();
+        let tls = self.tls.as_ref().map(|t| t.acceptor().clone());
         let hub = self.hub;
         let http = self
             .http
@@ -200,6 +231,7 @@ impl Server {
             listener,
             hub.clone(),
             max_connections,
+            tls,
             shutdown.clone(),
             connections.clone(),
         )

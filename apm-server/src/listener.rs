@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apm_core::{ErrorCode, Frame, Message};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -44,6 +45,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     hub: Arc<Hub>,
     max_connections: usize,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -94,8 +96,11 @@ pub(crate) async fn accept_loop(
                 let guard = OpenGuard(hub.clone());
                 let hub = hub.clone();
                 let shutdown = shutdown.clone();
+                // The TLS handshake runs in the connection's task: a slow
+                // client holds up no one else's accept.
+                let tls = tls.clone();
                 tracker.spawn(async move {
-                    connection::serve(stream, peer, hub, shutdown).await;
+                    connection::serve(stream, peer, tls, hub, shutdown).await;
                     drop(guard);
                 });
             }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use apm_core::message::Role;
-use apm_server::{Config, Overrides, Server};
+use apm_server::{Config, Overrides, Server, TlsReloader};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -190,9 +190,17 @@ fn serve(config: Config) -> ExitCode {
         } else {
             info!("token auth (HMAC-SHA256)");
         }
+        let tls = server.tls_reloader();
+        match &tls {
+            Some(t) => info!(cert = %t.cert_path().display(), "TLS: clients connect over TLS"),
+            None if !addr.ip().is_loopback() => {
+                warn!("no TLS: tokens and messages cross the network in clear text")
+            }
+            None => {}
+        }
         info!(%addr, shards, max_connections = server.max_connections(), "listening");
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(on_signal(shutdown.clone(), tls));
         match server.run(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -218,7 +226,27 @@ fn log_data_dir(data_dir: &std::path::Path) {
     }
 }
 
-async fn on_signal(shutdown: CancellationToken) {
+/// Reloads the TLS certificate on SIGHUP; a failure keeps the one in use.
+#[cfg(unix)]
+fn on_hangup(tls: Option<&TlsReloader>) {
+    let Some(tls) = tls else {
+        info!(
+            "SIGHUP: no TLS certificate to reload; other settings are read at start, \
+             restart to change them"
+        );
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => info!(
+            cert = %tls.cert_path().display(),
+            key = %tls.key_path().display(),
+            "SIGHUP: TLS certificate reloaded; new connections get it, open ones keep theirs"
+        ),
+        Err(e) => error!(error = %e, "SIGHUP: TLS reload failed; the certificate in use stays"),
+    }
+}
+
+async fn on_signal(shutdown: CancellationToken, tls: Option<TlsReloader>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -232,13 +260,13 @@ async fn on_signal(shutdown: CancellationToken) {
                 None => std::future::pending().await,
             }
         };
-        // SIGHUP would end the process by default: settings are read at
-        // start only, so say so and carry on.
+        // SIGHUP would end the process by default: it reloads the TLS
+        // certificate (the one setting read again), and the process carries on.
         let hangups = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
                 Ok(mut hup) => {
                     while hup.recv().await.is_some() {
-                        info!("SIGHUP ignored: settings are read at start; restart to change them");
+                        on_hangup(tls.as_ref());
                     }
                 }
                 Err(_) => std::future::pending().await,
@@ -251,7 +279,10 @@ async fn on_signal(shutdown: CancellationToken) {
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = tls;
+        let _ = ctrl_c.await;
+    }
     info!("shutting down");
     shutdown.cancel();
 }
@@ -293,6 +324,8 @@ mod tests {
                 "history_rules",
                 "rate_limit_channel_rules",
                 "channel_rules",
+                "tls_cert",
+                "tls_key",
                 "api_keys",
                 "api_keys_file",
                 "help",

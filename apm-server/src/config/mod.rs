@@ -132,6 +132,13 @@ settings! {
     /// Accept any user id without a token even when not bound to loopback.
     /// Insecure: for trusted test networks only.
     allow_dev_mode ("APM_ALLOW_DEV_MODE"): bool = false;
+    /// PEM file with the certificate chain (server's first) clients are
+    /// shown: set with `tls_key` to serve clients over TLS. Both files are
+    /// read again on SIGHUP. None by default (plain TCP).
+    tls_cert ("APM_TLS_CERT"): PathBuf = PathBuf::new();
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1). None by default.
+    tls_key ("APM_TLS_KEY"): PathBuf = PathBuf::new();
     /// Number of forwarding loops (shards); 0 means one per core.
     shards ("APM_SHARDS"): usize = 0;
     /// Largest frame accepted, in bytes (length prefix value).
@@ -331,14 +338,33 @@ impl Config {
         self.secret.is_empty()
     }
 
+    /// Whether clients connect over TLS.
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
+
     /// Checks the settings that can be judged on their own.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |why: &str| Err(ConfigError::Invalid(why.to_owned()));
-        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_dev_mode {
-            return bad(
-                "no secret is set, so clients would authenticate without tokens; \
-                 set --secret, bind to loopback, or pass --allow-dev-mode true",
-            );
+        if self.tls_cert.as_os_str().is_empty() != self.tls_key.as_os_str().is_empty() {
+            return bad("tls_cert and tls_key go together: set both for TLS, or neither");
+        }
+        if self.dev_mode() && !self.listen.ip().is_loopback() {
+            if !self.allow_dev_mode {
+                return bad(
+                    "no secret is set, so clients would authenticate without tokens; \
+                     set --secret, bind to loopback, or pass --allow-dev-mode true (with TLS)",
+                );
+            }
+            // User ids are all a dev-mode server checks: in clear text,
+            // anyone on the path could read and replay them.
+            if !self.tls_enabled() {
+                return bad(&format!(
+                    "dev mode (no secret) on the non-loopback address {} needs TLS: \
+                     set --tls-cert and --tls-key, set --secret, or bind to loopback",
+                    self.listen
+                ));
+            }
         }
         if !self.secret.is_empty() && self.secret.len() < crate::auth::MIN_SECRET_LEN {
             return bad(&format!(
@@ -538,6 +564,9 @@ pub enum ConfigError {
     /// The store could not be opened or read back.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 #[cfg(test)]
@@ -598,5 +627,24 @@ mod tests {
         assert!(c.validate().is_err());
         c.secret = "0123456789abcdef".into();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn dev_mode_off_loopback_needs_tls_too() {
+        let mut c = Config {
+            listen: "0.0.0.0:7600".parse().unwrap(),
+            allow_dev_mode: true,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("needs TLS") && e.contains("0.0.0.0:7600"), "{e}");
+        c.tls_cert = "cert.pem".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        c.tls_key = "key.pem".into();
+        assert!(c.validate().is_ok());
+        c.allow_dev_mode = false;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--allow-dev-mode"), "{e}");
     }
 }

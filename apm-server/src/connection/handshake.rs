@@ -15,7 +15,8 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tracing::{Span, debug, info};
 
 use crate::auth;
@@ -25,19 +26,27 @@ use crate::metrics::Metrics;
 use crate::outbox::Conn;
 use crate::shard::Command;
 
-use super::{READ_SMALL, Session};
+use super::{READ_SMALL, Session, Transport};
 
 /// Reads Hello, authenticates, registers the connection and queues
 /// Welcome. `None` if the connection was refused or went away.
-pub(super) async fn handshake(mut stream: TcpStream, hub: Arc<Hub>) -> Option<Session> {
+/// With TLS its handshake comes first, and both share the handshake
+/// timeout.
+pub(super) async fn handshake(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+) -> Option<Session> {
+    let deadline = Instant::now() + hub.config.handshake_timeout();
     let _ = stream.set_nodelay(true);
     if hub.config.socket_send_buffer > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(hub.config.socket_send_buffer);
     }
+    let mut stream = Transport::accept(stream, tls.as_ref(), deadline, &hub.metrics).await?;
     let mut rbuf = BytesMut::new();
-    let hello = match timeout(
-        hub.config.handshake_timeout(),
-        first_frame(&stream, &mut rbuf, &hub.handshake_limits()),
+    let hello = match timeout_at(
+        deadline,
+        first_frame(&mut stream, &mut rbuf, &hub.handshake_limits()),
     )
     .await
     {
@@ -193,7 +202,7 @@ pub(super) fn revoked_text(until_ms: u64) -> String {
 /// fault comes with the request id of the frame it was found in (0 if its
 /// header had not arrived).
 async fn first_frame(
-    stream: &TcpStream,
+    stream: &mut Transport,
     rbuf: &mut BytesMut,
     limits: &apm_core::Limits,
 ) -> Result<Option<Frame>, (u32, DecodeError)> {
@@ -225,7 +234,7 @@ fn refused(hub: &Hub, code: ErrorCode) {
 /// Logged at `info` (in the connection's span: peer, and the user if Hello
 /// named one): a refusal is rare and an operator's first question when a
 /// client cannot get in.
-async fn refuse(stream: &mut TcpStream, request_id: u32, code: ErrorCode, why: &str) {
+async fn refuse(stream: &mut Transport, request_id: u32, code: ErrorCode, why: &str) {
     info!(%code, reason = why, "handshake refused");
     if let Ok(frame) = Frame::new(request_id, Message::error(code, why)).to_bytes() {
         let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;

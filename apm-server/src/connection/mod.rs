@@ -5,6 +5,7 @@
 //! - [`dispatch`]: what each request asks, turned into shard commands.
 //! - [`queries`]: questions asked of several shards at once.
 //! - [`outbound`]: queued frames to the socket, and closing frames.
+//! - [`transport`]: the socket, plain or TLS.
 //!
 //! One task per connection (not a reader and a writer) keeps an idle
 //! connection down to one task and no buffers: read and write buffers exist
@@ -21,6 +22,7 @@ use apm_core::codec::{decode_frame, peek_request_id};
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field, info, info_span};
 
@@ -28,6 +30,7 @@ mod dispatch;
 mod handshake;
 mod outbound;
 mod queries;
+mod transport;
 
 use crate::clock::now_ms;
 use crate::hub::Hub;
@@ -37,6 +40,7 @@ use crate::rate::Gate;
 use crate::shard::Command;
 use dispatch::Action;
 use handshake::handshake;
+use transport::Transport;
 
 /// Room for a read when the last one did not fill its buffer: small, since
 /// most reads are a frame or two and the buffer is given back after.
@@ -53,6 +57,7 @@ const READ_LARGE: usize = 32 * 1024;
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
@@ -61,7 +66,7 @@ pub(crate) async fn serve(
     async move {
         // Boxed: the handshake's futures are dead weight once it is over,
         // and would otherwise size every connection's task.
-        let Some(mut session) = Box::pin(handshake(stream, hub)).await else {
+        let Some(mut session) = Box::pin(handshake(stream, tls, hub)).await else {
             return;
         };
         let result = session.run(&shutdown).await;
@@ -88,7 +93,7 @@ pub(crate) async fn serve(
 struct Session {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    stream: TcpStream,
+    stream: Transport,
     rbuf: BytesMut,
     /// Bytes taken off the queue and not yet written.
     out: Bytes,
@@ -123,7 +128,7 @@ impl Session {
     fn new(
         hub: Arc<Hub>,
         conn: Arc<Conn>,
-        stream: TcpStream,
+        stream: Transport,
         rbuf: BytesMut,
         channel_claims: Box<[Box<str>]>,
     ) -> Session {
@@ -205,7 +210,10 @@ impl Session {
                     woken.set(conn.notified());
                     Event::Woken
                 }
-                r = self.stream.writable(), if !self.out.is_empty() => { r?; Event::Writable }
+                r = self.stream.writable(), if !self.out.is_empty() || self.stream.wants_write() => {
+                    r?;
+                    Event::Writable
+                }
                 r = self.stream.readable(), if self.reading && !self.held => {
                     r?;
                     Event::Readable

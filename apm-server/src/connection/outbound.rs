@@ -38,7 +38,7 @@ impl Session {
                     self.pending = self.conn.take_all();
                     if self.pending.is_empty() {
                         self.out = Bytes::new();
-                        return Ok(());
+                        return self.stream.send_buffered();
                     }
                 }
                 self.out = next_chunk(&mut self.pending);

@@ -18,13 +18,25 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// The server to load: apm, nats, redis or mqtt.
+    /// The server to load: apm, apm-tls (apm with TLS), nats, redis or
+    /// mqtt.
     #[arg(long, global = true, default_value = "apm")]
     target: Target,
     /// Also run a peer, alternating apm and the peer (A B A B), and print
-    /// apm's ratio to it.
+    /// apm's ratio to it. `--vs apm-tls` measures what TLS costs: apm
+    /// without and with TLS in the same run.
     #[arg(long, global = true)]
     vs: Option<Target>,
+    /// Load apm over TLS (the same as `--target apm-tls`). The apm-server
+    /// this tool starts gets a self-signed certificate made for the run;
+    /// with `--apm-addr`, the server's certificate is checked against
+    /// `--tls-ca`, or the system's roots.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// With `--tls` and `--apm-addr`: a PEM file with the CA
+    /// certificate(s) the server's certificate is checked against.
+    #[arg(long, global = true, value_name = "PATH")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Rounds per target (default 2 with --vs, else 1).
     #[arg(long, global = true)]
     rounds: Option<usize>,
@@ -164,7 +176,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         channels,
     } = &cli.scenario
     {
-        if cli.vs.is_some() || cli.target != Target::Apm || cli.apm_addr.is_some() {
+        if cli.vs.is_some() || cli.target != Target::Apm || cli.apm_addr.is_some() || cli.tls {
             return Err(
                 "the durable scenario starts its own servers and compares them itself".into(),
             );
@@ -190,19 +202,35 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    let mut targets = vec![cli.target];
+    let base = match (cli.target, cli.tls) {
+        (Target::Apm, true) => Target::ApmTls,
+        (_, true) => return Err("--tls is for apm: leave --target at apm".into()),
+        (target, false) => target,
+    };
+    let mut targets = vec![base];
     if let Some(peer) = cli.vs {
-        if cli.target != Target::Apm {
+        if !base.is_apm() {
             return Err("--vs compares apm with a peer: leave --target at apm".into());
         }
-        if peer == Target::Apm {
-            return Err("--vs needs a peer: nats, redis or mqtt".into());
+        if peer == base || peer == Target::Apm {
+            return Err("--vs needs a peer: apm-tls (from plain apm), nats, redis or mqtt".into());
+        }
+        if peer == Target::ApmTls && cli.apm_addr.is_some() {
+            return Err("--vs apm-tls starts both servers itself: leave out --apm-addr".into());
         }
         targets.push(peer);
     }
     if matches!(cli.scenario, Scenario::Connections { .. }) && targets != [Target::Apm] {
-        return Err("the connections scenario measures apm only".into());
+        return Err("the connections scenario measures plain apm only".into());
     }
+    let tls_ca: Option<std::sync::Arc<[u8]>> = match &cli.tls_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .into(),
+        ),
+        None => None,
+    };
     let rounds = cli
         .rounds
         .unwrap_or(if cli.vs.is_some() { 2 } else { 1 })
@@ -212,11 +240,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     for round in 0..rounds {
         for &target in &targets {
             let (ep, pid) = match target {
-                Target::Apm => match &cli.apm_addr {
+                Target::Apm | Target::ApmTls => match &cli.apm_addr {
                     Some(addr) => (
                         Endpoint {
-                            target,
-                            addr: addr.clone(),
+                            tls_ca: tls_ca.clone(),
+                            ..Endpoint::new(target, addr.clone())
                         },
                         procfs::find_process(target.process_name()),
                     ),
@@ -224,10 +252,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                         // A fresh server per round, so runs do not inherit
                         // each other's state.
                         drop(spawned.take());
-                        let s = server::spawn(&cli.apm_arg)?;
+                        let s = server::spawn(&cli.apm_arg, target == Target::ApmTls)?;
                         let ep = Endpoint {
-                            target,
-                            addr: s.addr.to_string(),
+                            tls_ca: s.tls_ca.clone(),
+                            ..Endpoint::new(target, s.addr.to_string())
                         };
                         let pid = Some(s.pid());
                         spawned = Some(s);
@@ -235,13 +263,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                     }
                 },
                 peer => (
-                    Endpoint {
-                        target: peer,
-                        addr: cli
-                            .peer_addr
+                    Endpoint::new(
+                        peer,
+                        cli.peer_addr
                             .clone()
                             .unwrap_or_else(|| peer.default_addr().to_owned()),
-                    },
+                    ),
                     procfs::find_process(peer.process_name()),
                 ),
             };

@@ -171,7 +171,7 @@ fn start(leg: Leg, plan: &Plan) -> Result<Running, String> {
                 dir.path().display().to_string(),
             ];
             args.extend(plan.apm_args.iter().cloned());
-            Server::Apm(server::spawn(&args)?)
+            Server::Apm(server::spawn(&args, false)?)
         }
         Leg::RedisXadd => Server::Redis(spawn_redis(dir.path())?),
     };

@@ -58,7 +58,9 @@ impl Report {
             })
             .collect();
         let mut ratios = BTreeMap::new();
-        if let (Some(peer), Some(apm)) = (peer, means.get("apm"))
+        // With `--tls` the apm runs are apm-tls's.
+        let apm = means.get("apm").or_else(|| means.get("apm-tls"));
+        if let (Some(peer), Some(apm)) = (peer, apm)
             && let Some(other) = means.get(peer.name())
         {
             for (name, a) in apm {

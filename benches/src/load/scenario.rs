@@ -350,7 +350,7 @@ pub async fn fanout(
 /// `pairs` sender/receiver pairs; with apm the messages are private
 /// messages to the receiver, elsewhere one subject per receiver.
 pub async fn pairs(ep: &Endpoint, s: &Settings, pairs: usize) -> Result<Vec<Figure>, RunError> {
-    let apm = ep.target == crate::load::target::Target::Apm;
+    let apm = ep.target.is_apm();
     let groups = (0..pairs)
         .map(|i| {
             let receiver = format!("pair-recv-{i}");

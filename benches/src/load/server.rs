@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An apm-server this tool started; stopped (SIGTERM) on drop.
@@ -11,9 +12,14 @@ pub struct SpawnedServer {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// With TLS: the certificate it presents (self-signed, made for this
+    /// run), which clients trust.
+    pub tls_ca: Option<Arc<[u8]>>,
     /// Its data directory when this tool chose it: fresh for every server,
     /// removed after it (fields drop after `Drop::drop` has stopped it).
     _data_dir: Option<tempfile::TempDir>,
+    /// Where its certificate and key are, with TLS; removed after it.
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
 impl SpawnedServer {
@@ -46,8 +52,9 @@ fn binary() -> Result<PathBuf, String> {
 /// another's history. Its message rate limits are set to 1,000,000 a
 /// second (unless `args` or the environment set them): every message is
 /// still checked, so the figures include what the checks cost, but none
-/// is refused, as the peers refuse none.
-pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
+/// is refused, as the peers refuse none. With `tls` it serves TLS with a
+/// self-signed certificate for `127.0.0.1` made for it.
+pub fn spawn(args: &[String], tls: bool) -> Result<SpawnedServer, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -68,6 +75,18 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         command.arg("--data-dir").arg(dir.path());
         Some(dir)
+    };
+    let (tls_ca, tls_dir) = if tls {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let cert = self_signed(dir.path())?;
+        command
+            .arg("--tls-cert")
+            .arg(dir.path().join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.path().join("key.pem"));
+        (Some(cert), Some(dir))
+    } else {
+        (None, None)
     };
     for var in [
         "APM_RATE_LIMIT_CONNECTION",
@@ -91,10 +110,24 @@ pub fn spawn(args: &[String]) -> Result<SpawnedServer, String> {
     let server = SpawnedServer {
         child,
         addr,
+        tls_ca,
         _data_dir: data_dir,
+        _tls_dir: tls_dir,
     };
     wait_until_listening(addr, "apm-server")?;
     Ok(server)
+}
+
+/// Writes a self-signed certificate for `127.0.0.1` and `localhost` and its
+/// key to `cert.pem` and `key.pem` in `dir`; returns the certificate's PEM.
+fn self_signed(dir: &std::path::Path) -> Result<Arc<[u8]>, String> {
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let cert = pair.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem())
+        .map_err(|e| e.to_string())?;
+    Ok(cert.into_bytes().into())
 }
 
 /// Waits (at most 10 s) until something accepts connections at `addr`.

@@ -3,6 +3,7 @@
 //! off, no client-side time-outs, large client-side buffers.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +16,9 @@ use futures::stream::{BoxStream, SelectAll};
 pub enum Target {
     /// apm-server, through apm-client.
     Apm,
+    /// apm-server with TLS on its listener, through apm-client.
+    #[serde(rename = "apm-tls")]
+    ApmTls,
     /// nats-server, through async-nats.
     Nats,
     /// Redis pub/sub, through the redis crate.
@@ -27,7 +31,7 @@ impl Target {
     /// The default loopback address of each peer.
     pub fn default_addr(self) -> &'static str {
         match self {
-            Target::Apm => "127.0.0.1:7600",
+            Target::Apm | Target::ApmTls => "127.0.0.1:7600",
             Target::Nats => "127.0.0.1:4222",
             Target::Redis => "127.0.0.1:6379",
             Target::Mqtt => "127.0.0.1:1883",
@@ -37,17 +41,23 @@ impl Target {
     /// The server process's name, to find it in /proc.
     pub fn process_name(self) -> &'static str {
         match self {
-            Target::Apm => "apm-server",
+            Target::Apm | Target::ApmTls => "apm-server",
             Target::Nats => "nats-server",
             Target::Redis => "redis-server",
             Target::Mqtt => "mosquitto",
         }
     }
 
+    /// Whether this is apm, over TLS or not.
+    pub fn is_apm(self) -> bool {
+        matches!(self, Target::Apm | Target::ApmTls)
+    }
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
             Target::Apm => "apm",
+            Target::ApmTls => "apm-tls",
             Target::Nats => "nats",
             Target::Redis => "redis",
             Target::Mqtt => "mqtt",
@@ -60,11 +70,12 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Target, String> {
         match s {
             "apm" => Ok(Target::Apm),
+            "apm-tls" => Ok(Target::ApmTls),
             "nats" => Ok(Target::Nats),
             "redis" => Ok(Target::Redis),
             "mqtt" | "mosquitto" => Ok(Target::Mqtt),
             other => Err(format!(
-                "unknown target {other:?}: apm, nats, redis or mqtt"
+                "unknown target {other:?}: apm, apm-tls, nats, redis or mqtt"
             )),
         }
     }
@@ -83,6 +94,32 @@ pub struct Endpoint {
     pub target: Target,
     /// `host:port`.
     pub addr: String,
+    /// For apm over TLS: the CA certificate(s) to trust, PEM; `None`
+    /// trusts the system's roots.
+    pub tls_ca: Option<Arc<[u8]>>,
+}
+
+impl Endpoint {
+    /// An endpoint reached in the clear (or over TLS with the system's
+    /// roots, for [`Target::ApmTls`]).
+    pub fn new(target: Target, addr: String) -> Endpoint {
+        Endpoint {
+            target,
+            addr,
+            tls_ca: None,
+        }
+    }
+
+    /// An apm client for this endpoint, as `name`, over TLS for
+    /// [`Target::ApmTls`].
+    pub fn apm_builder(&self, name: &str) -> apm_client::ClientBuilder {
+        let builder = apm_client::Client::builder(self.addr.clone()).credentials(name, "");
+        match (self.target, &self.tls_ca) {
+            (Target::ApmTls, Some(ca)) => builder.tls_ca_pem(ca.to_vec()),
+            (Target::ApmTls, None) => builder.tls(),
+            _ => builder,
+        }
+    }
 }
 
 /// A failure to talk to a target.
@@ -148,9 +185,8 @@ impl Publisher {
     pub async fn connect(ep: &Endpoint, name: &str) -> Result<Publisher, TargetError> {
         let err = fail(ep.target);
         Ok(match ep.target {
-            Target::Apm => Publisher::Apm(
-                apm_client::Client::builder(ep.addr.clone())
-                    .credentials(name, "")
+            Target::Apm | Target::ApmTls => Publisher::Apm(
+                ep.apm_builder(name)
                     .queue_size(8192)
                     .connect()
                     .await
@@ -285,9 +321,9 @@ pub async fn subscribe(
 ) -> Result<Payloads, TargetError> {
     let err = fail(ep.target);
     match ep.target {
-        Target::Apm => {
-            let c = apm_client::Client::builder(ep.addr.clone())
-                .credentials(name, "")
+        Target::Apm | Target::ApmTls => {
+            let c = ep
+                .apm_builder(name)
                 .stream_capacity(1 << 16)
                 .connect()
                 .await
