@@ -49,12 +49,12 @@ mod tls;
 mod token;
 
 pub use apm_core::ErrorCode;
-/// The server's channel of online and offline events (`$presence`).
-pub use apm_core::names::PRESENCE_CHANNEL;
 pub use apm_core::message::{
     Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, Unread,
     content_kind,
 };
+/// The server's channel of online and offline events (`$presence`).
+pub use apm_core::names::PRESENCE_CHANNEL;
 pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;

@@ -59,7 +59,7 @@ async fn users_back_after_a_restart_are_not_announced_and_the_missing_are() {
     let settings = |c: &mut apm_server::Config| {
         c.store = apm_server::StoreKind::Disk;
         c.data_dir = dir.path().to_owned();
-        c.presence_grace_ms = 2_000;
+        c.presence_grace_ms = 5_000;
     };
     let first = TestServer::start(settings).await;
     // One relay each, so the test says who comes back when.
