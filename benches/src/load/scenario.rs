@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -114,9 +114,15 @@ async fn drain(
     let mut hist = tally::histogram();
     let mut unreported = 0;
     loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = payloads.next() => p,
+        // Waiting on `stop` too only when nothing is ready: a wait on a
+        // cancellation token takes a lock to register and another to
+        // deregister, which every target would pay per message.
+        let next = match payloads.next().now_or_never() {
+            Some(p) if !stop.is_cancelled() => p,
+            _ => tokio::select! {
+                _ = stop.cancelled() => break,
+                p = payloads.next() => p,
+            },
         };
         let Some(p) = next else { break };
         if latency
