@@ -181,7 +181,9 @@ impl ClientBuilder {
     }
 
     /// Messages a subscription or the inbox buffers before it drops
-    /// (default 4096). Drops are reported as [`crate::Event::Lagged`].
+    /// (default 4096), not counting the batch of up to 256 the app's
+    /// stream has taken and not yet handed out. Drops are reported as
+    /// [`crate::Event::Lagged`].
     pub fn stream_capacity(mut self, n: usize) -> Self {
         self.stream_capacity = n.max(1);
         self

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builder::{Backpressure, ClientBuilder};
 use crate::connector;
 use crate::error::Error;
-use crate::streams::{Event, Events, Inbox, Subscription};
+use crate::streams::{BatchReceiver, Event, Events, Inbox, Subscription};
 use crate::task::{Command, SessionInfo, Task};
 
 mod queries;
@@ -321,7 +321,7 @@ impl Client {
         Ok(Subscription {
             channel: channel.to_owned(),
             last_seq_at_start: ok.seq,
-            rx,
+            rx: BatchReceiver::new(rx),
             client: self.clone(),
         })
     }
@@ -442,7 +442,7 @@ impl Client {
             .take()
             .ok_or(Error::AlreadyTaken("the inbox"))?;
         Ok(Inbox {
-            rx,
+            rx: BatchReceiver::new(rx),
             _client: self.clone(),
         })
     }

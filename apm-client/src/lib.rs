@@ -9,6 +9,12 @@
 //! re-subscribes each channel from the last seq it saw, dropping any
 //! message it has already delivered.
 //!
+//! Receiving is lean: a [`Deliver`] is decoded without a copy (its
+//! conversation name and sender are [`ByteString`]s sharing the frame's
+//! memory, read as `&str`), the connection task routes everything one read
+//! brought before it waits again, and the streams take what is queued in
+//! batches.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -48,13 +54,13 @@ mod task;
 mod tls;
 mod token;
 
-pub use apm_core::ErrorCode;
 pub use apm_core::message::{
     Conversation, Deliver, HistoryItem, HistoryResponse, PresenceEvent, Receipt, Role, Unread,
     content_kind,
 };
 /// The server's channel of online and offline events (`$presence`).
 pub use apm_core::names::PRESENCE_CHANNEL;
+pub use apm_core::{ByteString, ErrorCode};
 pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;

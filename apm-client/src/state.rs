@@ -85,7 +85,9 @@ pub(crate) struct State {
     max_frame_len: u32,
     inbox: mpsc::Sender<Deliver>,
     inbox_dropped: u64,
-    subs: HashMap<String, SubState>,
+    /// Looked up for every message received: a fast hash, since the
+    /// names come from the server the client chose to talk to.
+    subs: HashMap<String, SubState, foldhash::fast::RandomState>,
     pending: HashMap<u32, Pending>,
     /// Messages to send again once reconnected, in the order first sent.
     retry: Vec<Retry>,
@@ -156,7 +158,7 @@ impl State {
             max_frame_len,
             inbox,
             inbox_dropped: 0,
-            subs: HashMap::new(),
+            subs: HashMap::default(),
             pending: HashMap::new(),
             retry: Vec::new(),
             next_order: 0,

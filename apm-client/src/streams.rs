@@ -1,5 +1,8 @@
 //! The streams a client hands out: a subscription's messages, the inbox of
 //! private messages and broadcasts, and connection events.
+//!
+//! Messages reach the message streams through bounded channels that the
+//! streams empty in batches (see `batch.rs`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,10 +10,14 @@ use std::task::{Context, Poll};
 use apm_core::message::{Deliver, PresenceEvent};
 use futures::Stream;
 use futures::stream::BoxStream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::client::Client;
 use crate::error::Error;
+
+mod batch;
+
+pub(crate) use batch::BatchReceiver;
 
 /// Something that happened to the client rather than a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +55,11 @@ pub enum Event {
 
 /// The messages of one channel, in seq order: a [`Stream`] of [`Deliver`].
 ///
+/// A message arrives without a copy: its channel name, sender and payload
+/// share the memory of the frame it came in (see [`Deliver`]). What the
+/// connection has received is taken from it in batches, so a busy stream
+/// costs no task wake-up per message.
+///
 /// Ends when the client closes. Dropping it stops delivery (the client
 /// unsubscribes when the next message for it arrives); [`unsubscribe`]
 /// does so at once.
@@ -57,7 +69,7 @@ pub enum Event {
 pub struct Subscription {
     pub(crate) channel: String,
     pub(crate) last_seq_at_start: u64,
-    pub(crate) rx: mpsc::Receiver<Deliver>,
+    pub(crate) rx: BatchReceiver<Deliver>,
     pub(crate) client: Client,
 }
 
@@ -86,17 +98,18 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Deliver;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_next(cx)
     }
 }
 
 /// Private messages to this user (from any of its devices' peers) and
-/// broadcasts: a [`Stream`] of [`Deliver`]. Taken once with
+/// broadcasts: a [`Stream`] of [`Deliver`], taken from the connection in
+/// batches like a [`Subscription`]'s. Taken once with
 /// [`Client::messages`]. Like a [`Subscription`], it keeps the connection
 /// open while it lives.
 #[derive(Debug)]
 pub struct Inbox {
-    pub(crate) rx: mpsc::Receiver<Deliver>,
+    pub(crate) rx: BatchReceiver<Deliver>,
     pub(crate) _client: Client,
 }
 
@@ -110,7 +123,7 @@ impl Inbox {
 impl Stream for Inbox {
     type Item = Deliver;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_next(cx)
     }
 }
 

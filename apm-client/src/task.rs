@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apm_core::codec::decode_frame;
 use apm_core::message::{Deliver, Refresh, Welcome};
 use apm_core::{Capabilities, ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
@@ -300,15 +301,7 @@ impl Task {
                 frame = io.next() => match frame {
                     Some(Ok(frame)) => {
                         last_recv = Instant::now();
-                        match self.state.incoming(frame) {
-                            Reaction::Nothing => None,
-                            Reaction::Send(frame) => match io.send(frame).await {
-                                Ok(()) => None,
-                                Err(e) => Some(End::Lost(e.to_string())),
-                            },
-                            Reaction::Lost(reason) => Some(End::Lost(reason)),
-                            Reaction::Ended(reason) => Some(End::Ended(reason)),
-                        }
+                        self.received(frame, io).await
                     }
                     Some(Err(e)) => Some(End::Lost(e.to_string())),
                     None => Some(End::Lost("closed by the server".into())),
@@ -351,6 +344,38 @@ impl Task {
                 return end;
             }
         }
+    }
+
+    /// Takes in `first` and every other whole frame the last read brought,
+    /// straight from the read buffer: one pass of the session loop (and one
+    /// wake-up of each stream's task) per read rather than per message.
+    /// Replies are written, and flushed once at the end.
+    async fn received(&mut self, first: Frame, io: &mut Io) -> Option<End> {
+        let limits = *io.codec().limits();
+        let mut frame = first;
+        let mut replied = false;
+        loop {
+            match self.state.incoming(frame) {
+                Reaction::Nothing => {}
+                Reaction::Send(reply) => {
+                    if let Err(e) = io.feed(reply).await {
+                        return Some(End::Lost(e.to_string()));
+                    }
+                    replied = true;
+                }
+                Reaction::Lost(reason) => return Some(End::Lost(reason)),
+                Reaction::Ended(reason) => return Some(End::Ended(reason)),
+            }
+            frame = match decode_frame(io.read_buffer_mut(), &limits) {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(e) => return Some(End::Lost(e.to_string())),
+            };
+        }
+        if replied && let Err(e) = SinkExt::<Bytes>::flush(io).await {
+            return Some(End::Lost(e.to_string()));
+        }
+        None
     }
 
     /// Writes `first` and whatever else is queued, up to a batch, then

@@ -9,7 +9,11 @@
 //!
 //! This crate does no I/O: [`codec::ApmCodec`] plugs into
 //! `tokio_util::codec::Framed`, and [`Frame::to_bytes`] encodes a frame once
-//! into a [`bytes::Bytes`] that many connections can share.
+//! into a [`bytes::Bytes`] that many connections can share. Decoding is
+//! zero-copy where it matters: a received [`message::Deliver`]'s payload,
+//! conversation name and sender are all slices of the frame's bytes (the
+//! names as [`ByteString`]s, checked to be UTF-8 once), so a client receives
+//! a message without allocating.
 //!
 //! The `test-support` feature adds `samples` and `fuzzing`, which this
 //! crate's tests and its fuzz target share; they are not part of the API.
@@ -46,6 +50,7 @@ pub mod names;
 #[cfg(feature = "test-support")]
 pub mod samples;
 
+pub use bytestring::ByteString;
 pub use capabilities::Capabilities;
 pub use codec::ApmCodec;
 pub use error::{DecodeError, EncodeError, ErrorCode};

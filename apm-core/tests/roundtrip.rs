@@ -119,10 +119,10 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(
                 |(conversation, seq, ts_ms, sender, kind, msg_id, payload)| {
                     Message::Deliver(Deliver {
-                        conversation,
+                        conversation: conversation.into(),
                         seq,
                         ts_ms,
-                        sender,
+                        sender: sender.into(),
                         kind,
                         msg_id,
                         payload,
@@ -330,6 +330,60 @@ fn payload_is_zero_copy() {
         panic!("not a publish");
     };
     assert!(range.contains(&p.payload.as_ptr()));
+}
+
+#[test]
+fn deliver_names_are_zero_copy() {
+    let samples = apm_core::samples::all();
+    let frame = samples
+        .iter()
+        .find(|f| matches!(f.message, Message::Deliver(_)))
+        .expect("a Deliver sample");
+    let wire = frame.to_bytes().unwrap();
+    let mut buf = BytesMut::from(&wire[..]);
+    let range = buf.as_ptr_range();
+    let decoded = ApmCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert_eq!(&decoded, frame);
+    let Message::Deliver(d) = decoded.message else {
+        panic!("not a deliver");
+    };
+    let Conversation::Channel(channel) = &d.conversation else {
+        panic!("the sample is a channel message");
+    };
+    assert!(range.contains(&channel.as_ptr()));
+    assert!(range.contains(&d.sender.as_ptr()));
+    assert!(range.contains(&d.payload.as_ptr()));
+}
+
+#[test]
+fn deliver_with_a_name_that_is_not_utf8_is_malformed() {
+    let wire = Frame::new(
+        0,
+        apm_core::samples::all()
+            .into_iter()
+            .find(|f| matches!(f.message, Message::Deliver(_)))
+            .unwrap()
+            .message,
+    )
+    .to_bytes()
+    .unwrap();
+    // The sample's channel "news" follows the header and the variant and
+    // length bytes; break its first byte.
+    let mut bad = BytesMut::from(&wire[..]);
+    let at = apm_core::LENGTH_LEN + apm_core::HEADER_LEN + 2;
+    assert_eq!(bad[at], b'n');
+    bad[at] = 0xff;
+    let err = ApmCodec::default().decode(&mut bad).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            apm_core::DecodeError::Malformed {
+                kind: MessageType::Deliver,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 proptest! {

@@ -165,7 +165,7 @@ mod tests {
 
     fn deliver_in(conversation: Conversation, text: &str) -> Deliver {
         Deliver {
-            conversation,
+            conversation: conversation.into(),
             seq: 1,
             // 1970-01-02 12:03:04.567 UTC
             ts_ms: ((24 + 12) * 3600 + 3 * 60 + 4) * 1000 + 567,

@@ -174,7 +174,7 @@ pub fn item(frame: &Bytes) -> Option<HistoryItem> {
         Message::Deliver(d) => Some(HistoryItem {
             seq: d.seq,
             ts_ms: d.ts_ms,
-            sender: d.sender,
+            sender: d.sender.into(),
             kind: d.kind,
             msg_id: d.msg_id,
             payload: d.payload,

@@ -70,8 +70,8 @@ async fn publish_subscribe_and_receipts() {
     let m1 = within(sub.next()).await.unwrap();
     let m2 = within(sub.next()).await.unwrap();
     assert_eq!(
-        (m1.seq, &m1.sender, &m1.payload[..]),
-        (1, &"alice".to_string(), &b"one"[..])
+        (m1.seq, &*m1.sender, &m1.payload[..]),
+        (1, "alice", &b"one"[..])
     );
     assert_eq!((m2.seq, m2.kind), (2, apm_client::content_kind::TEXT));
 
@@ -150,10 +150,7 @@ async fn direct_messages_broadcast_and_presence() {
     assert_eq!(receipt.conversation, Conversation::User("bob".into()));
     for inbox in [&mut phone_inbox, &mut laptop_inbox] {
         let m = within(inbox.next()).await.unwrap();
-        assert_eq!(
-            (m.sender.as_str(), &m.payload[..]),
-            ("alice", &b"hi bob"[..])
-        );
+        assert_eq!((&*m.sender, &m.payload[..]), ("alice", &b"hi bob"[..]));
     }
 
     assert_eq!(alice.is_online("bob").await.unwrap(), 2);
@@ -168,7 +165,7 @@ async fn direct_messages_broadcast_and_presence() {
         .unwrap();
     let b = within(phone_inbox.next()).await.unwrap();
     assert_eq!(
-        (b.conversation, b.sender.as_str()),
+        (b.conversation, &*b.sender),
         (Conversation::Broadcast, "ops")
     );
 
@@ -552,7 +549,7 @@ async fn an_outbox_sent_again_after_2000_other_messages_is_stored_once() {
     }
     for seq in 1..=3 {
         let m = within(watching.next()).await.unwrap();
-        assert_eq!((m.seq, m.sender.as_str()), (seq, "away"));
+        assert_eq!((m.seq, &*m.sender), (seq, "away"));
     }
     // The client loses its connection and cannot come back for a while.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0")

@@ -112,7 +112,7 @@ async fn subscriber(addr: SocketAddr, ready: tokio::sync::oneshot::Sender<()>) -
     let mut seen = Seen::new();
     while let Some(frame) = c.next().await {
         if let Message::Deliver(d) = frame.message {
-            seen.insert((d.conversation, d.seq), d.payload);
+            seen.insert((d.conversation.into(), d.seq), d.payload);
         }
     }
     seen

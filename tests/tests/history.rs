@@ -122,7 +122,7 @@ async fn private_messages_wait_for_an_offline_user() {
     for (seq, text) in [(1, "one"), (2, "two"), (3, "three")] {
         let d = bob.deliver().await;
         assert_eq!(
-            (d.seq, &d.payload[..], d.sender.as_str()),
+            (d.seq, &d.payload[..], &*d.sender),
             (seq, text.as_bytes(), "alice")
         );
         assert_eq!(d.conversation, Conversation::User("bob".into()));

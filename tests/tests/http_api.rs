@@ -95,7 +95,7 @@ async fn a_publish_reaches_subscribers_with_the_api_sender_and_its_seq() {
     assert_eq!(r["epoch"], epoch);
     let m = within(news.next()).await.unwrap();
     assert_eq!(
-        (m.seq, m.sender.as_str(), &m.payload[..], m.kind),
+        (m.seq, &*m.sender, &m.payload[..], m.kind),
         (
             r["seq"].as_u64().unwrap(),
             "$api/orders",
@@ -113,7 +113,7 @@ async fn a_publish_reaches_subscribers_with_the_api_sender_and_its_seq() {
         .await;
     let m = within(news.next()).await.unwrap();
     assert_eq!(m.seq, r["seq"].as_u64().unwrap());
-    assert_eq!((m.sender.as_str(), m.kind), ("$api/backend", 77));
+    assert_eq!((&*m.sender, m.kind), ("$api/backend", 77));
     assert_eq!(&m.payload[..], &[0, 1, 2, 255]);
 }
 
@@ -138,7 +138,7 @@ async fn a_send_reaches_every_device_of_the_user_and_nobody_else() {
         let m = next_private(inbox).await;
         assert_eq!(m.conversation, Conversation::User("alice".into()));
         assert_eq!(
-            (m.seq, m.sender.as_str()),
+            (m.seq, &*m.sender),
             (r["seq"].as_u64().unwrap(), "$api/backend")
         );
         assert_eq!(&m.payload[..], b"your code is 1234");
@@ -195,7 +195,7 @@ async fn a_repeated_msg_id_gets_the_first_seq_and_is_delivered_once() {
         within(room.next()).await.unwrap(),
     ]
     .into_iter()
-    .map(|m| (m.seq, m.sender))
+    .map(|m| (m.seq, m.sender.into()))
     .collect();
     assert_eq!(
         got,

@@ -137,9 +137,13 @@ impl Client {
     /// Records that this user has read `conversation` up to `seq` (a
     /// channel, `Broadcast`, or your own inbox). The position belongs to
     /// the user, shared by all of its devices; it only moves forward.
-    /// Resolves once queued for sending.
-    pub async fn ack(&self, conversation: Conversation, seq: u64) -> Result<(), Error> {
-        let message = Message::Ack(apm_core::message::Ack { conversation, seq });
+    /// Resolves once queued for sending. A received message's conversation
+    /// goes in as it is: `client.ack(msg.conversation, msg.seq)`.
+    pub async fn ack(&self, conversation: impl Into<Conversation>, seq: u64) -> Result<(), Error> {
+        let message = Message::Ack(apm_core::message::Ack {
+            conversation: conversation.into(),
+            seq,
+        });
         self.fire(message, Flags::empty()).await
     }
 

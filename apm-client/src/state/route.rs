@@ -16,7 +16,7 @@ impl State {
             self.route_private(d);
             return Reaction::Nothing;
         };
-        let Some(sub) = self.subs.get_mut(channel.as_str()) else {
+        let Some(sub) = self.subs.get_mut(&**channel) else {
             return Reaction::Nothing;
         };
         if d.seq <= sub.last_seq {
@@ -35,6 +35,7 @@ impl State {
         let Conversation::Channel(channel) = d.conversation else {
             unreachable!("routed as a channel message")
         };
+        let channel = String::from(channel);
         if full {
             sub.dropped += 1;
             let dropped = sub.dropped;

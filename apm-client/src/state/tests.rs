@@ -89,7 +89,7 @@ fn sub_ok(id: u32, channel: &str, seq: u64, oldest: u64) -> Frame {
 
 fn deliver(conversation: Conversation, seq: u64) -> Frame {
     let d = Deliver {
-        conversation,
+        conversation: conversation.into(),
         seq,
         ts_ms: 0,
         sender: "bob".into(),

@@ -7,9 +7,10 @@
 //! from borrowed parts ([`DeliverRef::to_frame_bytes`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use super::{Broadcast, Deliver, DeliverRef, Direct, Message, Publish};
+use super::{Broadcast, Conversation, Deliver, DeliverRef, Direct, Message, Publish};
 use crate::error::{DecodeError, EncodeError};
 use crate::message_type::MessageType;
 
@@ -49,6 +50,47 @@ impl DeliverRef<'_> {
         dst[..LENGTH_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(dst.freeze())
     }
+}
+
+/// A `Deliver`'s conversation as it lies in the frame. Postcard writes a
+/// `str` exactly as a byte string, so reading the names as bytes leaves
+/// the UTF-8 check to [`shared_text`], which does it once.
+#[derive(Deserialize)]
+enum RawConversation<'a> {
+    Channel(&'a [u8]),
+    User(&'a [u8]),
+    Broadcast,
+}
+
+/// The head of a `Deliver` body: conversation, seq, ts_ms, sender, kind,
+/// msg_id.
+type RawDeliverHead<'a> = (RawConversation<'a>, u64, u64, &'a [u8], u16, u64);
+
+/// `raw`, a slice of `body`, as a string sharing `body`'s memory.
+fn shared_text(body: &Bytes, raw: &[u8]) -> Result<ByteString, DecodeError> {
+    ByteString::try_from(body.slice_ref(raw)).map_err(|_| DecodeError::Malformed {
+        kind: MessageType::Deliver,
+        reason: "a name is not UTF-8".into(),
+    })
+}
+
+fn decode_deliver(body: &Bytes) -> Result<Deliver, DecodeError> {
+    let ((conversation, seq, ts_ms, sender, kind, msg_id), payload): (RawDeliverHead<'_>, _) =
+        head(MessageType::Deliver, body)?;
+    let conversation = match conversation {
+        RawConversation::Channel(c) => Conversation::Channel(shared_text(body, c)?),
+        RawConversation::User(u) => Conversation::User(shared_text(body, u)?),
+        RawConversation::Broadcast => Conversation::Broadcast,
+    };
+    Ok(Deliver {
+        conversation,
+        seq,
+        ts_ms,
+        sender: shared_text(body, sender)?,
+        kind,
+        msg_id,
+        payload,
+    })
 }
 
 /// Appends postcard output straight into a `BytesMut`.
@@ -225,19 +267,7 @@ impl Message {
                     payload,
                 })
             }
-            T::Deliver => {
-                let ((conversation, seq, ts_ms, sender, kind, msg_id), payload) =
-                    head(kind, &body)?;
-                Message::Deliver(Deliver {
-                    conversation,
-                    seq,
-                    ts_ms,
-                    sender,
-                    kind,
-                    msg_id,
-                    payload,
-                })
-            }
+            T::Deliver => Message::Deliver(decode_deliver(&body)?),
             T::Receipt => Message::Receipt(whole(kind, &body)?),
             T::Ack => Message::Ack(whole(kind, &body)?),
             T::HistoryRequest => Message::HistoryRequest(whole(kind, &body)?),

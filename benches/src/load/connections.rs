@@ -22,8 +22,9 @@ pub const CHANNEL: &str = "bench.idle";
 /// Worker side: opens `count` connections from `source`, each subscribed
 /// to [`CHANNEL`]; prints `ready <connected> <ms> <refused>`; on a `stop`
 /// line (or EOF)
-/// prints `received <n>` (messages delivered to its connections, waiting
-/// up to 10 s for one each) and exits.
+/// prints `received <n> <cpu seconds>` (messages delivered to its
+/// connections, waiting up to 10 s for one each, and the CPU time this
+/// process used) and exits.
 pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunError> {
     let received = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -83,7 +84,11 @@ pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunE
     while (received.load(Ordering::Relaxed) as usize) < clients.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("received {}", received.load(Ordering::Relaxed));
+    println!(
+        "received {} {}",
+        received.load(Ordering::Relaxed),
+        procfs::cpu_seconds(std::process::id()).unwrap_or(f64::NAN)
+    );
     Ok(())
 }
 
@@ -102,6 +107,8 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     let rss_before = server_pid.and_then(procfs::rss_bytes);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let server_cpu = procfs::CpuMeter::start(server_pid);
+    let own_cpu_before = procfs::cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut children = Vec::new();
     for w in 0..workers {
@@ -154,20 +161,29 @@ pub async fn run(
         .publish_sync(CHANNEL, crate::load::tally::payload(32))
         .await?;
     let mut received = 0u64;
+    let mut workers_cpu = 0.0;
     for (child, out) in &mut children {
         let stdin = child.stdin.as_mut().expect("piped");
         let _ = stdin.write_all(b"stop\n").await;
         if let Ok(Ok(Some(line))) =
             tokio::time::timeout(Duration::from_secs(30), out.next_line()).await
         {
-            received += line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            let mut parts = line.split_whitespace().skip(1);
+            received += parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            workers_cpu += parts
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
+    // CPU per connection: each was made, authenticated, subscribed, and
+    // handed one message.
+    let wall = started.elapsed().as_secs_f64();
+    let server_cpu = server_cpu.percent().map(|pct| pct / 100.0 * wall);
+    let own_cpu = own_cpu_before
+        .zip(procfs::cpu_seconds(std::process::id()))
+        .map(|(before, after)| after - before + workers_cpu);
     let mut figures = vec![
         Figure {
             name: "connections".into(),
@@ -206,6 +222,16 @@ pub async fn run(
             higher_is_better: true,
         },
     ];
+    for (who, cpu) in [("server", server_cpu), ("load-gen", own_cpu)] {
+        if let Some(cpu) = cpu.filter(|c| c.is_finite() && connected > 0) {
+            figures.push(Figure {
+                name: format!("{who} CPU/conn"),
+                value: cpu / connected as f64 * 1e6,
+                unit: "us",
+                higher_is_better: false,
+            });
+        }
+    }
     if let (Some(a), Some(b)) = (rss_before, rss_after) {
         figures.push(Figure {
             name: "server RSS".into(),

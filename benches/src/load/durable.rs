@@ -87,6 +87,18 @@ pub struct Measured {
     pub p999_us: u64,
     /// Server CPU, percent of one core.
     pub server_cpu: Option<f64>,
+    /// This load generator's own CPU, percent of one core.
+    pub load_gen_cpu: Option<f64>,
+}
+
+impl Measured {
+    /// CPU nanoseconds per acknowledged message, from a percentage.
+    fn per_ack(&self, pct: Option<f64>) -> f64 {
+        match pct {
+            Some(pct) if self.acked_per_sec > 0.0 => pct / 100.0 / self.acked_per_sec * 1e9,
+            _ => f64::NAN,
+        }
+    }
 }
 
 /// A server started for one leg, and its data directory (removed after
@@ -285,12 +297,14 @@ async fn measure(leg: Leg, round: usize, plan: &Plan) -> Result<Measured, String
     }
     tokio::time::sleep(plan.warmup).await;
     let cpu = CpuMeter::start(Some(running.pid()));
+    let own_cpu = CpuMeter::start(Some(std::process::id()));
     counters.measuring.store(true, Ordering::Relaxed);
     let began = Instant::now();
     tokio::time::sleep(plan.duration).await;
     counters.measuring.store(false, Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
     let server_cpu = cpu.percent();
+    let load_gen_cpu = own_cpu.percent();
     counters.stop.store(true, Ordering::Relaxed);
     let mut hist = tally::histogram();
     // Publishers finish what is in flight; bounded in case a server hangs.
@@ -312,6 +326,7 @@ async fn measure(leg: Leg, round: usize, plan: &Plan) -> Result<Measured, String
         p99_us: hist.value_at_quantile(0.99),
         p999_us: hist.value_at_quantile(0.999),
         server_cpu,
+        load_gen_cpu,
     })
 }
 
@@ -351,20 +366,22 @@ pub fn table(plan: &Plan, runs: &[Measured]) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<26} {:>12} {:>10} {:>10} {:>10} {:>9}",
-        "leg", "acked/s", "p50 us", "p99 us", "p99.9 us", "srv cpu%"
+        "{:<26} {:>12} {:>10} {:>10} {:>10} {:>9} {:>11} {:>11}",
+        "leg", "acked/s", "p50 us", "p99 us", "p99.9 us", "srv cpu%", "srv ns/ack", "gen ns/ack"
     );
     for leg in Leg::ALL {
         let cpu = mean(runs, leg, |m| m.server_cpu.unwrap_or(f64::NAN));
         let _ = writeln!(
             t,
-            "{:<26} {:>12.0} {:>10.0} {:>10.0} {:>10.0} {:>9.0}",
+            "{:<26} {:>12.0} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>11.0} {:>11.0}",
             leg.name(),
             mean(runs, leg, |m| m.acked_per_sec),
             mean(runs, leg, |m| m.p50_us as f64),
             mean(runs, leg, |m| m.p99_us as f64),
             mean(runs, leg, |m| m.p999_us as f64),
             cpu,
+            mean(runs, leg, |m| m.per_ack(m.server_cpu)),
+            mean(runs, leg, |m| m.per_ack(m.load_gen_cpu)),
         );
     }
     let rate = |leg| mean(runs, leg, |m| m.acked_per_sec);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -114,9 +114,15 @@ async fn drain(
     let mut hist = tally::histogram();
     let mut unreported = 0;
     loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = payloads.next() => p,
+        // Waiting on `stop` too only when nothing is ready: a wait on a
+        // cancellation token takes a lock to register and another to
+        // deregister, which every target would pay per message.
+        let next = match payloads.next().now_or_never() {
+            Some(p) if !stop.is_cancelled() => p,
+            _ => tokio::select! {
+                _ = stop.cancelled() => break,
+                p = payloads.next() => p,
+            },
         };
         let Some(p) = next else { break };
         if latency
@@ -297,24 +303,35 @@ async fn throughput(
         Figure::more("published/s", (p1 - p0) as f64 / secs, "msg/s"),
         Figure::less("lost", lost as f64, "msg"),
     ];
-    if let Some(pct) = server_pct {
-        figures.push(Figure::less("server CPU", pct, "%"));
-        let delivered = (d1 - d0) as f64 / secs;
-        if delivered > 0.0 {
-            // On a machine this small the load generator, not the server,
-            // often caps throughput; server CPU per delivery shows the
-            // server's own cost.
-            figures.push(Figure::less(
-                "server CPU/delivery",
-                pct / 100.0 / delivered * 1e9,
-                "ns",
-            ));
+    // On a machine this small the load generator, not the server, often
+    // caps throughput; CPU per delivery shows each side's own cost.
+    let delivered = (d1 - d0) as f64 / secs;
+    figures.extend(cpu_figures(server_pct, own_pct, delivered));
+    Ok((figures, hist))
+}
+
+/// CPU time per delivery in nanoseconds, from a CPU percentage and a
+/// delivery rate over the same interval.
+fn per_delivery(pct: f64, delivered_per_sec: f64) -> Option<f64> {
+    (delivered_per_sec > 0.0).then(|| pct / 100.0 / delivered_per_sec * 1e9)
+}
+
+/// The server's and the load generator's CPU, in percent of one core and
+/// per delivery.
+fn cpu_figures(
+    server_pct: Option<f64>,
+    own_pct: Option<f64>,
+    delivered_per_sec: f64,
+) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for (who, pct) in [("server", server_pct), ("load-gen", own_pct)] {
+        let Some(pct) = pct else { continue };
+        figures.push(Figure::less(&format!("{who} CPU"), pct, "%"));
+        if let Some(ns) = per_delivery(pct, delivered_per_sec) {
+            figures.push(Figure::less(&format!("{who} CPU/delivery"), ns, "ns"));
         }
     }
-    if let Some(pct) = own_pct {
-        figures.push(Figure::less("load-gen CPU", pct, "%"));
-    }
-    Ok((figures, hist))
+    figures
 }
 
 fn latency_figures(hist: &Histogram<u64>) -> Vec<Figure> {
@@ -448,6 +465,7 @@ pub async fn round_trip(ep: &Endpoint, s: &Settings) -> Result<Vec<Figure>, RunE
     let started = Instant::now();
     let mut count = 0u64;
     let mut measured_from = None;
+    let mut meters = None;
     while started.elapsed() < s.warmup + s.duration {
         to_b.publish("bench.rtt.ping", &[tally::payload(s.payload)])
             .await?;
@@ -457,6 +475,12 @@ pub async fn round_trip(ep: &Endpoint, s: &Settings) -> Result<Vec<Figure>, RunE
             .ok_or("echo stream ended")?;
         if started.elapsed() >= s.warmup {
             measured_from.get_or_insert_with(Instant::now);
+            meters.get_or_insert_with(|| {
+                (
+                    CpuMeter::start(s.server_pid),
+                    CpuMeter::start(Some(std::process::id())),
+                )
+            });
             count += 1;
             if let Some(us) = tally::latency_us(&reply) {
                 let _ = hist.record(us.max(1));
@@ -470,7 +494,12 @@ pub async fn round_trip(ep: &Endpoint, s: &Settings) -> Result<Vec<Figure>, RunE
     stop.cancel();
     echo.await.map_err(|e| e.to_string())??;
     let secs = measured_from.map_or(1.0, |t| t.elapsed().as_secs_f64());
+    let (server_pct, own_pct) = meters.map_or((None, None), |(server, own)| {
+        (server.percent(), own.percent())
+    });
     let mut figures = vec![Figure::more("round trips/s", count as f64 / secs, "1/s")];
     figures.extend(latency_figures(&hist));
+    // A round trip is two deliveries: the ping to B and the echo to A.
+    figures.extend(cpu_figures(server_pct, own_pct, 2.0 * count as f64 / secs));
     Ok(figures)
 }

@@ -312,6 +312,16 @@ impl Publisher {
 /// A subscribed connection's messages: payloads only.
 pub type Payloads = BoxStream<'static, Bytes>;
 
+/// One stream of every payload of `streams`. A single stream is passed
+/// through as it is: `SelectAll` re-queues its stream after every item,
+/// which costs an allocation per message, and every target would pay it.
+fn merge(mut streams: Vec<Payloads>) -> Payloads {
+    if streams.len() == 1 {
+        return streams.pop().expect("one stream");
+    }
+    streams.into_iter().collect::<SelectAll<_>>().boxed()
+}
+
 /// Connects as `name`, subscribes to every topic, and returns once every
 /// subscription is live.
 pub async fn subscribe(
@@ -328,7 +338,7 @@ pub async fn subscribe(
                 .connect()
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let mut all: SelectAll<BoxStream<'static, Bytes>> = SelectAll::new();
+            let mut all: Vec<Payloads> = Vec::new();
             for t in topics {
                 if t.starts_with('@') {
                     let inbox = c.messages().map_err(|e| err(e.to_string()))?;
@@ -339,7 +349,7 @@ pub async fn subscribe(
                 }
             }
             // The streams hold the client alive.
-            Ok(all.boxed())
+            Ok(merge(all))
         }
         Target::Nats => {
             let c = async_nats::ConnectOptions::new()
@@ -348,23 +358,25 @@ pub async fn subscribe(
                 .connect(ep.addr.as_str())
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let mut all = SelectAll::new();
+            let mut all: Vec<Payloads> = Vec::new();
             for t in topics {
                 let sub = c
                     .subscribe(async_nats::Subject::from(t.as_str()))
                     .await
                     .map_err(|e| err(e.to_string()))?;
-                all.push(sub.map(|m| m.payload).boxed());
+                // The client lives as long as the subscriber's stream.
+                let keep = c.clone();
+                all.push(
+                    sub.map(move |m| {
+                        let _ = &keep;
+                        m.payload
+                    })
+                    .boxed(),
+                );
             }
             // The flush's PONG proves the server processed the SUBs.
             c.flush().await.map_err(|e| err(e.to_string()))?;
-            let keep = c;
-            Ok(all
-                .map(move |p| {
-                    let _ = &keep;
-                    p
-                })
-                .boxed())
+            Ok(merge(all))
         }
         Target::Redis => {
             let client = redis_client(&ep.addr).map_err(&err)?;
