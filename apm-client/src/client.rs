@@ -304,6 +304,54 @@ impl Client {
         }
     }
 
+    /// Hands the server a subscription token, minted by the app's backend,
+    /// that lets this user use one members-only channel; answers the
+    /// channel's name. The client keeps it and hands it over again after
+    /// every reconnect, before re-joining its channels. Needs a server
+    /// that offers subscription tokens (else [`Error::Server`] with
+    /// `Unsupported`).
+    pub async fn grant(&self, token: &str) -> Result<String, Error> {
+        if !self
+            .session()
+            .capabilities
+            .contains(apm_core::Capabilities::SUB_TOKEN)
+        {
+            return Err(Error::Server {
+                code: apm_core::ErrorCode::Unsupported,
+                message: "this server takes no subscription tokens".into(),
+            });
+        }
+        let frame = self
+            .request(
+                Message::Grant(apm_core::message::Grant {
+                    token: token.to_owned(),
+                }),
+                Flags::empty(),
+            )
+            .await?;
+        match frame.message {
+            Message::GrantOk(ok) => Ok(ok.channel),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// [`grant`](Client::grant) then [`subscribe`](Client::subscribe): joins
+    /// a members-only channel on the strength of a subscription token.
+    pub async fn subscribe_with_token(
+        &self,
+        channel: &str,
+        token: &str,
+    ) -> Result<Subscription, Error> {
+        let granted = self.grant(token).await?;
+        if granted != channel {
+            return Err(Error::Server {
+                code: apm_core::ErrorCode::Forbidden,
+                message: format!("the subscription token is for #{granted}, not #{channel}"),
+            });
+        }
+        self.subscribe(channel).await
+    }
+
     /// Joins `channel`; resolves once the subscription is live.
     ///
     /// Subscribing again to a channel this client holds replaces the earlier

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use apm_core::message::{Conversation, Deliver, Receipt, Sub, SubOk, Unsub, Welcome};
+use apm_core::message::{Conversation, Deliver, Grant, Receipt, Sub, SubOk, Unsub, Welcome};
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -96,6 +96,11 @@ pub(crate) struct State {
     next_id: u32,
     /// Re-subscriptions not yet answered; `Reconnected` waits for them.
     resubscribing: usize,
+    /// Subscription tokens the server took, by channel: sent again on
+    /// every new connection, before the channels are re-joined.
+    grants: HashMap<String, String>,
+    /// Subscription tokens sent and not yet answered, by request id.
+    granting: HashMap<u32, String>,
     /// The highest inbox and broadcast seqs handed to the app.
     inbox_seen: u64,
     broadcast_seen: u64,
@@ -165,6 +170,8 @@ impl State {
             // 1 was the Hello.
             next_id: 2,
             resubscribing: 0,
+            grants: HashMap::new(),
+            granting: HashMap::new(),
             inbox_seen: 0,
             broadcast_seen: 0,
             events: Vec::new(),
@@ -198,6 +205,9 @@ impl State {
             return None;
         }
         let id = self.request_id();
+        if let Message::Grant(g) = &message {
+            self.granting.insert(id, g.token.clone());
+        }
         match reply {
             Some(reply) if flags.contains(Flags::RECEIPT) && has_msg_id(&message) => {
                 let order = self.next_order;
@@ -305,6 +315,7 @@ impl State {
             Message::Welcome(_)
             | Message::Hello(_)
             | Message::Refresh(_)
+            | Message::Grant(_)
             | Message::Sub(_)
             | Message::Unsub(_)
             | Message::Publish(_)
@@ -320,6 +331,11 @@ impl State {
             _ => {
                 if let Message::Receipt(r) = &frame.message {
                     self.own_message(r);
+                }
+                if let Some(token) = self.granting.remove(&frame.request_id)
+                    && let Message::GrantOk(ok) = &frame.message
+                {
+                    self.grants.insert(ok.channel.clone(), token);
                 }
                 if let Some(p) = self.pending.remove(&frame.request_id) {
                     let result = match server_error(&frame) {
@@ -421,6 +437,7 @@ impl State {
     /// The connection is gone: what can be sent again waits for the next
     /// one, the rest fails with `Disconnected`.
     pub(crate) fn disconnected(&mut self, reason: String) {
+        self.granting.clear();
         for (_, p) in std::mem::take(&mut self.pending) {
             match p {
                 Pending::Retry(retry) => self.retry.push(retry),
@@ -462,6 +479,14 @@ impl State {
             self.events.push(Event::Reconnected);
         }
         let mut frames = Vec::with_capacity(channels.len() + self.retry.len());
+        // Grants first: a members-only channel is re-joined on their
+        // strength.
+        let grants: Vec<String> = self.grants.values().cloned().collect();
+        for token in grants {
+            let id = self.request_id();
+            self.pending.insert(id, Pending::Ignore);
+            frames.push(Frame::new(id, Message::Grant(Grant { token })));
+        }
         for (channel, last_seq) in channels {
             let id = self.request_id();
             self.pending.insert(

@@ -20,8 +20,12 @@ impl Capabilities {
     /// token expires.
     pub const TOKEN_REFRESH: Capabilities = Capabilities(0x0100);
 
+    /// `Grant` and `GrantOk`: a subscription token lets the session use
+    /// one members-only channel.
+    pub const SUB_TOKEN: Capabilities = Capabilities(0x0200);
+
     /// Every capability this crate knows.
-    pub const ALL: Capabilities = Capabilities::TOKEN_REFRESH;
+    pub const ALL: Capabilities = Capabilities(0x0100 | 0x0200);
 
     /// None: version 1's baseline.
     pub const fn none() -> Capabilities {

@@ -48,6 +48,11 @@ message_types! {
     Refresh = 0x07,
     /// Server to client: the new token is in force.
     RefreshOk = 0x08,
+    /// Client to server: a subscription token for one members-only
+    /// channel (capability `SUB_TOKEN`).
+    Grant = 0x09,
+    /// Server to client: the session may use that channel.
+    GrantOk = 0x0a,
     /// Client to server: join a channel.
     Sub = 0x10,
     /// Client to server: leave a channel.

@@ -50,6 +50,19 @@ pub fn all() -> Vec<Frame> {
         ),
         f(4, Message::RefreshOk(RefreshOk { exp: 1_700_003_600 })),
         f(
+            5,
+            Message::Grant(Grant {
+                token: "eyJyb29tIjoic3RhZmYifQ.c2lnbmF0dXJl".into(),
+            }),
+        ),
+        f(
+            5,
+            Message::GrantOk(GrantOk {
+                channel: "staff".into(),
+                exp: 1_700_003_600,
+            }),
+        ),
+        f(
             1,
             Message::Sub(Sub {
                 channel: "news".into(),

@@ -77,7 +77,7 @@ fn bad_header_reported_before_body_arrives() {
 
 #[test]
 fn unknown_types() {
-    for t in [0x00, 0x09, 0x26, 0x7f, 0x80, 0xbf, 0xc0, 0xff] {
+    for t in [0x00, 0x0b, 0x26, 0x7f, 0x80, 0xbf, 0xc0, 0xff] {
         assert_eq!(
             code_of(raw(PROTOCOL_VERSION, t, &[])),
             ErrorCode::UnknownType

@@ -73,6 +73,9 @@ fn message() -> impl Strategy<Value = Message> {
         (code(), text()).prop_map(|(c, m)| Message::close(c, m)),
         text().prop_map(|token| Message::Refresh(Refresh { token })),
         any::<u64>().prop_map(|exp| Message::RefreshOk(RefreshOk { exp })),
+        text().prop_map(|token| Message::Grant(Grant { token })),
+        (name(), any::<u64>())
+            .prop_map(|(channel, exp)| Message::GrantOk(GrantOk { channel, exp })),
         (name(), prop::option::of(any::<u64>()))
             .prop_map(|(channel, since)| Message::Sub(Sub { channel, since })),
         name().prop_map(|channel| Message::Unsub(Unsub { channel })),

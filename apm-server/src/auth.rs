@@ -230,6 +230,68 @@ pub fn mint_with_channels(
     format!("{body}.{sig}")
 }
 
+/// What a subscription token grants: `user` may use `channel` (a
+/// members-only one) until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionClaims {
+    /// The user it is for.
+    pub user: String,
+    /// The channel it opens.
+    pub channel: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// What a subscription token's MAC covers before its claims, so that a
+/// session token never verifies as a subscription token, nor the reverse.
+const SUBSCRIPTION_DOMAIN: &[u8] = b"apm subscription token\0";
+
+/// Mints a subscription token: lets `user` use the members-only
+/// `channel` for `ttl` (PROTOCOL.md §5.10). A backend mints one when it
+/// decides a user may join a channel, without a new session token.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let secret = b"0123456789abcdef";
+/// let token = apm_server::auth::mint_subscription(secret, "alice", "staff", Duration::from_secs(60));
+/// let claims = apm_server::auth::verify_subscription(secret, &token).unwrap();
+/// assert_eq!((claims.user.as_str(), claims.channel.as_str()), ("alice", "staff"));
+/// assert!(apm_server::auth::verify(secret, &token).is_err(), "not a session token");
+/// ```
+pub fn mint_subscription(secret: &[u8], user: &str, channel: &str, ttl: Duration) -> String {
+    let exp = now_secs().saturating_add(ttl.as_secs());
+    let raw = postcard::to_stdvec(&(user, channel, exp)).expect("claims serialize");
+    let body = B64.encode(raw);
+    let mut m = mac(secret);
+    m.update(SUBSCRIPTION_DOMAIN);
+    m.update(body.as_bytes());
+    let sig = B64.encode(m.finalize().into_bytes());
+    format!("{body}.{sig}")
+}
+
+/// Checks a subscription token's signature and expiry.
+pub fn verify_subscription(secret: &[u8], token: &str) -> Result<SubscriptionClaims, ErrorCode> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ErrorCode::AuthFailed);
+    }
+    let (body, sig) = token.split_once('.').ok_or(ErrorCode::AuthFailed)?;
+    let sig = B64.decode(sig).map_err(|_| ErrorCode::AuthFailed)?;
+    let mut m = mac(secret);
+    m.update(SUBSCRIPTION_DOMAIN);
+    m.update(body.as_bytes());
+    m.verify_slice(&sig).map_err(|_| ErrorCode::AuthFailed)?;
+    let raw = B64.decode(body).map_err(|_| ErrorCode::AuthFailed)?;
+    let (user, channel, exp): (String, String, u64) =
+        postcard::from_bytes(&raw).map_err(|_| ErrorCode::AuthFailed)?;
+    if exp <= now_secs() {
+        return Err(ErrorCode::TokenExpired);
+    }
+    Ok(SubscriptionClaims { user, channel, exp })
+}
+
 /// Checks a token's signature and expiry.
 ///
 /// Fails with `AuthFailed` for anything malformed or wrongly signed and

@@ -145,3 +145,102 @@ async fn publishers_can_be_narrowed() {
     let id = user.publish("chat.1", "hello", Flags::RECEIPT).await;
     assert!(matches!(user.reply_to(id).await, Message::Receipt(_)));
 }
+
+/// A subscription token, minted by the backend for one user and one
+/// channel, opens a members-only channel to a session whose token does
+/// not claim it; a token for someone else, another channel's token used
+/// for this one, or a forged one does not. The SDK hands its tokens over
+/// again after a reconnect.
+#[tokio::test]
+async fn a_subscription_token_opens_one_members_only_channel() {
+    let server = server().await;
+    let sub_token = |user: &str, channel: &str| {
+        apm_server::auth::mint_subscription(SECRET.as_bytes(), user, channel, HOUR)
+    };
+    let mut bob = session(&server, "bob", &[]).await;
+    let id = bob
+        .send(Message::Sub(Sub {
+            channel: "private.team".into(),
+            since: None,
+        }))
+        .await;
+    forbidden(&mut bob, id).await;
+    for (token, why) in [
+        (sub_token("carol", "private.team"), "another user's"),
+        (
+            apm_server::auth::mint_subscription(b"not-the-secret-123", "bob", "private.team", HOUR),
+            "forged",
+        ),
+        (token("bob", false, HOUR), "a session token"),
+    ] {
+        let id = bob
+            .send(Message::Grant(apm_core::message::Grant { token }))
+            .await;
+        match bob.reply_to(id).await {
+            Message::Error(e) => assert_eq!(e.code, ErrorCode::Forbidden, "{why}: {}", e.message),
+            other => panic!("{why}: expected Forbidden, got {other:?}"),
+        }
+    }
+    let id = bob
+        .send(Message::Grant(apm_core::message::Grant {
+            token: sub_token("bob", "private.team"),
+        }))
+        .await;
+    match bob.reply_to(id).await {
+        Message::GrantOk(ok) => assert_eq!(ok.channel, "private.team"),
+        other => panic!("expected GrantOk, got {other:?}"),
+    }
+    bob.sub("private.team").await;
+    let id = bob.send(history("private.team")).await;
+    assert!(matches!(
+        bob.reply_to(id).await,
+        Message::HistoryResponse(_)
+    ));
+    // The grant is for that channel only.
+    let id = bob
+        .send(Message::Sub(Sub {
+            channel: "private.other".into(),
+            since: None,
+        }))
+        .await;
+    forbidden(&mut bob, id).await;
+
+    // The SDK: through a relay it loses, it re-joins on the same token.
+    let relay = apm_tests::Relay::start(server.addr).await;
+    let sdk = apm_client::Client::builder(relay.addr.to_string())
+        .credentials("", token("dave", false, HOUR))
+        .reconnect(apm_client::ReconnectPolicy {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_attempts: None,
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = sdk.events();
+    let mut stream = sdk
+        .subscribe_with_token("private.team", &sub_token("dave", "private.team"))
+        .await
+        .unwrap();
+    relay.cut();
+    loop {
+        let e = tokio::time::timeout(apm_tests::PATIENCE, futures::StreamExt::next(&mut events))
+            .await
+            .expect("in time")
+            .expect("open");
+        match e {
+            apm_client::Event::Reconnected => break,
+            apm_client::Event::SubscriptionLost { reason, .. } => panic!("lost: {reason}"),
+            _ => {}
+        }
+    }
+    let id = bob
+        .publish("private.team", "after the reconnect", Flags::RECEIPT)
+        .await;
+    assert!(matches!(bob.reply_to(id).await, Message::Receipt(_)));
+    let m = tokio::time::timeout(apm_tests::PATIENCE, futures::StreamExt::next(&mut stream))
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(&m.payload[..], b"after the reconnect");
+}

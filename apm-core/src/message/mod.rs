@@ -25,7 +25,7 @@ pub use history::{
 };
 pub use presence::{PresenceEvent, PresenceQuery, PresenceResponse};
 pub use sending::{Broadcast, Direct, Publish, content_kind};
-pub use session::{CloseBody, ErrorBody, Hello, Refresh, RefreshOk, Role, Welcome};
+pub use session::{CloseBody, ErrorBody, Grant, GrantOk, Hello, Refresh, RefreshOk, Role, Welcome};
 pub use subscription::{Sub, SubOk, Unsub, UnsubOk};
 
 /// Every message the protocol knows, with its body.
@@ -47,6 +47,10 @@ pub enum Message {
     Refresh(Refresh),
     /// See [`RefreshOk`].
     RefreshOk(RefreshOk),
+    /// See [`Grant`].
+    Grant(Grant),
+    /// See [`GrantOk`].
+    GrantOk(GrantOk),
     /// See [`Sub`].
     Sub(Sub),
     /// See [`Unsub`].
@@ -95,6 +99,8 @@ impl Message {
             Message::Close(_) => MessageType::Close,
             Message::Refresh(_) => MessageType::Refresh,
             Message::RefreshOk(_) => MessageType::RefreshOk,
+            Message::Grant(_) => MessageType::Grant,
+            Message::GrantOk(_) => MessageType::GrantOk,
             Message::Sub(_) => MessageType::Sub,
             Message::Unsub(_) => MessageType::Unsub,
             Message::SubOk(_) => MessageType::SubOk,

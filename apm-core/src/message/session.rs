@@ -86,3 +86,24 @@ pub struct RefreshOk {
     /// another `Refresh` came first.
     pub exp: u64,
 }
+
+/// Client to server: a subscription token, signed by the app's backend,
+/// that lets this session use one members-only channel. Sent only to a
+/// server that granted [`Capabilities::SUB_TOKEN`](crate::Capabilities).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The subscription token: for this session's user and one channel.
+    pub token: String,
+}
+
+/// Server to client: the session may now subscribe to, read and (as the
+/// channel's rules allow) publish in `channel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantOk {
+    /// The channel the token names.
+    pub channel: String,
+    /// When the subscription token expires, seconds since the Unix epoch:
+    /// a session that holds the grant keeps it; a new session needs a
+    /// token that has not expired.
+    pub exp: u64,
+}

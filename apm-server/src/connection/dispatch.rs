@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use apm_core::message::{Conversation, PresenceQuery, RefreshOk, Role, UnsubOk};
+use apm_core::message::{Conversation, GrantOk, PresenceQuery, RefreshOk, Role, UnsubOk};
 use apm_core::names::is_system_channel;
 use apm_core::{ErrorCode, Flags, Frame, Message};
 use bytes::Bytes;
@@ -68,6 +68,7 @@ impl Session {
             Message::Ping => self.reply(Frame::new(request_id, Message::Pong)),
             Message::Pong | Message::Error(_) => {}
             Message::Refresh(refresh) => self.refresh(request_id, &refresh.token),
+            Message::Grant(grant) => self.grant(request_id, &grant.token),
             Message::Close(_) => {
                 self.reading = false;
                 self.conn.close(ErrorCode::Normal);
@@ -285,6 +286,68 @@ impl Session {
         self.reply(Frame::new(
             request_id,
             Message::RefreshOk(RefreshOk { exp: claims.exp }),
+        ));
+    }
+
+    /// Adds the channel a subscription token opens to the session's
+    /// claims. A token that does not verify, has expired or is for another
+    /// user is refused `Forbidden`; the connection stays open.
+    fn grant(&mut self, request_id: u32, token: &str) {
+        let secret = &self.hub.config.secret;
+        if secret.is_empty() {
+            self.error(
+                request_id,
+                ErrorCode::Unsupported,
+                "dev mode has no tokens: members-only channels are for admins",
+            );
+            return;
+        }
+        let claims = match crate::auth::verify_subscription(secret.as_bytes(), token) {
+            Ok(c) if *c.user == *self.conn.user => c,
+            Ok(_) => {
+                self.error(
+                    request_id,
+                    ErrorCode::Forbidden,
+                    "the subscription token is for another user",
+                );
+                return;
+            }
+            Err(ErrorCode::TokenExpired) => {
+                self.error(
+                    request_id,
+                    ErrorCode::Forbidden,
+                    "the subscription token has expired",
+                );
+                return;
+            }
+            Err(_) => {
+                self.error(
+                    request_id,
+                    ErrorCode::Forbidden,
+                    "the subscription token does not verify",
+                );
+                return;
+            }
+        };
+        if apm_core::names::validate_name(&claims.channel, &self.hub.limits).is_err() {
+            self.error(
+                request_id,
+                ErrorCode::Forbidden,
+                "the subscription token names no valid channel",
+            );
+            return;
+        }
+        if !self.channel_claims.iter().any(|c| **c == *claims.channel) {
+            let mut claims_now = std::mem::take(&mut self.channel_claims).into_vec();
+            claims_now.push(claims.channel.clone().into_boxed_str());
+            self.channel_claims = claims_now.into_boxed_slice();
+        }
+        self.reply(Frame::new(
+            request_id,
+            Message::GrantOk(GrantOk {
+                channel: claims.channel,
+                exp: claims.exp,
+            }),
         ));
     }
 

@@ -190,7 +190,7 @@ const SERVER_NAMES: &str = "user ids starting with `$` belong to the server";
 
 /// What this server understands beyond version 1, granted to clients that
 /// say they do too.
-const SERVER_CAPABILITIES: Capabilities = Capabilities::TOKEN_REFRESH;
+const SERVER_CAPABILITIES: Capabilities = Capabilities::ALL;
 
 /// The text of a `Revoked` refusal: the end time is read from its last
 /// words.
