@@ -1,8 +1,11 @@
-//! One bucket: governor's GCRA over an atomic, on the monotonic clock.
+//! One bucket: governor's GCRA over an atomic, on quanta's clock (the
+//! CPU's time-stamp counter where it is reliable, calibrated against the
+//! monotonic clock): a message is checked against up to three buckets,
+//! and each check reads the clock.
 
 use std::time::Duration;
 
-use governor::clock::{Clock, MonotonicClock};
+use governor::clock::{Clock, QuantaClock};
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
@@ -11,15 +14,22 @@ use super::Rate;
 /// A bucket for one [`Rate`]: about 40 bytes, no allocation.
 #[derive(Debug)]
 pub(super) struct Limiter {
-    bucket: RateLimiter<NotKeyed, InMemoryState, MonotonicClock>,
+    bucket: RateLimiter<NotKeyed, InMemoryState, QuantaClock>,
     rate: Rate,
+}
+
+/// One calibrated clock for every bucket: making a `QuantaClock`
+/// calibrates it, which takes time, and clones share the calibration.
+fn clock() -> QuantaClock {
+    static CLOCK: std::sync::OnceLock<QuantaClock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(QuantaClock::default).clone()
 }
 
 impl Limiter {
     pub(super) fn new(rate: Rate) -> Limiter {
         let quota = Quota::per_second(rate.per_sec).allow_burst(rate.burst);
         Limiter {
-            bucket: RateLimiter::direct_with_clock(quota, MonotonicClock),
+            bucket: RateLimiter::direct_with_clock(quota, clock()),
             rate,
         }
     }
