@@ -157,6 +157,15 @@ impl Drop for TestServer {
     }
 }
 
+/// The wall clock in milliseconds since the Unix epoch, as the server
+/// reads it for token expiry and revocations.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// A token signed with [`SECRET`].
 pub fn token(user: &str, admin: bool, ttl: Duration) -> String {
     let role = if admin {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use apm_client::{Client, Error, Event, ReconnectPolicy};
 use apm_core::ErrorCode;
-use apm_tests::{PATIENCE, SECRET, TestServer, token};
+use apm_tests::{PATIENCE, SECRET, TestServer, now_ms, token};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -40,13 +40,6 @@ async fn until_closed(events: &mut apm_client::Events) -> Vec<Event> {
             return seen;
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use apm_core::message::{Direct, Hello, Refresh, RefreshOk};
 use apm_core::{Capabilities, ErrorCode, Flags, Frame, Message};
 use apm_server::config::DirectMessages;
-use apm_tests::{Client, PATIENCE, TestServer, token};
+use apm_tests::{Client, PATIENCE, TestServer, now_ms, token};
 use bytes::Bytes;
 
 /// A raw client past a handshake that announced `capabilities`; answers
@@ -102,13 +102,6 @@ async fn a_refresh_moves_the_expiry_and_a_foreign_token_is_refused() {
     };
     assert_eq!(e.code, ErrorCode::AuthFailed);
     c.expect_eof().await;
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
 }
 
 #[tokio::test]
