@@ -635,3 +635,81 @@ async fn the_outbox_is_bounded_and_gives_up_in_time() {
         assert!(matches!(within(w).await, Err(Error::GaveUp(_))));
     }
 }
+
+/// Subscribers that also publish, across a server restart with each
+/// store: every client's stream yields each of the others' messages once,
+/// in order, and none of its own.
+#[tokio::test]
+async fn publishing_subscribers_see_each_message_once_across_a_restart() {
+    for store in [apm_server::StoreKind::Disk, apm_server::StoreKind::Memory] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |c: &mut apm_server::Config| {
+            c.store = store;
+            c.data_dir = dir.path().to_owned();
+        };
+        let first = TestServer::start(settings).await;
+        let relay = apm_tests::Relay::start(first.addr).await;
+        let names = ["ann", "ben", "cat"];
+        let mut clients = Vec::new();
+        for name in names {
+            let c = quick_reconnecting(&relay, name).await;
+            let sub = c.subscribe("room").await.unwrap();
+            clients.push((name, c, sub));
+        }
+        let senders: Vec<(&str, Client)> =
+            clients.iter().map(|(n, c, _)| (*n, c.clone())).collect();
+        let say = |round: &str| {
+            let senders = senders.clone();
+            let round = round.to_owned();
+            async move {
+                for (name, c) in senders {
+                    c.publish("room", format!("{round} {name}")).await.unwrap();
+                }
+            }
+        };
+        say("before").await;
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        relay.point_at(nowhere);
+        first.stop().await;
+        let second = TestServer::start(settings).await;
+        relay.point_at(second.addr);
+        for (_, c) in &senders {
+            let mut events = c.events();
+            while !c.is_connected() {
+                let _ = next_event(&mut events, |e| matches!(e, Event::Reconnected)).await;
+            }
+        }
+        say("after").await;
+        for (name, _, sub) in &mut clients {
+            let want: Vec<String> = ["before", "after"]
+                .iter()
+                .flat_map(|round| {
+                    names
+                        .iter()
+                        .filter(|n| *n != name)
+                        .map(move |n| format!("{round} {n}"))
+                })
+                .collect();
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                let m = within(sub.next()).await.expect("stream open");
+                got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+            }
+            // Nothing more: a message from each other client after this
+            // point would come first if anything were doubled.
+            assert_eq!(got, want, "{name} with {store:?}");
+        }
+        // A last round: each stream's next message is the newest one.
+        say("last").await;
+        for (name, _, sub) in &mut clients {
+            let m = within(sub.next()).await.expect("stream open");
+            let text = String::from_utf8(m.payload.to_vec()).unwrap();
+            assert!(
+                text.starts_with("last ") && !text.ends_with(*name),
+                "{name}: {text}"
+            );
+        }
+    }
+}
