@@ -118,7 +118,7 @@ pub const REFUSAL_REASONS: &[ErrorCode] = &[
 
 /// Handshake refusals by reason ([`REFUSAL_REASONS`], then `other`).
 #[derive(Debug, Default)]
-pub struct Refusals([AtomicU64; 9]);
+pub struct Refusals([AtomicU64; REFUSAL_REASONS.len() + 1]);
 
 impl Refusals {
     /// Counts one refusal with `code`.
