@@ -38,6 +38,7 @@ async fn main() -> Result<(), Error> {
                 Event::Lagged { stream, dropped } => println!("{stream}: {dropped} messages lost"),
                 Event::SubscriptionLost { channel, reason } => println!("#{channel} not restored: {reason}"),
                 Event::Closed => break,
+                Event::ServerSubscribed { .. } | Event::ServerUnsubscribed { .. } => {}
                 Event::Presence(_) => {}
             },
             _ = tick.tick() => {

@@ -42,6 +42,7 @@ async fn main() -> Result<(), apm_client::Error> {
                 Event::Lagged { stream, dropped } => println!("{stream}: {dropped} dropped"),
                 Event::SubscriptionLost { channel, reason } => println!("lost #{channel}: {reason}"),
                 Event::Closed => break,
+                Event::ServerSubscribed { .. } | Event::ServerUnsubscribed { .. } => {}
                 Event::Presence(_) => {}
             },
             _ = tokio::signal::ctrl_c() => break,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builder::{Backpressure, ClientBuilder};
 use crate::connector;
 use crate::error::Error;
-use crate::streams::{BatchReceiver, Event, Events, Inbox, Subscription};
+use crate::streams::{BatchReceiver, Event, Events, Inbox, ServerSubscriptions, Subscription};
 use crate::task::{Command, SessionInfo, Task};
 
 mod queries;
@@ -87,6 +87,7 @@ struct Inner {
     /// Weak, so the event streams end when the connection task does.
     events: broadcast::WeakSender<Event>,
     inbox: Mutex<Option<mpsc::Receiver<apm_core::message::Deliver>>>,
+    server_subs: Mutex<Option<mpsc::Receiver<apm_core::message::Deliver>>>,
     session: Arc<Mutex<SessionInfo>>,
     closed: CancellationToken,
     backpressure: Backpressure,
@@ -142,6 +143,7 @@ impl Client {
         let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
+        let (server_tx, server_rx) = mpsc::channel(opts.stream_capacity);
         let closed = CancellationToken::new();
         let session = Arc::new(Mutex::new(SessionInfo {
             welcome,
@@ -153,6 +155,7 @@ impl Client {
             cmds: cmds_tx,
             events: events.downgrade(),
             inbox: Mutex::new(Some(inbox_rx)),
+            server_subs: Mutex::new(Some(server_rx)),
             session: session.clone(),
             closed: closed.clone(),
             backpressure: opts.backpressure,
@@ -161,7 +164,11 @@ impl Client {
             outbox: crate::outbox::Outbox::new(opts.outbox_messages, opts.outbox_bytes),
             give_up_after: opts.give_up_after,
         };
-        let task = Task::new(opts, cmds_rx, events, inbox_tx, closed, session);
+        let streams = crate::task::Sinks {
+            inbox: inbox_tx,
+            server: server_tx,
+        };
+        let task = Task::new(opts, cmds_rx, events, streams, closed, session);
         tokio::spawn(task.run(io));
         Ok(Client {
             inner: Arc::new(inner),
@@ -341,6 +348,24 @@ impl Client {
             .take()
             .ok_or(Error::AlreadyTaken("the inbox"))?;
         Ok(Inbox {
+            rx: BatchReceiver::new(rx),
+            _client: self.clone(),
+        })
+    }
+
+    /// The stream of messages of the channels the server subscribed this
+    /// user to (server-side subscriptions, made by a backend through the
+    /// HTTP API). Can be taken once. Which channels those are comes as
+    /// [`Event::ServerSubscribed`] and [`Event::ServerUnsubscribed`].
+    pub fn server_subscriptions(&self) -> Result<ServerSubscriptions, Error> {
+        let rx = self
+            .inner
+            .server_subs
+            .lock()
+            .expect("server subscriptions lock")
+            .take()
+            .ok_or(Error::AlreadyTaken("the server-side subscriptions"))?;
+        Ok(ServerSubscriptions {
             rx: BatchReceiver::new(rx),
             _client: self.clone(),
         })

@@ -64,7 +64,7 @@ pub use apm_core::{ByteString, ErrorCode};
 pub use builder::{Backpressure, ClientBuilder, ReconnectPolicy};
 pub use client::{Client, Page, SendOptions};
 pub use error::Error;
-pub use streams::{Event, Events, Inbox, Subscription};
+pub use streams::{Event, Events, Inbox, ServerSubscriptions, Subscription};
 pub use token::TokenResult;
 
 /// The workspace README, whose Rust example is compiled as a doctest so it

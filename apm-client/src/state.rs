@@ -40,6 +40,11 @@ enum Pending {
     Resubscribe {
         channel: String,
     },
+    /// A server-side subscription held before a reconnect, resumed from
+    /// where its stream was.
+    ServerResume {
+        channel: String,
+    },
     Ignore,
 }
 
@@ -58,6 +63,27 @@ struct SubState {
     /// stream.
     last_seq: u64,
     dropped: u64,
+    /// One of the user's server-side subscriptions: the server joins and
+    /// ends it (see `state/server_subs.rs`).
+    server: bool,
+    /// The server said so (`ServerSub`) on this connection.
+    confirmed: bool,
+    /// A resume of it is under way: what arrives live before the resume's
+    /// `SubOk` comes again in its replay.
+    resuming: bool,
+}
+
+impl SubState {
+    fn new(tx: mpsc::Sender<Deliver>, last_seq: u64) -> SubState {
+        SubState {
+            tx,
+            last_seq,
+            dropped: 0,
+            server: false,
+            confirmed: false,
+            resuming: false,
+        }
+    }
 }
 
 /// What the connection does after the state took in a frame.
@@ -85,6 +111,8 @@ pub(crate) struct State {
     max_frame_len: u32,
     inbox: mpsc::Sender<Deliver>,
     inbox_dropped: u64,
+    /// Where the messages of server-side subscriptions go.
+    server: mpsc::Sender<Deliver>,
     /// Looked up for every message received: a fast hash, since the
     /// names come from the server the client chose to talk to.
     subs: HashMap<String, SubState, foldhash::fast::RandomState>,
@@ -116,7 +144,7 @@ fn fail(pending: Pending, err: Error) {
         Pending::Subscribe { reply, .. } => {
             let _ = reply.send(Err(err));
         }
-        Pending::Resubscribe { .. } | Pending::Ignore => {}
+        Pending::Resubscribe { .. } | Pending::ServerResume { .. } | Pending::Ignore => {}
     }
 }
 
@@ -151,10 +179,12 @@ fn server_error(frame: &Frame) -> Option<Error> {
 
 impl State {
     /// The state of a session that has just been welcomed. Private
-    /// messages go to `inbox`; requests over `max_frame_len` fail alone.
+    /// messages go to `inbox`, those of server-side subscriptions to
+    /// `server`; requests over `max_frame_len` fail alone.
     pub(crate) fn new(
         welcome: &Welcome,
         inbox: mpsc::Sender<Deliver>,
+        server: mpsc::Sender<Deliver>,
         max_frame_len: u32,
     ) -> State {
         State {
@@ -163,6 +193,7 @@ impl State {
             max_frame_len,
             inbox,
             inbox_dropped: 0,
+            server,
             subs: HashMap::default(),
             pending: HashMap::new(),
             retry: Vec::new(),
@@ -246,8 +277,11 @@ impl State {
     }
 
     /// Leaves `channel` at once (its stream ends) and tells the server.
+    /// A server-side subscription stays: the server refuses to end it.
     pub(crate) fn unsubscribe(&mut self, channel: String, reply: Option<Reply>) -> Option<Bytes> {
-        self.subs.remove(&channel);
+        if self.subs.get(&channel).is_none_or(|s| !s.server) {
+            self.subs.remove(&channel);
+        }
         let id = self.request_id();
         self.pending
             .insert(id, reply.map_or(Pending::Ignore, Pending::Caller));
@@ -287,6 +321,11 @@ impl State {
             }
             Message::PresenceEvent(e) => {
                 self.events.push(Event::Presence(e.clone()));
+                Reaction::Nothing
+            }
+            Message::ServerSub(ok) if frame.request_id == 0 => self.server_sub(ok.clone()),
+            Message::ServerUnsub(u) if frame.request_id == 0 => {
+                self.server_unsub(&u.channel);
                 Reaction::Nothing
             }
             Message::Ping => Reaction::Send(Frame::new(frame.request_id, Message::Pong)),
@@ -383,14 +422,14 @@ impl State {
                         .unwrap_or_else(|| Error::Protocol("expected SubOk".into()))),
                 });
                 if let Ok(ok) = &outcome {
-                    self.subs.insert(
-                        channel,
-                        SubState {
-                            tx,
-                            last_seq: ok.seq,
-                            dropped: 0,
-                        },
-                    );
+                    match self.subs.get_mut(&channel) {
+                        // Held server-side already: the new stream takes
+                        // its messages from here on.
+                        Some(sub) if sub.server => sub.tx = tx,
+                        _ => {
+                            self.subs.insert(channel, SubState::new(tx, ok.seq));
+                        }
+                    }
                 }
                 let _ = reply.send(outcome);
             }
@@ -401,6 +440,7 @@ impl State {
                     self.events.push(Event::Reconnected);
                 }
             }
+            Pending::ServerResume { channel } => self.server_resumed(&channel, result),
             Pending::Ignore => {}
         }
     }
@@ -447,6 +487,7 @@ impl State {
         self.retry.sort_by_key(|r| r.order);
         self.resubscribing = 0;
         self.events.push(Event::Disconnected { reason });
+        self.server_subs_disconnected();
     }
 
     /// A new connection was welcomed.
@@ -469,9 +510,12 @@ impl State {
     /// in order: each channel re-joined after the last seq seen, then what
     /// was sent with a receipt and not answered, in the order first sent.
     pub(crate) fn resubscribe(&mut self) -> Vec<Frame> {
+        // The server joins server-side subscriptions itself; each is
+        // resumed when it says so (`server_sub`).
         let channels: Vec<(String, u64)> = self
             .subs
             .iter()
+            .filter(|(_, s)| !s.server)
             .map(|(c, s)| (c.clone(), s.last_seq))
             .collect();
         self.resubscribing = channels.len();
@@ -535,5 +579,6 @@ impl State {
 }
 
 mod route;
+mod server_subs;
 #[cfg(test)]
 mod tests;

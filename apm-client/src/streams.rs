@@ -49,6 +49,22 @@ pub enum Event {
         /// The server's reason.
         reason: String,
     },
+    /// The server holds `channel` for this user (a server-side
+    /// subscription, made by a backend): its messages arrive on
+    /// [`Client::server_subscriptions`] (or on a [`Subscription`] the app
+    /// already had for it). Said once per channel; after a reconnect the
+    /// server joins it again without a new event, resuming where the
+    /// stream was.
+    ServerSubscribed {
+        /// The channel.
+        channel: String,
+    },
+    /// A server-side subscription ended; nothing more of the channel
+    /// arrives.
+    ServerUnsubscribed {
+        /// The channel.
+        channel: String,
+    },
     /// The client is closed for good.
     Closed,
 }
@@ -121,6 +137,32 @@ impl Inbox {
 }
 
 impl Stream for Inbox {
+    type Item = Deliver;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
+        self.rx.poll_next(cx)
+    }
+}
+
+/// The messages of every channel the server subscribed this user to
+/// (server-side subscriptions, see [`Event::ServerSubscribed`]), each
+/// channel in seq order: a [`Stream`] of [`Deliver`], taken from the
+/// connection in batches like a [`Subscription`]'s. Taken once with
+/// [`Client::server_subscriptions`]; keeps the connection open while it
+/// lives.
+#[derive(Debug)]
+pub struct ServerSubscriptions {
+    pub(crate) rx: BatchReceiver<Deliver>,
+    pub(crate) _client: Client,
+}
+
+impl ServerSubscriptions {
+    /// The next message, or `None` once the client is closed.
+    pub async fn next_message(&mut self) -> Option<Deliver> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for ServerSubscriptions {
     type Item = Deliver;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Deliver>> {
         self.rx.poll_next(cx)

@@ -76,6 +76,14 @@ enum End {
 
 /// The connection task: the handles' channels on one side, the socket and
 /// the session [`State`] on the other.
+/// Where the task hands messages that no [`crate::Subscription`] takes.
+pub(crate) struct Sinks {
+    /// Private messages and broadcasts.
+    pub(crate) inbox: mpsc::Sender<Deliver>,
+    /// Server-side subscriptions' messages.
+    pub(crate) server: mpsc::Sender<Deliver>,
+}
+
 pub(crate) struct Task {
     opts: ClientBuilder,
     cmds: mpsc::Receiver<Command>,
@@ -90,13 +98,18 @@ impl Task {
         opts: ClientBuilder,
         cmds: mpsc::Receiver<Command>,
         events: broadcast::Sender<Event>,
-        inbox: mpsc::Sender<Deliver>,
+        streams: Sinks,
         closed: CancellationToken,
         session: Arc<Mutex<SessionInfo>>,
     ) -> Task {
         let state = {
             let info = session.lock().expect("session lock");
-            State::new(&info.welcome, inbox, opts.max_frame_len)
+            State::new(
+                &info.welcome,
+                streams.inbox,
+                streams.server,
+                opts.max_frame_len,
+            )
         };
         Task {
             opts,

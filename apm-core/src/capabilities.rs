@@ -24,8 +24,12 @@ impl Capabilities {
     /// one members-only channel.
     pub const SUB_TOKEN: Capabilities = Capabilities(0x0200);
 
+    /// `ServerSub` and `ServerUnsub`: the server joins the session to the
+    /// channels its user was subscribed to server-side, and says so.
+    pub const SERVER_SUBS: Capabilities = Capabilities(0x0400);
+
     /// Every capability this crate knows.
-    pub const ALL: Capabilities = Capabilities(0x0100 | 0x0200);
+    pub const ALL: Capabilities = Capabilities(0x0100 | 0x0200 | 0x0400);
 
     /// None: version 1's baseline.
     pub const fn none() -> Capabilities {

@@ -61,6 +61,12 @@ message_types! {
     SubOk = 0x12,
     /// Server to client: the leave took effect.
     UnsubOk = 0x13,
+    /// Server to client: the server subscribed the session's user to a
+    /// channel (capability `SERVER_SUBS`); the body is a `SubOk`'s.
+    ServerSub = 0x14,
+    /// Server to client: the server ended one of the user's server-side
+    /// subscriptions (capability `SERVER_SUBS`); the body is an `UnsubOk`'s.
+    ServerUnsub = 0x15,
     /// Client to server: publish to a channel.
     Publish = 0x20,
     /// Client to server: send to every connection of one user.

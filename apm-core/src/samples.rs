@@ -90,6 +90,20 @@ pub fn all() -> Vec<Frame> {
             }),
         ),
         f(
+            0,
+            Message::ServerSub(SubOk {
+                channel: "orders/42".into(),
+                seq: 12,
+                oldest: 1,
+            }),
+        ),
+        f(
+            0,
+            Message::ServerUnsub(UnsubOk {
+                channel: "orders/42".into(),
+            }),
+        ),
+        f(
             5,
             Message::Publish(Publish {
                 channel: "news".into(),

@@ -87,6 +87,14 @@ fn message() -> impl Strategy<Value = Message> {
             }
         )),
         name().prop_map(|channel| Message::UnsubOk(UnsubOk { channel })),
+        (name(), any::<u64>(), any::<u64>()).prop_map(|(channel, seq, oldest)| {
+            Message::ServerSub(SubOk {
+                channel,
+                seq,
+                oldest,
+            })
+        }),
+        name().prop_map(|channel| Message::ServerUnsub(UnsubOk { channel })),
         (name(), any::<u16>(), any::<u64>(), payload()).prop_map(
             |(channel, kind, msg_id, payload)| Message::Publish(Publish {
                 channel,

@@ -96,10 +96,13 @@ pub(crate) async fn run(login: Login) -> Result<Exit, Error> {
     // Take the streams before subscribing anywhere, so no news is missed.
     let events = client.events();
     let inbox = client.messages()?;
+    // Channels a backend subscribed this user to.
+    let server_subs = client.server_subscriptions()?;
     // `$presence` carries who comes online and goes offline.
     let presence = client.subscribe("$presence").await?;
     let printers = vec![
         spawn_printer(client.clone(), inbox),
+        spawn_printer(client.clone(), server_subs),
         spawn_printer(client.clone(), presence),
     ];
     let mut chat = Chat {

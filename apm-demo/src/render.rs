@@ -146,6 +146,12 @@ pub(crate) fn event(e: &Event) -> Option<String> {
         Event::SubscriptionLost { channel, reason } => {
             Some(format!("! lost #{channel} after reconnecting: {reason}"))
         }
+        Event::ServerSubscribed { channel } => {
+            Some(format!("* the server subscribed you to #{channel}"))
+        }
+        Event::ServerUnsubscribed { channel } => Some(format!(
+            "* the server ended your subscription to #{channel}"
+        )),
         Event::Closed => None,
     }
 }

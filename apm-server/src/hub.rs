@@ -48,6 +48,9 @@ pub(crate) struct Hub {
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
+    /// Whether any server-side subscription may exist (see
+    /// `server_subs.rs`).
+    pub(crate) subscriptions_used: AtomicBool,
     /// Whether the client listener is accepting (for readiness probes).
     pub(crate) accepting: AtomicBool,
     /// When the server was made, for its uptime.
@@ -89,7 +92,13 @@ impl Hub {
                 Revocations::default()
             }
         };
+        let subscriptions_used = store.has_subscriptions().unwrap_or_else(|e| {
+            // Looked for at every handshake instead: slower, not wrong.
+            tracing::error!(error = %e, "cannot tell whether server-side subscriptions exist");
+            true
+        });
         let mut hub = Hub {
+            subscriptions_used: AtomicBool::new(subscriptions_used),
             revocations,
             limits: config.limits(),
             access,

@@ -46,6 +46,7 @@ mod rate;
 pub mod retention;
 mod revocation;
 pub mod ring;
+mod server_subs;
 mod shard;
 pub mod store;
 pub mod tls;

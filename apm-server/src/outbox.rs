@@ -3,7 +3,7 @@
 //! towards the shards, bytes of answers waiting to be written).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use apm_core::ErrorCode;
@@ -38,6 +38,9 @@ pub struct Conn {
     /// private message from a single-device user skips the copy for the
     /// sender's other devices.
     user_connections: AtomicU32,
+    /// The user's server-side subscriptions changed since the task last
+    /// read them.
+    subscriptions_changed: AtomicBool,
     wake: Notify,
     /// Bytes of this connection's commands the shards have handled, ever.
     /// What the task charged less this is what waits at shards (see
@@ -109,6 +112,7 @@ impl Conn {
             policy,
             close_code: AtomicU16::new(0),
             user_connections: AtomicU32::new(1),
+            subscriptions_changed: AtomicBool::new(false),
             wake: Notify::new(),
             released: AtomicUsize::new(0),
             wake_at: AtomicUsize::new(usize::MAX),
@@ -174,6 +178,20 @@ impl Conn {
         drop(q);
         self.wake.notify_one();
         Pushed::Queued
+    }
+
+    /// Tells the connection's task that its user's server-side
+    /// subscriptions changed: it reads them again when it wakes.
+    pub fn subscriptions_changed(&self) {
+        self.subscriptions_changed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the user's server-side subscriptions changed since the
+    /// last call.
+    pub fn take_subscriptions_changed(&self) -> bool {
+        self.subscriptions_changed.load(Ordering::Relaxed)
+            && self.subscriptions_changed.swap(false, Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {

@@ -220,10 +220,12 @@ pub fn workspace_binary(bin: &str) -> PathBuf {
     // The test runner sets the package's `CARGO_*` variables for the test;
     // some build scripts (ring's) rerun when one changes, which would make
     // this build differ from the one before the tests and rebuild both.
+    // Cargo's own settings (`CARGO_INCREMENTAL`, `CARGO_BUILD_*`, ...)
+    // stay: without them this build would differ the other way.
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str()
             && name.starts_with("CARGO_")
-            && !matches!(name, "CARGO_HOME" | "CARGO_TARGET_DIR")
+            && !is_cargo_setting(name)
         {
             build.env_remove(name);
         }
@@ -242,6 +244,23 @@ pub fn workspace_binary(bin: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     *built = true;
     path
+}
+
+/// Whether `name` is one of cargo's settings rather than a variable the
+/// test runner sets for the package under test.
+fn is_cargo_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_INCREMENTAL"
+    ) || [
+        "CARGO_BUILD_",
+        "CARGO_PROFILE_",
+        "CARGO_NET_",
+        "CARGO_TERM_",
+        "CARGO_HTTP_",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
 }
 
 /// A raw protocol client.

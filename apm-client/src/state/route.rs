@@ -19,8 +19,9 @@ impl State {
         let Some(sub) = self.subs.get_mut(&**channel) else {
             return Reaction::Nothing;
         };
-        if d.seq <= sub.last_seq {
-            // Already seen (a resume overlapping what was delivered live).
+        if d.seq <= sub.last_seq || sub.resuming {
+            // Already seen (a resume overlapping what was delivered live),
+            // or to come again in the replay of a resume under way.
             return Reaction::Nothing;
         }
         sub.last_seq = d.seq;
@@ -30,6 +31,16 @@ impl State {
         };
         let (full, d) = match failed {
             mpsc::error::TrySendError::Full(d) => (true, d),
+            mpsc::error::TrySendError::Closed(d) if sub.server => {
+                // The app dropped the Subscription it had for a channel
+                // the server holds: its messages go to the server-side
+                // stream from now on.
+                sub.tx = self.server.clone();
+                match sub.tx.try_send(d) {
+                    Ok(()) => return Reaction::Nothing,
+                    Err(e) => (true, e.into_inner()),
+                }
+            }
             mpsc::error::TrySendError::Closed(d) => (false, d),
         };
         let Conversation::Channel(channel) = d.conversation else {

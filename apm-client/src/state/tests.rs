@@ -12,6 +12,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use super::*;
 
 mod route;
+mod server_subs;
 
 type Answer = oneshot::Receiver<Result<Frame, Error>>;
 
@@ -30,7 +31,12 @@ fn welcome(epoch: u64) -> Welcome {
 
 fn state_with_inbox(capacity: usize) -> (State, mpsc::Receiver<Deliver>) {
     let (tx, rx) = mpsc::channel(capacity);
-    let state = State::new(&welcome(1), tx, Limits::DEFAULT_MAX_FRAME_LEN);
+    let state = State::new(
+        &welcome(1),
+        tx,
+        mpsc::channel(8).0,
+        Limits::DEFAULT_MAX_FRAME_LEN,
+    );
     (state, rx)
 }
 
@@ -388,7 +394,7 @@ fn a_refused_subscribe_fails_and_subscribes_nothing() {
 #[test]
 fn an_oversize_request_fails_alone() {
     let (tx, _inbox) = mpsc::channel(1);
-    let mut state = State::new(&welcome(1), tx, 64);
+    let mut state = State::new(&welcome(1), tx, mpsc::channel(8).0, 64);
     let big = Message::Publish(Publish {
         channel: "news".into(),
         kind: 0,

@@ -185,6 +185,8 @@ impl Message {
             Message::Unsub(m) => put(m, dst),
             Message::SubOk(m) => put(m, dst),
             Message::UnsubOk(m) => put(m, dst),
+            Message::ServerSub(m) => put(m, dst),
+            Message::ServerUnsub(m) => put(m, dst),
             Message::Publish(m) => {
                 put(&(&m.channel, m.kind, m.msg_id), dst)?;
                 dst.extend_from_slice(&m.payload);
@@ -245,6 +247,8 @@ impl Message {
             T::Unsub => Message::Unsub(whole(kind, &body)?),
             T::SubOk => Message::SubOk(whole(kind, &body)?),
             T::UnsubOk => Message::UnsubOk(whole(kind, &body)?),
+            T::ServerSub => Message::ServerSub(whole(kind, &body)?),
+            T::ServerUnsub => Message::ServerUnsub(whole(kind, &body)?),
             T::Publish => {
                 let ((channel, kind, msg_id), payload) = head(kind, &body)?;
                 Message::Publish(Publish {

@@ -59,6 +59,12 @@ pub enum Message {
     SubOk(SubOk),
     /// See [`UnsubOk`].
     UnsubOk(UnsubOk),
+    /// A server-side subscription took effect: its channel, last seq and
+    /// oldest replayable seq, as a [`SubOk`] says them.
+    ServerSub(SubOk),
+    /// A server-side subscription ended: nothing more of the channel
+    /// follows.
+    ServerUnsub(UnsubOk),
     /// See [`Publish`].
     Publish(Publish),
     /// See [`Direct`].
@@ -105,6 +111,8 @@ impl Message {
             Message::Unsub(_) => MessageType::Unsub,
             Message::SubOk(_) => MessageType::SubOk,
             Message::UnsubOk(_) => MessageType::UnsubOk,
+            Message::ServerSub(_) => MessageType::ServerSub,
+            Message::ServerUnsub(_) => MessageType::ServerUnsub,
             Message::Publish(_) => MessageType::Publish,
             Message::Direct(_) => MessageType::Direct,
             Message::Broadcast(_) => MessageType::Broadcast,

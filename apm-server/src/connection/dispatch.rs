@@ -18,7 +18,7 @@ use crate::conversation::ConversationId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rate::Refusal;
-use crate::shard::{Command, Outgoing, Target};
+use crate::shard::{Asker, Command, Outgoing, Target};
 
 use super::Session;
 use super::queries::Query;
@@ -94,9 +94,16 @@ impl Session {
                     conn: self.conn.clone(),
                     channel: sub.channel,
                     since: sub.since,
-                    request_id,
+                    asker: Asker::Client(request_id),
                 };
                 return Action::Submit(shard, cmd);
+            }
+            Message::Unsub(unsub) if self.server_subs.contains(unsub.channel.as_str()) => {
+                self.error(
+                    request_id,
+                    ErrorCode::Forbidden,
+                    "a server-side subscription: the server ends it, not the client",
+                );
             }
             Message::Unsub(unsub) => match self.subs.take(unsub.channel.as_str()) {
                 Some(channel) => {
@@ -104,7 +111,7 @@ impl Session {
                     let cmd = Command::Unsub {
                         conn: self.conn.clone(),
                         channel,
-                        request_id: Some(request_id),
+                        asker: Asker::Client(request_id),
                     };
                     return Action::Submit(shard, cmd);
                 }
@@ -126,7 +133,18 @@ impl Session {
                 }
                 if !self.hub.access.is_empty() {
                     let subscribed = self.subs.contains(msg.channel.as_str());
-                    let grants = self.grants();
+                    // A server-side subscription makes the user a member,
+                    // as a claim in its token would.
+                    let server_claim: [Box<str>; 1];
+                    let grants = if self.server_subs.contains(msg.channel.as_str()) {
+                        server_claim = [Box::from(msg.channel.as_str())];
+                        Grants {
+                            admin: self.conn.role == Role::Admin,
+                            channels: &server_claim,
+                        }
+                    } else {
+                        self.grants()
+                    };
                     if let Err(why) = self
                         .hub
                         .access
@@ -362,6 +380,10 @@ impl Session {
     /// Whether the channel rules let this session read `channel`; if not,
     /// the request is answered `Forbidden` (the connection stays open).
     fn may_read(&self, request_id: u32, channel: &str) -> bool {
+        if self.server_subs.contains(channel) {
+            // The backend subscribed the user: that is its permission.
+            return true;
+        }
         match self.hub.access.may_read(channel, self.grants()) {
             Ok(()) => true,
             Err(why) => {

@@ -180,6 +180,7 @@ pub(super) async fn handshake(
     }
     let mut session = Session::new(hub, conn, stream, rbuf, channels);
     session.token_exp = exp;
+    session.takes_server_subs = capabilities.contains(Capabilities::SERVER_SUBS);
     Some(session)
 }
 

@@ -30,6 +30,7 @@ mod dispatch;
 mod handshake;
 mod outbound;
 mod queries;
+mod server_subs;
 mod transport;
 
 use crate::clock::now_ms;
@@ -37,7 +38,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::{Allowance, Conn};
 use crate::rate::Gate;
-use crate::shard::Command;
+use crate::shard::{Asker, Command};
 use dispatch::Action;
 use handshake::handshake;
 use transport::Transport;
@@ -101,6 +102,11 @@ struct Session {
     pending: VecDeque<Bytes>,
     /// The channels this connection holds.
     subs: BTreeSet<Arc<str>>,
+    /// Those of `subs` that are its user's server-side subscriptions.
+    server_subs: BTreeSet<Arc<str>>,
+    /// The session was granted `SERVER_SUBS`: it holds its user's
+    /// server-side subscriptions.
+    takes_server_subs: bool,
     last_read: Instant,
     reading: bool,
     /// The last read filled its buffer: read bigger.
@@ -140,6 +146,8 @@ impl Session {
             out: Bytes::new(),
             pending: VecDeque::new(),
             subs: BTreeSet::new(),
+            server_subs: BTreeSet::new(),
+            takes_server_subs: false,
             last_read: Instant::now(),
             reading: true,
             busy: false,
@@ -174,9 +182,15 @@ impl Session {
         let timer = tokio::time::sleep_until(self.next_check(idle));
         tokio::pin!(woken, stop, timer);
         let mut closing = false;
+        if self.takes_server_subs && self.hub.subscriptions_used() {
+            self.sync_server_subs().await;
+        }
         // Frames that came in the same read as Hello.
         self.decode_buffered().await;
         loop {
+            if conn.take_subscriptions_changed() && self.takes_server_subs && !closing {
+                self.sync_server_subs().await;
+            }
             if let Some(code) = conn.close_code() {
                 if code == ErrorCode::SlowConsumer {
                     self.abandon(code).await;
@@ -339,7 +353,7 @@ impl Session {
                 Command::Unsub {
                     conn: self.conn.clone(),
                     channel,
-                    request_id: None,
+                    asker: Asker::Nobody,
                 },
             );
         }

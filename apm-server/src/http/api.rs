@@ -19,7 +19,7 @@ use super::Api;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::{self, BatchParams, MessageParams, NoParams};
-use super::{reads, send};
+use super::{reads, send, subscriptions};
 
 /// Calls in one batch at most: each waits for its shard in turn, and all
 /// of them must fit in the request's timeout.
@@ -99,6 +99,9 @@ async fn one(api: &Api, caller: &Arc<str>, method: &str, params: Value) -> Resul
         }
         "unread" => reads::unread(hub, parse(params)?).await,
         "disconnect" => disconnect(api, parse(params)?).await,
+        "subscribe" => subscriptions::set(api, parse(params)?, true).await,
+        "unsubscribe" => subscriptions::set(api, parse(params)?, false).await,
+        "subscriptions" => subscriptions::list(api, parse(params)?).await,
         "info" => {
             let _: NoParams = parse(params)?;
             Ok(reads::info(hub))

@@ -149,11 +149,19 @@ pub(crate) struct PageParams {
 /// Page size when a request gives none.
 pub(crate) const DEFAULT_PAGE: u32 = 100;
 
-/// Parameters of `is_online`.
+/// Parameters of `is_online` and `subscriptions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserParams {
     pub(crate) user: String,
+}
+
+/// Parameters of `subscribe` and `unsubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubscriptionParams {
+    pub(crate) user: String,
+    pub(crate) channel: String,
 }
 
 /// Parameters of `disconnect`.

@@ -6,6 +6,7 @@
 //! - `api`: the methods and `batch`.
 //! - `send`: messages, down the shards' path like a client's.
 //! - `reads`: presence, history, unread counts, server info.
+//! - `subscriptions`: users' server-side subscriptions.
 //! - `slot`: the connection handle a shard answers an API request on.
 //! - `json`: the JSON shapes; `error`: the JSON errors.
 //! - `metrics`, `health`: scrape and probes.
@@ -23,6 +24,7 @@ mod metrics;
 mod reads;
 mod send;
 mod slot;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;

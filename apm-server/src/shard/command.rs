@@ -39,13 +39,18 @@ pub(crate) enum Command {
         conn: Arc<Conn>,
         channel: String,
         since: Option<u64>,
-        request_id: u32,
+        asker: Asker,
     },
-    /// `request_id` is `None` when a closing connection leaves: no reply.
     Unsub {
         conn: Arc<Conn>,
         channel: Arc<str>,
-        request_id: Option<u32>,
+        asker: Asker,
+    },
+    /// `user`'s server-side subscriptions changed: its connections here
+    /// read them again. Answers how many it told.
+    SubscriptionsChanged {
+        user: Arc<str>,
+        reply: oneshot::Sender<u32>,
     },
     /// A new message for a channel, a user or everyone.
     Send(Outgoing),
@@ -114,13 +119,25 @@ impl Command {
             Command::History { .. } => COMMAND_BYTES + config.max_frame_len as usize,
             Command::Sub { .. }
             | Command::Unsub {
-                request_id: Some(_),
+                asker: Asker::Client(_),
                 ..
             }
             | Command::Ack { .. } => COMMAND_BYTES,
             _ => 0,
         }
     }
+}
+
+/// Who asked for a join or a leave, which says how it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// The client, with this request id: `SubOk`, `UnsubOk`.
+    Client(u32),
+    /// The server, for one of the user's server-side subscriptions:
+    /// `ServerSub`, `ServerUnsub`.
+    Server,
+    /// Nobody waits for an answer: a closing connection leaves.
+    Nobody,
 }
 
 /// A message as a client sent it, before it has a seq.

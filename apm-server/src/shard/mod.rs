@@ -32,7 +32,7 @@ use apm_core::Frame;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use command::{Command, Outgoing, Target};
+pub(crate) use command::{Asker, Command, Outgoing, Target};
 
 use crate::config::Config;
 use crate::fanout::{Members, deliver, fan_out};
@@ -148,11 +148,11 @@ impl Shard {
                 conn,
                 channel,
                 since,
-                request_id,
+                asker,
             } => {
                 // A resume that reads the store gives its cost back once
                 // its replay is queued.
-                if self.sub(&conn, channel, since, request_id, cost) {
+                if self.sub(&conn, channel, since, asker, cost) {
                     conn.release_ingress(cost);
                 }
             }
@@ -161,10 +161,17 @@ impl Shard {
             Command::Unsub {
                 conn,
                 channel,
-                request_id,
+                asker,
             } => {
-                self.unsub(&conn, &channel, request_id);
+                self.unsub(&conn, &channel, asker);
                 conn.release_ingress(cost);
+            }
+            Command::SubscriptionsChanged { user, reply } => {
+                let conns = self.tables.users.get(&user).map_or(&[][..], Vec::as_slice);
+                for conn in conns {
+                    conn.subscriptions_changed();
+                }
+                let _ = reply.send(conns.len() as u32);
             }
             Command::Send(msg) => {
                 // Nothing big is answered: the message is off the queue.

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::outbox::Conn;
 
 use super::cache::Cache;
-use super::command::{Answer, Audience};
+use super::command::{Answer, Asker, Audience};
 use super::grace;
 use super::inbox::Stored;
 use super::{NOBODY, Shard};
@@ -123,7 +123,7 @@ impl Shard {
         conn: &Arc<Conn>,
         name: String,
         since: Option<u64>,
-        request_id: u32,
+        asker: Asker,
         cost: usize,
     ) -> bool {
         let budget = self.ctx.config().outbound_bytes;
@@ -133,7 +133,7 @@ impl Shard {
         let before = Cache::usage(&ch.log.ring);
         ch.log.ring.expire(now_ms(), ch.keep);
         tables.cache.changed(before, &ch.log.ring);
-        if let Some(since) = since
+        if let (Some(since), Asker::Client(request_id)) = (since, asker)
             && self.resume_from_store(conn, &name, since, request_id, cost)
         {
             return false;
@@ -152,18 +152,19 @@ impl Shard {
             Some(since) => ch.log.ring.newest_within(since, budget).cloned().collect(),
             None => Vec::new(),
         };
-        self.join(conn, &name, request_id, since, oldest, replay);
+        self.join(conn, &name, asker, since, oldest, replay);
         true
     }
 
-    /// Makes `conn` a member of `name`, answers `SubOk` and queues the
-    /// replay: `oldest` is the oldest seq that could be replayed, raised to
-    /// the replay's first when the budget cut it.
+    /// Makes `conn` a member of `name`, answers `SubOk` (`ServerSub` when
+    /// the server asked) and queues the replay: `oldest` is the oldest seq
+    /// that could be replayed, raised to the replay's first when the
+    /// budget cut it.
     pub(super) fn join(
         &mut self,
         conn: &Arc<Conn>,
         name: &str,
-        request_id: u32,
+        asker: Asker,
         since: Option<u64>,
         mut oldest: u64,
         replay: Vec<Bytes>,
@@ -184,15 +185,18 @@ impl Shard {
                 oldest = oldest.max(first);
             }
         }
-        let ok = Frame::new(
-            request_id,
-            Message::SubOk(SubOk {
-                channel: name.to_owned(),
-                seq,
-                oldest,
-            }),
-        );
-        self.ctx.reply(conn, ok);
+        let ok = SubOk {
+            channel: name.to_owned(),
+            seq,
+            oldest,
+        };
+        match asker {
+            Asker::Client(request_id) => self
+                .ctx
+                .reply(conn, Frame::new(request_id, Message::SubOk(ok))),
+            Asker::Server => self.ctx.reply(conn, Frame::new(0, Message::ServerSub(ok))),
+            Asker::Nobody => {}
+        }
         if first_member && let Some((key, _)) = self.tables.channels.get_key_value(name) {
             self.tables.occupied.insert(key.clone());
         }
@@ -214,9 +218,9 @@ impl Shard {
         }
     }
 
-    /// Removes a member (answering `UnsubOk` when asked by the client);
-    /// a channel with no members and no messages goes.
-    pub(super) fn unsub(&mut self, conn: &Conn, name: &str, request_id: Option<u32>) {
+    /// Removes a member (answering `UnsubOk`, or `ServerUnsub` when the
+    /// server asked); a channel with no members and no messages goes.
+    pub(super) fn unsub(&mut self, conn: &Conn, name: &str, asker: Asker) {
         let mut left = false;
         let tables = &mut self.tables;
         if let Some(ch) = tables.channels.get_mut(name) {
@@ -237,11 +241,18 @@ impl Shard {
                 }
             }
         }
-        if let Some(request_id) = request_id {
-            let ok = Message::UnsubOk(UnsubOk {
-                channel: name.to_owned(),
-            });
-            self.ctx.reply(conn, Frame::new(request_id, ok));
+        let ok = UnsubOk {
+            channel: name.to_owned(),
+        };
+        match asker {
+            Asker::Client(request_id) => {
+                self.ctx
+                    .reply(conn, Frame::new(request_id, Message::UnsubOk(ok)));
+            }
+            Asker::Server => self
+                .ctx
+                .reply(conn, Frame::new(0, Message::ServerUnsub(ok))),
+            Asker::Nobody => {}
         }
         if left && grace::in_shutdown(conn) {
             let member = (Arc::from(name), conn.user.clone());

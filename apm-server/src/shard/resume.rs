@@ -15,7 +15,7 @@ use crate::store::Record;
 use bytes::Bytes;
 
 use super::Shard;
-use super::command::Command;
+use super::command::{Asker, Command};
 use super::tables::Resuming;
 
 /// A resume's read from the store, back on the loop.
@@ -151,7 +151,14 @@ impl Shard {
         replay.extend(ring);
         replay.extend(waiting.held);
         newest_within(&mut replay, budget);
-        self.join(&conn, &channel, request_id, Some(since), oldest, replay);
+        self.join(
+            &conn,
+            &channel,
+            Asker::Client(request_id),
+            Some(since),
+            oldest,
+            replay,
+        );
         conn.release_ingress(cost);
     }
 }

@@ -16,7 +16,7 @@ use crate::store::commit::CommitThread;
 use crate::store::recording::RecordingStore;
 use crate::store::{MemoryStore, Recovered, Store};
 
-use super::{Command, Outgoing, Shard, Target};
+use super::{Asker, Command, Outgoing, Shard, Target};
 
 /// One shard (the only one) over a store, fed by hand.
 struct Harness {
@@ -90,7 +90,7 @@ impl Harness {
                 conn: conn.clone(),
                 channel: channel.into(),
                 since,
-                request_id: 1,
+                asker: Asker::Client(1),
             },
         );
     }

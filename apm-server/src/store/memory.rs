@@ -1,6 +1,9 @@
 //! The store that keeps nothing beyond the forwarding loops' rings.
 
-use super::{Batch, ConversationId, Record, Recovered, Store, StoreError};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::{Batch, ConversationId, Record, Recovered, Store, StoreError, SubscriptionChange};
 use crate::retention::RetentionPolicy;
 
 /// No persistence: history lives in the shards' rings for the life of the
@@ -9,7 +12,9 @@ use crate::retention::RetentionPolicy;
 pub struct MemoryStore {
     epoch: u64,
     /// Revocations, for the life of the process.
-    revoked: std::sync::Mutex<Vec<(String, u64)>>,
+    revoked: Mutex<Vec<(String, u64)>>,
+    /// Server-side subscriptions by user, for the life of the process.
+    subscriptions: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl MemoryStore {
@@ -18,6 +23,7 @@ impl MemoryStore {
         MemoryStore {
             epoch: crate::clock::now_ms(),
             revoked: Default::default(),
+            subscriptions: Default::default(),
         }
     }
 }
@@ -87,5 +93,72 @@ impl Store for MemoryStore {
             .filter(|(_, until)| *until > now_ms)
             .cloned()
             .collect())
+    }
+
+    fn set_subscription(
+        &self,
+        user: &str,
+        channel: &str,
+        on: bool,
+        max: usize,
+    ) -> Result<SubscriptionChange, StoreError> {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        if !on {
+            let Some(held) = subs.get_mut(user) else {
+                return Ok(SubscriptionChange::Unchanged);
+            };
+            let removed = held.remove(channel);
+            if held.is_empty() {
+                subs.remove(user);
+            }
+            return Ok(if removed {
+                SubscriptionChange::Removed
+            } else {
+                SubscriptionChange::Unchanged
+            });
+        }
+        let held = subs.entry(user.to_owned()).or_default();
+        Ok(if held.contains(channel) {
+            SubscriptionChange::Unchanged
+        } else if held.len() >= max {
+            if held.is_empty() {
+                subs.remove(user);
+            }
+            SubscriptionChange::Full
+        } else {
+            held.insert(channel.to_owned());
+            SubscriptionChange::Added
+        })
+    }
+
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(subs
+            .get(user)
+            .map_or_else(Vec::new, |held| held.iter().cloned().collect()))
+    }
+
+    fn has_subscriptions(&self) -> Result<bool, StoreError> {
+        let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(!subs.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_subscriptions_are_kept_per_user_and_bounded() {
+        let store = MemoryStore::new();
+        assert!(!store.has_subscriptions().unwrap());
+        let set = |user, channel, on| store.set_subscription(user, channel, on, 1).unwrap();
+        assert_eq!(set("ann", "a", true), SubscriptionChange::Added);
+        assert_eq!(set("ann", "b", true), SubscriptionChange::Full);
+        assert_eq!(set("ann", "a", true), SubscriptionChange::Unchanged);
+        assert_eq!(store.subscriptions("ann").unwrap(), ["a"]);
+        assert_eq!(set("ann", "a", false), SubscriptionChange::Removed);
+        assert_eq!(set("ann", "a", false), SubscriptionChange::Unchanged);
+        assert!(!store.has_subscriptions().unwrap());
     }
 }

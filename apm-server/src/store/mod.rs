@@ -203,11 +203,52 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Ok((Vec::new(), Vec::new()))
     }
 
+    /// Adds (`on`) or removes `user`'s server-side subscription to
+    /// `channel`, keeping at most `max` per user. Durable once returned
+    /// when the store is.
+    fn set_subscription(
+        &self,
+        user: &str,
+        channel: &str,
+        on: bool,
+        max: usize,
+    ) -> Result<SubscriptionChange, StoreError> {
+        let _ = (user, channel, on, max);
+        Err(StoreError::Db(
+            "this store does not keep server-side subscriptions".into(),
+        ))
+    }
+
+    /// `user`'s server-side subscriptions, in name order.
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let _ = user;
+        Ok(Vec::new())
+    }
+
+    /// Whether any user has a server-side subscription: when none has, a
+    /// handshake skips looking.
+    fn has_subscriptions(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Every revocation still running at `now_ms`: user and end time.
     fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let _ = now_ms;
         Ok(Vec::new())
     }
+}
+
+/// What [`Store::set_subscription`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// The subscription is new.
+    Added,
+    /// The subscription is gone.
+    Removed,
+    /// It was already so.
+    Unchanged,
+    /// Not added: the user holds the most allowed.
+    Full,
 }
 
 /// Which store a server uses.

@@ -24,6 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::row;
 use super::{
     AckRecord, Batch, ConversationId, Record, Recovered, RecoveredConversation, Store, StoreError,
+    SubscriptionChange,
 };
 use crate::retention::{Retention, RetentionPolicy};
 
@@ -277,6 +278,24 @@ impl Store for DiskStore {
         })
     }
 
+    fn set_subscription(
+        &self,
+        user: &str,
+        channel: &str,
+        on: bool,
+        max: usize,
+    ) -> Result<SubscriptionChange, StoreError> {
+        self.with_db(|db| subscriptions::set(db, user, channel, on, max))
+    }
+
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.with_db(|db| subscriptions::of_user(db, user))
+    }
+
+    fn has_subscriptions(&self) -> Result<bool, StoreError> {
+        self.with_db(subscriptions::any)
+    }
+
     fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(db_error)?;
@@ -512,5 +531,6 @@ fn recover(db: &Database, policy: &RetentionPolicy) -> Result<Recovered, StoreEr
     Ok(out)
 }
 
+mod subscriptions;
 #[cfg(test)]
 mod tests;

@@ -234,3 +234,30 @@ fn a_data_directory_in_use_is_named_in_the_error() {
     assert!(text.contains(&file.display().to_string()), "{text}");
     assert!(text.contains("another process"), "{text}");
 }
+
+#[test]
+fn server_side_subscriptions_are_kept_per_user_bounded_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = DiskStore::open(dir.path()).unwrap();
+        assert!(!store.has_subscriptions().unwrap());
+        let set = |user, channel, on| store.set_subscription(user, channel, on, 2).unwrap();
+        assert_eq!(set("ann", "b", true), SubscriptionChange::Added);
+        assert_eq!(set("ann", "a", true), SubscriptionChange::Added);
+        assert_eq!(set("ann", "a", true), SubscriptionChange::Unchanged);
+        assert_eq!(set("ann", "c", true), SubscriptionChange::Full);
+        // Another user's, and one whose name starts like ann's.
+        assert_eq!(set("annie", "z", true), SubscriptionChange::Added);
+        assert_eq!(set("bob", "x", false), SubscriptionChange::Unchanged);
+    }
+    let store = DiskStore::open(dir.path()).unwrap();
+    assert!(store.has_subscriptions().unwrap());
+    assert_eq!(store.subscriptions("ann").unwrap(), ["a", "b"]);
+    assert_eq!(store.subscriptions("annie").unwrap(), ["z"]);
+    assert!(store.subscriptions("an").unwrap().is_empty());
+    assert_eq!(
+        store.set_subscription("ann", "a", false, 2).unwrap(),
+        SubscriptionChange::Removed
+    );
+    assert_eq!(store.subscriptions("ann").unwrap(), ["b"]);
+}
