@@ -61,6 +61,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, Overrides};
+
+use config::HTTP_TLS_NEEDS_CERT;
 pub use logs::LogFormat;
 pub use metrics::Metrics;
 pub use store::StoreKind;
@@ -81,8 +83,8 @@ pub struct Server {
     hub: Arc<Hub>,
     /// TLS on the listener, when a certificate is configured.
     tls: Option<Tls>,
-    /// The HTTP API's listener and keys, if it has one.
-    http: Option<(TcpListener, http::auth::ApiKeys)>,
+    /// The HTTP API's listener, keys and TLS, if it has one.
+    http: Option<http::Listener>,
 }
 
 impl Server {
@@ -142,8 +144,9 @@ impl Server {
     }
 
     /// Serves the HTTP API, `/metrics`, `/healthz` and `/readyz` on
-    /// `listener` too, from [`Server::run`] until shutdown. Fails if the
-    /// API keys file cannot be read or holds a bad line.
+    /// `listener` too, from [`Server::run`] until shutdown, over TLS with
+    /// the client listener's certificate when `http_tls` is set. Fails if
+    /// the API keys file cannot be read or holds a bad line.
     ///
     /// # Examples
     ///
@@ -167,7 +170,16 @@ impl Server {
     /// ```
     pub fn with_http(mut self, listener: TcpListener) -> Result<Server, ConfigError> {
         let keys = http::auth::ApiKeys::from_config(&self.hub.config)?;
-        self.http = Some((listener, keys));
+        let tls = match (self.hub.config.http_tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.http_acceptor()?),
+            (true, None) => return Err(ConfigError::Invalid(HTTP_TLS_NEEDS_CERT.to_owned())),
+        };
+        self.http = Some(http::Listener {
+            tcp: listener,
+            keys,
+            tls,
+        });
         Ok(self)
     }
 
@@ -204,7 +216,7 @@ impl Server {
         let hub = self.hub;
         let http = self
             .http
-            .map(|(listener, keys)| http::start(listener, keys, hub.clone(), shutdown.clone()));
+            .map(|listener| http::start(listener, hub.clone(), shutdown.clone()));
         let commit_thread = match &hub.commit {
             Some(queue) => Some(
                 CommitThread {

@@ -30,7 +30,7 @@ impl Drop for OpenGuard {
 }
 
 /// Errors that concern one connection, not the listener: accept again.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

@@ -377,6 +377,20 @@ mod tests {
     }
 
     #[test]
+    fn http_tls_is_a_flag_that_also_takes_a_value() {
+        let given = |args: &[&str]| {
+            let cli = parse(["apm-server"].iter().chain(args).copied()).unwrap();
+            load(None, cli.overrides).unwrap().http_tls
+        };
+        assert!(!given(&[]), "off by default");
+        assert!(given(&["--http-tls"]));
+        assert!(given(&["--http-tls", "--shards", "2"]));
+        assert!(given(&["--http-tls", "true"]));
+        assert!(!given(&["--http-tls", "false"]));
+        assert!(parse(["apm-server", "--http-tls", "maybe"]).is_err());
+    }
+
+    #[test]
     fn token_flags() {
         let cli = parse(["apm-server", "token", "--user", "alice", "--ttl", "15m"]).unwrap();
         match cli.command {

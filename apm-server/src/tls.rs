@@ -1,11 +1,14 @@
-//! TLS on the client listener: the certificate chain and key read from
-//! PEM files, one rustls server configuration (the `ring` provider) made
-//! at start, and a reload that swaps the certificate for the handshakes
-//! that follow while established sessions keep theirs.
+//! TLS on the client listener and, with `http_tls`, the HTTP listener:
+//! the certificate chain and key read from PEM files, rustls server
+//! configurations (the `ring` provider) made at start, and a reload that
+//! swaps the certificate for the handshakes that follow while established
+//! sessions keep theirs.
 //!
-//! The configuration holds a resolver rather than the certificate itself,
-//! so a reload replaces one `Arc` and nothing else: the session cache and
-//! the acceptor every connection task cloned stay as they are.
+//! The configurations hold a resolver rather than the certificate itself,
+//! so a reload replaces one `Arc` and nothing else: the session caches and
+//! the acceptors every connection task cloned stay as they are. Both
+//! listeners' configurations share the one resolver, so one reload serves
+//! both.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -134,8 +137,24 @@ fn read_pair(
     Ok(Arc::new(pair))
 }
 
-/// TLS for the client listener: what each connection's task uses to
-/// accept, and the certificate it presents.
+/// The ALPN name of HTTP/2.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+
+/// The ALPN name of HTTP/1.1.
+pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// A server configuration (TLS 1.3 and 1.2, no client certificates) that
+/// asks `certs` for the pair to present at each handshake.
+fn server_config(certs: &Arc<Certs>) -> Result<ServerConfig, TlsError> {
+    Ok(ServerConfig::builder_with_provider(certs.provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Setup)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone()))
+}
+
+/// TLS for the listeners: what each connection's task uses to accept, and
+/// the certificate it presents.
 #[derive(Clone)]
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
@@ -158,13 +177,9 @@ impl Tls {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(first),
-            provider: provider.clone(),
+            provider,
         });
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Setup)?
-            .with_no_client_auth()
-            .with_cert_resolver(certs.clone());
+        let config = server_config(&certs)?;
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             certs,
@@ -176,13 +191,22 @@ impl Tls {
         &self.acceptor
     }
 
+    /// What the HTTP listener accepts with: the same certificate (and its
+    /// reloads), offering HTTP/2 and HTTP/1.1 by ALPN. The client listener
+    /// offers no ALPN: its protocol is apm's own, whatever a client asks.
+    pub(crate) fn http_acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let mut config = server_config(&self.certs)?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
     /// The handle that reloads the certificate.
     pub(crate) fn reloader(&self) -> TlsReloader {
         TlsReloader(self.certs.clone())
     }
 }
 
-/// Reloads the listener's certificate and key from their files; cheap to
+/// Reloads the listeners' certificate and key from their files; cheap to
 /// clone. Handshakes after a reload present the new certificate;
 /// connections already established keep their session.
 #[derive(Debug, Clone)]

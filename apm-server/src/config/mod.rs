@@ -33,6 +33,10 @@ pub enum SlowConsumerPolicy {
 /// each): past it, each sender keeps only its last `dedup_per_sender`.
 const DEDUP_MAX_ENTRIES: usize = 16_384;
 
+/// Why `http_tls` without a certificate is refused.
+pub(crate) const HTTP_TLS_NEEDS_CERT: &str = "--http-tls needs --tls-cert and --tls-key: the HTTP listener serves the \
+     client listener's certificate";
+
 /// Who may send private messages (`Direct`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -133,8 +137,9 @@ settings! {
     /// Insecure: for trusted test networks only.
     allow_dev_mode ("APM_ALLOW_DEV_MODE"): bool = false;
     /// PEM file with the certificate chain (server's first) clients are
-    /// shown: set with `tls_key` to serve clients over TLS. Both files are
-    /// read again on SIGHUP. None by default (plain TCP).
+    /// shown: set with `tls_key` to serve clients over TLS (and the HTTP
+    /// listener, with `http_tls`). Both files are read again on SIGHUP.
+    /// None by default (plain TCP).
     tls_cert ("APM_TLS_CERT"): PathBuf = PathBuf::new();
     /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or
     /// SEC1). None by default.
@@ -291,6 +296,12 @@ settings! {
     @[arg(value_parser = http::parse_listen)]
     @[serde(deserialize_with = "http::deserialize_listen")]
     http_listen ("APM_HTTP_LISTEN"): HttpListen = HttpListen(None);
+    /// Serve the HTTP listener over TLS (HTTPS, HTTP/2 and HTTP/1.1) with
+    /// the certificate of `tls_cert` and `tls_key`, which it needs; a
+    /// SIGHUP reloads it for both listeners. `--http-tls` alone means
+    /// true.
+    @[arg(num_args = 0..=1, default_missing_value = "true")]
+    http_tls ("APM_HTTP_TLS"): bool = false;
     /// An API key, `NAME=KEY` (KEY at least 16 bytes); repeat for several.
     /// NAME is logged and names the default sender (`$api/NAME`). Keys
     /// given here show in the process list: prefer `--api-keys-file`.
@@ -412,6 +423,9 @@ impl Config {
     fn check_http(&self) -> Result<(), ConfigError> {
         let bad = |why: &str| Err(ConfigError::Invalid(why.to_owned()));
         self.inline_api_keys()?;
+        if self.http_tls && !self.tls_enabled() {
+            return bad(HTTP_TLS_NEEDS_CERT);
+        }
         let Some(addr) = self.http_listen.0 else {
             return Ok(());
         };
@@ -617,6 +631,24 @@ mod tests {
         assert!(c.validate().is_ok() && !c.http_open());
         c.api_keys = vec!["orders=short".into()];
         assert!(c.validate().is_err(), "a bad key is refused at start");
+    }
+
+    #[test]
+    fn http_tls_needs_the_certificate_flags() {
+        let mut c = Config {
+            http_tls: true,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--http-tls") && e.contains("--tls-cert") && e.contains("--tls-key"),
+            "{e}"
+        );
+        c.tls_cert = "cert.pem".into();
+        c.tls_key = "key.pem".into();
+        assert!(c.validate().is_ok());
+        let o: Overrides = toml::from_str("http_tls = true\n").unwrap();
+        assert_eq!(o.http_tls, Some(true));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `slot`: the connection handle a shard answers an API request on.
 //! - `json`: the JSON shapes; `error`: the JSON errors.
 //! - `metrics`, `health`: scrape and probes.
+//! - `https`: serving over TLS (`http_tls`), each handshake in its
+//!   connection's task.
 //!
 //! Requests to the API are bounded in body size, number at once and time;
 //! the probes and `/metrics` are outside those bounds so that they answer
@@ -19,6 +21,7 @@ mod api;
 pub mod auth;
 mod error;
 mod health;
+mod https;
 mod json;
 mod metrics;
 mod reads;
@@ -38,6 +41,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
@@ -55,29 +59,61 @@ struct Api {
     registry: Arc<Registry>,
 }
 
-/// Serves HTTP on `listener` until `shutdown` fires, then finishes the
-/// requests under way. The task ends when the last one is answered.
+/// The HTTP listener as the server was given it.
+pub(crate) struct Listener {
+    /// The bound socket.
+    pub(crate) tcp: TcpListener,
+    /// The API keys in force.
+    pub(crate) keys: ApiKeys,
+    /// TLS (`http_tls`): the client listener's certificate, offering
+    /// HTTP/2 and HTTP/1.1.
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tcp", &self.tcp)
+            .field("keys", &self.keys)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Serves HTTP (or HTTPS) on `listener` until `shutdown` fires, then
+/// finishes the requests under way. The task ends when the last one is
+/// answered.
 pub(crate) fn start(
-    listener: TcpListener,
-    keys: ApiKeys,
+    listener: Listener,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let Listener { tcp, keys, tls } = listener;
+    let local = tcp.local_addr().ok();
+    let addr = local.map(|a| a.to_string()).unwrap_or_default();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if keys.is_open() {
         warn!(
             %addr,
+            scheme,
             "INSECURE HTTP API without an API key (dev mode, loopback): set --api-key to require one"
         );
     } else {
         info!(
-            ?addr,
+            %addr,
+            scheme,
             "HTTP API (API key needed), /metrics, /healthz, /readyz"
         );
+        if tls.is_none() && local.is_some_and(|a| !a.ip().is_loopback()) {
+            warn!(
+                %addr,
+                "INSECURE HTTP API without TLS on a non-loopback address: API keys and \
+                 messages cross the network in clear text; set --http-tls true (with \
+                 --tls-cert and --tls-key) or put a TLS proxy in front"
+            );
+        }
     }
+    let handshake_timeout = hub.config.handshake_timeout();
     let api = Api {
         registry: Arc::new(metrics::registry(hub.clone())),
         hub,
@@ -85,12 +121,16 @@ pub(crate) fn start(
     };
     let app = router(api);
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "HTTP listener failed");
-        }
+        let Some(acceptor) = tls else {
+            let served = axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "HTTP listener failed");
+            }
+            return;
+        };
+        https::serve(tcp, acceptor, app, handshake_timeout, shutdown).await;
     })
 }
 
