@@ -45,6 +45,8 @@ pub(crate) struct Hub {
     pub(crate) rates: Registry,
     /// Users whose tokens are refused until a time.
     pub(crate) revocations: Revocations,
+    /// Cluster mode's link to Redis; `None` on a single node.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
     /// What each shard starts from, taken by its loop.
     seeds: Mutex<Vec<Seed>>,
     next_conn_id: AtomicU64,
@@ -67,6 +69,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
         recovered: Recovered,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Hub {
         let count = config.shard_count();
         let shards = (0..count).map(|_| Ingress::default()).collect();
@@ -100,6 +103,7 @@ impl Hub {
         let mut hub = Hub {
             subscriptions_used: AtomicBool::new(subscriptions_used),
             revocations,
+            cluster,
             limits: config.limits(),
             access,
             rates,
@@ -230,6 +234,12 @@ impl Hub {
     /// devices, a broadcast's fan-out).
     pub(crate) fn submit_now(&self, shard: usize, cmd: Command) {
         self.shards[shard].push(cmd);
+    }
+
+    /// Whether the store keeps more of a conversation than its ring: a
+    /// read that misses the ring goes there.
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.commit.is_some() || self.cluster.is_some()
     }
 
     /// The epoch seqs belong to.

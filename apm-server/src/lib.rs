@@ -29,6 +29,7 @@
 pub mod access;
 pub mod auth;
 mod clock;
+mod cluster;
 pub mod config;
 mod connection;
 pub mod conversation;
@@ -92,6 +93,15 @@ impl Server {
     /// prepares the shards.
     pub fn new(config: Config) -> Result<Server, ConfigError> {
         config.validate()?;
+        if !config.cluster.is_empty() {
+            let store = Arc::new(cluster::RedisStore::open(&config.cluster)?);
+            info!(
+                epoch = store.epoch(),
+                "cluster mode: Redis sequences and stores every conversation"
+            );
+            let link = cluster::Cluster::new(&store);
+            return Server::build(config, store, Some(link));
+        }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::Disk => Arc::new(DiskStore::open(&config.data_dir)?),
@@ -101,6 +111,14 @@ impl Server {
 
     /// Like [`Server::new`], over a store of the caller's.
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Server, ConfigError> {
+        Server::build(config, store, None)
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        cluster: Option<cluster::Cluster>,
+    ) -> Result<Server, ConfigError> {
         config.validate()?;
         let tls = match config.tls_enabled() {
             true => Some(Tls::load(&config.tls_cert, &config.tls_key)?),
@@ -117,6 +135,7 @@ impl Server {
                 Arc::new(Metrics::default()),
                 store,
                 recovered,
+                cluster,
             )),
             tls,
             http: None,
@@ -238,6 +257,9 @@ impl Server {
             shards.spawn(shard::run(hub.clone(), index, stop_shards.clone()));
         }
         shards.close();
+        // Before the first client: a node takes messages only once it
+        // hears what the others sequence.
+        cluster::start(&hub, &shutdown).await?;
         let connections = TaskTracker::new();
         hub.accepting.store(true, Ordering::Release);
         listener::accept_loop(

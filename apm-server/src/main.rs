@@ -326,6 +326,7 @@ mod tests {
                 "channel_rules",
                 "tls_cert",
                 "tls_key",
+                "cluster",
                 "api_keys",
                 "api_keys_file",
                 "help",

@@ -69,6 +69,14 @@ counters! {
     duplicates,
     /// Message copies queued to connections.
     messages_out,
+    /// Cluster mode: messages that arrived a second time (the feed
+    /// brings a node's own messages back) and were dropped.
+    cluster_copies,
+    /// Cluster mode: gaps in a conversation read from its stream.
+    cluster_gaps,
+    /// Cluster mode: messages a gap read did not find (trimmed from the
+    /// stream), skipped.
+    cluster_gaps_lost,
     /// Message copies dropped for full queues under the drop policy.
     messages_dropped,
     /// Connections closed as slow consumers.

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod process;
+pub mod redis;
 pub mod tls;
 
 use std::net::SocketAddr;

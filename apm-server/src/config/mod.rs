@@ -302,6 +302,10 @@ settings! {
     /// true.
     @[arg(num_args = 0..=1, default_missing_value = "true")]
     http_tls ("APM_HTTP_TLS"): bool = false;
+    /// Cluster mode: the Redis URL (`redis://HOST:PORT`) this node shares
+    /// with the others. Redis sequences every conversation and keeps its
+    /// messages (the store setting is not used). Empty: one node.
+    cluster ("APM_CLUSTER"): String = String::new();
     /// An API key, `NAME=KEY` (KEY at least 16 bytes); repeat for several.
     /// NAME is logged and names the default sender (`$api/NAME`). Keys
     /// given here show in the process list: prefer `--api-keys-file`.

@@ -27,6 +27,9 @@ pub(crate) fn not_ready(hub: &Hub) -> Vec<&'static str> {
     if hub.commit.as_ref().is_some_and(|c| c.is_failing()) {
         why.push("the message store is failing");
     }
+    if hub.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+        why.push("the cluster's message feed from Redis is down");
+    }
     why
 }
 

@@ -156,10 +156,10 @@ impl Tables {
     /// A log for a conversation that is not in memory: from the store's
     /// last seq when the conversation left memory earlier, else new.
     pub(super) fn revived(&mut self, hub: &Hub, conversation: &ConversationId) -> Log {
-        if !self.cache.evicted {
+        if !self.cache.evicted && hub.cluster.is_none() {
             return Log::default();
         }
-        let last = if hub.commit.is_some() {
+        let last = if hub.keeps_history() {
             hub.store.last(conversation).unwrap_or_else(|e| {
                 // Above every seq that left memory, so none is reused.
                 tracing::warn!(error = %e, "could not read a conversation's last seq");
@@ -189,7 +189,7 @@ impl Tables {
         if let Some(seq) = log.acks.get(user) {
             return *seq;
         }
-        if !log.revived || hub.commit.is_none() {
+        if !log.revived || !hub.keeps_history() {
             return 0;
         }
         let seq = hub

@@ -85,6 +85,14 @@ pub(crate) enum Command {
     /// Messages the store made durable, in the order they were sequenced:
     /// deliver them now, then send the replies that waited for them.
     Stored(Durable),
+    /// Cluster mode: a message Redis sequenced, to deliver in order.
+    Remote(Box<crate::cluster::Remote>),
+    /// Cluster mode: the read of a gap of `conversation` up to `to` is
+    /// done.
+    GapRead {
+        conversation: ConversationId,
+        to: u64,
+    },
     /// A frame another shard made, for connections registered here.
     Forward {
         to: Audience,

@@ -28,6 +28,15 @@ impl Shard {
             payload,
         } = msg;
         let hub = &*self.ctx.hub;
+        if hub.cluster.is_some() {
+            let origin = crate::cluster::Origin {
+                conn,
+                request_id,
+                echo: hub.config.echo || flags.contains(Flags::ECHO),
+                receipt: flags.contains(Flags::RECEIPT),
+            };
+            return self.send_to_cluster(to, kind, msg_id, &payload, origin);
+        }
         let window = hub.config.dedup_window();
         let offer = Offer {
             sender: &conn.user,
@@ -103,6 +112,51 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// Cluster mode: the message goes to Redis for its seq, and comes back
+    /// through `remote.rs`.
+    fn send_to_cluster(
+        &mut self,
+        to: Target,
+        kind: u16,
+        msg_id: u64,
+        payload: &[u8],
+        origin: crate::cluster::Origin,
+    ) {
+        let hub = self.ctx.hub.clone();
+        let (conversation, keep) = match &to {
+            Target::Channel(name) => {
+                let ch = self.tables.channel(&hub, name);
+                (ConversationId::Channel(ch.name.clone()), ch.keep)
+            }
+            Target::User(user) => {
+                let (user, _) = self.tables.inbox(&hub, user);
+                (ConversationId::User(user), hub.retention.default)
+            }
+            Target::Everyone => (ConversationId::Broadcast, hub.retention.default),
+        };
+        let Some(cluster) = &hub.cluster else {
+            return;
+        };
+        let sender = origin.conn.user.clone();
+        let s = crate::cluster::Submission::new(
+            conversation,
+            &sender,
+            kind,
+            msg_id,
+            payload,
+            keep.max_messages,
+            origin,
+        );
+        if let Err(s) = cluster.submit(s) {
+            let why = "the cluster's Redis is behind: message not taken, try again later";
+            let frame = Frame::new(
+                s.origin.request_id,
+                Message::error(apm_core::ErrorCode::Internal, why),
+            );
+            self.ctx.reply(&s.origin.conn, frame);
         }
     }
 
@@ -235,7 +289,7 @@ impl Shard {
 }
 
 /// A `Receipt` frame for a message at `seq`.
-fn receipt(
+pub(super) fn receipt(
     request_id: u32,
     conversation: ConversationRef<'_>,
     seq: u64,

@@ -20,6 +20,7 @@ mod inbox;
 pub(crate) mod log;
 mod presence;
 mod reads;
+mod remote;
 mod resume;
 pub(crate) mod sequencer;
 mod tables;
@@ -106,6 +107,9 @@ impl Ctx {
 pub(crate) struct Shard {
     ctx: Ctx,
     tables: Tables,
+    /// The sender of messages another cluster node took: no connection
+    /// here, so it is left out of nothing and told no receipt.
+    nobody: Arc<Conn>,
 }
 
 impl Shard {
@@ -120,6 +124,14 @@ impl Shard {
                 messages_in: 0,
             },
             tables,
+            nobody: Arc::new(Conn::new(
+                NOBODY,
+                Arc::from(""),
+                apm_core::message::Role::User,
+                0,
+                0,
+                crate::config::SlowConsumerPolicy::Drop,
+            )),
         };
         shard.seed(seed);
         shard
@@ -207,6 +219,8 @@ impl Shard {
             }
             Command::Stored(durable) => self.stored(durable),
             Command::Forward { to, frame, except } => self.deliver_here(&to, &frame, except),
+            Command::Remote(remote) => self.remote(*remote),
+            Command::GapRead { conversation, to } => self.gap_read(conversation, to),
         }
     }
 

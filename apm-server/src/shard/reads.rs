@@ -157,7 +157,7 @@ impl Shard {
         // What the store keeps beyond the ring, by count (age is checked
         // by the read).
         let stored_from = last.saturating_sub(keep.max_messages as u64) + 1;
-        if hub.commit.is_none() || lo >= in_ring || hi < stored_from || lo > hi {
+        if !hub.keeps_history() || lo >= in_ring || hi < stored_from || lo > hi {
             let page = Page {
                 oldest: in_ring,
                 last,

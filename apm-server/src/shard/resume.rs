@@ -46,7 +46,7 @@ impl Shard {
         cost: usize,
     ) -> bool {
         let hub = &self.ctx.hub;
-        if hub.commit.is_none() {
+        if !hub.keeps_history() {
             return false;
         }
         let budget = hub.config.outbound_bytes;

@@ -82,6 +82,8 @@ pub(super) struct Tables {
     pub(super) presumed: Presumed,
     /// Who left because of a shutdown, for the store.
     pub(super) departed: Departed,
+    /// Cluster mode: messages waiting for a gap before them to fill.
+    pub(super) held: std::collections::HashMap<ConversationId, super::remote::Held>,
 }
 
 impl Tables {
@@ -97,6 +99,7 @@ impl Tables {
             cache: Cache::new(hub, hub.shards.len()),
             presumed: Presumed::default(),
             departed: Departed::default(),
+            held: Default::default(),
         }
     }
 

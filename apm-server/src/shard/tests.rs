@@ -37,6 +37,7 @@ impl Harness {
             Arc::new(Metrics::default()),
             store,
             Recovered::default(),
+            None,
         ));
         let commit = hub.commit.as_ref().map(|queue| CommitThread {
             queue: queue.clone(),

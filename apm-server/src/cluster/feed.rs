@@ -1,0 +1,107 @@
+//! What other nodes sequenced, in: the node listens to every published
+//! message and hands each to the shard that owns its conversation, which
+//! delivers in seq order. A gap (a message lost on the way, or published
+//! while this node's subscription was down) is filled from the
+//! conversation's stream before anything after it goes out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Remote, keys, store, wire};
+use crate::conversation::ConversationId;
+use crate::hub::Hub;
+use crate::shard::Command;
+
+/// Listens until the node stops, subscribing again after a lost link.
+pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match listen(&hub, &client, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                hub.cluster_link_up(false);
+                warn!(error = %e, "the cluster's message feed is down; subscribing again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One subscription's life: `Ok` when the node stops.
+async fn listen(
+    hub: &Arc<Hub>,
+    client: &redis::Client,
+    stop: &CancellationToken,
+) -> redis::RedisResult<()> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(keys::MESSAGES).await?;
+    hub.cluster_link_up(true);
+    info!("cluster message feed subscribed");
+    let mut messages = pubsub.into_on_message();
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let Some(msg) = msg else {
+            return Err(redis::RedisError::from(std::io::Error::other(
+                "the subscription ended",
+            )));
+        };
+        match wire::published(msg.get_payload_bytes()) {
+            Some(record) => {
+                let shard = hub.shard_of_conversation(&record.conversation);
+                let remote = Remote {
+                    record,
+                    origin: None,
+                };
+                hub.submit_now(shard, Command::Remote(Box::new(remote)));
+            }
+            None => warn!("a published message does not read back; skipped"),
+        }
+    }
+}
+
+/// Reads `conversation`'s messages `from..=to` from its stream for the
+/// shard that found them missing, then tells it the gap is done (what the
+/// stream no longer holds is lost to this node's members).
+pub(crate) fn fill(
+    hub: &Arc<Hub>,
+    conn: &ConnectionManager,
+    conversation: ConversationId,
+    from: u64,
+    to: u64,
+) {
+    let (hub, mut conn) = (hub.clone(), conn.clone());
+    tokio::spawn(async move {
+        let shard = hub.shard_of_conversation(&conversation);
+        let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
+            .arg(keys::log(&conversation))
+            .arg(format!("0-{from}"))
+            .arg(format!("0-{to}"))
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok(entries) => {
+                for record in store::records(entries) {
+                    let remote = Remote {
+                        record,
+                        origin: None,
+                    };
+                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
+                }
+            }
+            Err(e) => warn!(error = %e, "a gap could not be read from the stream"),
+        }
+        hub.submit_now(shard, Command::GapRead { conversation, to });
+    });
+}

@@ -1,0 +1,178 @@
+//! Cluster mode: several nodes over one Redis (`--cluster redis://...`).
+//!
+//! Redis gives each conversation its one order: a script per message
+//! checks the retry key, takes the next seq, appends to the
+//! conversation's stream and publishes to every node (`script.rs`, sent
+//! by `link.rs`). Every node, the sender's included, delivers what is
+//! published in seq order, filling a gap from the stream before going on
+//! (`feed.rs`, and the shards' `remote.rs`). Redis is the store
+//! (`store.rs`): the shards' rings are caches of the streams, and a
+//! conversation that comes into a node's memory starts from its last seq
+//! there. Without `--cluster` none of this runs.
+//!
+//! - `keys`: where a conversation lives in Redis.
+//! - `wire`: a message as stored and published, before and after its seq.
+
+mod feed;
+mod keys;
+mod link;
+mod script;
+mod store;
+mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::conversation::ConversationId;
+use crate::hub::Hub;
+use crate::outbox::Conn;
+use crate::store::Record;
+
+pub(crate) use store::RedisStore;
+
+/// How long a starting node waits for its feed to subscribe.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Messages waiting for Redis at most, over all of a node's shards.
+const WAITING: usize = 16_384;
+
+/// A message a client sent, on its way to Redis for its seq.
+#[derive(Debug)]
+pub(crate) struct Submission {
+    pub(crate) conversation: ConversationId,
+    /// See [`wire::encode`].
+    pub(crate) body: Vec<u8>,
+    /// Sender and client message id, when the message has one.
+    pub(crate) retry: Option<(Arc<str>, u64)>,
+    pub(crate) ts_ms: u64,
+    /// How many messages the conversation's stream keeps.
+    pub(crate) keep: usize,
+    pub(crate) origin: Origin,
+}
+
+impl Submission {
+    /// Encodes a message for Redis.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conversation: ConversationId,
+        sender: &Arc<str>,
+        kind: u16,
+        msg_id: u64,
+        payload: &[u8],
+        keep: usize,
+        origin: Origin,
+    ) -> Submission {
+        let ts_ms = crate::clock::now_ms();
+        let body = wire::encode(&conversation, ts_ms, sender, kind, msg_id, payload);
+        Submission {
+            conversation,
+            body,
+            retry: (msg_id != 0).then(|| (sender.clone(), msg_id)),
+            ts_ms,
+            keep,
+            origin,
+        }
+    }
+}
+
+/// The connection a message came from, and what it asked.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) request_id: u32,
+    pub(crate) echo: bool,
+    pub(crate) receipt: bool,
+}
+
+/// A sequenced message for the shard that owns its conversation: from
+/// this node's link (with its origin) or from the feed.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    pub(crate) record: Record,
+    pub(crate) origin: Option<Origin>,
+}
+
+/// A node's handle on the cluster, in its hub.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    tx: mpsc::Sender<Submission>,
+    rx: Mutex<Option<mpsc::Receiver<Submission>>>,
+    client: redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    /// Whether the feed is subscribed (readiness).
+    up: AtomicBool,
+    /// Told each time the feed subscribes.
+    subscribed: tokio::sync::Notify,
+}
+
+impl Cluster {
+    /// A handle over the Redis of `store`; nothing runs until [`start`].
+    pub(crate) fn new(store: &RedisStore) -> Cluster {
+        let (tx, rx) = mpsc::channel(WAITING);
+        Cluster {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            client: store.client().clone(),
+            conn: OnceLock::new(),
+            up: AtomicBool::new(false),
+            subscribed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues a message for sequencing; gives it back when too many wait.
+    pub(crate) fn submit(&self, s: Submission) -> Result<(), Submission> {
+        self.tx.try_send(s).map_err(|e| e.into_inner())
+    }
+
+    /// Whether the node hears what other nodes sequence.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Reads a gap of `conversation` from its stream (see `feed::fill`).
+    pub(crate) fn fill(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64, to: u64) {
+        match self.conn.get() {
+            Some(conn) => feed::fill(hub, conn, conversation, from, to),
+            None => tracing::warn!("a gap before the cluster link started; left"),
+        }
+    }
+}
+
+impl Hub {
+    /// Records whether the cluster's feed is subscribed.
+    pub(crate) fn cluster_link_up(&self, up: bool) {
+        if let Some(c) = &self.cluster {
+            c.up.store(up, Ordering::Relaxed);
+            if up {
+                c.subscribed.notify_one();
+            }
+        }
+    }
+}
+
+/// Starts the node's link and feed; they stop with `stop`.
+pub(crate) async fn start(hub: &Arc<Hub>, stop: &CancellationToken) -> std::io::Result<()> {
+    let Some(cluster) = &hub.cluster else {
+        return Ok(());
+    };
+    let conn = ConnectionManager::new(cluster.client.clone())
+        .await
+        .map_err(|e| std::io::Error::other(format!("cluster: cannot reach Redis: {e}")))?;
+    let _ = cluster.conn.set(conn.clone());
+    let rx = cluster
+        .rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
+    tokio::spawn(link::run(hub.clone(), conn, rx, stop.clone()));
+    tokio::spawn(feed::run(hub.clone(), cluster.client.clone(), stop.clone()));
+    tokio::time::timeout(SUBSCRIBE_WAIT, cluster.subscribed.notified())
+        .await
+        .map_err(|_| std::io::Error::other("cluster: cannot subscribe to Redis's messages"))?;
+    Ok(())
+}

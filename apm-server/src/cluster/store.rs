@@ -1,0 +1,231 @@
+//! The store of cluster mode: Redis holds each conversation's seq and
+//! stream (written by the sequencing script), and what this reads back:
+//! a conversation's last seq, a range of its messages for a resume or a
+//! history page, revocations and server-side subscriptions. The rings of
+//! the shards are caches of the streams.
+//!
+//! Reads are synchronous, on one connection: the shards read a
+//! conversation's last seq when it comes into memory, the rest runs on
+//! tokio's blocking pool.
+
+use std::sync::Mutex;
+
+use redis::{Commands, Connection};
+
+use super::{keys, wire};
+use crate::conversation::ConversationId;
+use crate::retention::RetentionPolicy;
+use crate::store::{Batch, Record, Recovered, Store, StoreError, SubscriptionChange};
+
+/// Revocations: user -> until when (ms).
+const REVOKED: &str = "apm:revoked";
+
+fn subs_key(user: &str) -> String {
+    format!("apm:subs:{{{user}}}")
+}
+
+/// Set while any user has a server-side subscription.
+const SUBS_USED: &str = "apm:subs-used";
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError::Db(format!("redis: {e}"))
+}
+
+/// Redis as the store of a cluster's node.
+pub(crate) struct RedisStore {
+    client: redis::Client,
+    /// `None` after a failure: made again by the next read.
+    conn: Mutex<Option<Connection>>,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("client", &self.client)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the cluster's Redis at `url` and takes the cluster's
+    /// epoch, setting it if this is the first node of an empty Redis.
+    pub(crate) fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Open {
+            path: url.into(),
+            why: e.to_string(),
+        })?;
+        let mut conn = client.get_connection().map_err(|e| StoreError::Open {
+            path: url.into(),
+            why: format!("cannot reach Redis: {e}"),
+        })?;
+        let now = crate::clock::now_ms();
+        let _: bool = redis::cmd("SET")
+            .arg(keys::EPOCH)
+            .arg(now)
+            .arg("NX")
+            .query::<Option<String>>(&mut conn)
+            .map(|set| set.is_some())
+            .map_err(redis_error)?;
+        let epoch: u64 = conn.get(keys::EPOCH).map_err(redis_error)?;
+        Ok(RedisStore {
+            client,
+            conn: Mutex::new(Some(conn)),
+            epoch,
+        })
+    }
+
+    /// The client, for the node's asynchronous connections.
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            None => slot.insert(self.client.get_connection().map_err(redis_error)?),
+        };
+        let result = f(conn);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
+        {
+            *slot = None;
+        }
+        result.map_err(redis_error)
+    }
+}
+
+impl Store for RedisStore {
+    fn is_durable(&self) -> bool {
+        // Messages are written by the sequencing script, not by batches
+        // from the group commit: there is nothing for it to write.
+        false
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn write(&self, _batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn expire(&self, _now_ms: u64, _keep: &RetentionPolicy) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn recover(&self, _keep: &RetentionPolicy) -> Result<Recovered, StoreError> {
+        // Conversations come into memory when used, from their last seq.
+        Ok(Recovered::default())
+    }
+
+    fn read_range(
+        &self,
+        conversation: &ConversationId,
+        from: u64,
+        to: u64,
+        _keep: &RetentionPolicy,
+    ) -> Result<Vec<Record>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let entries: redis::streams::StreamRangeReply = self.with_conn(|c| {
+            c.xrange(
+                keys::log(conversation),
+                format!("0-{from}"),
+                format!("0-{to}"),
+            )
+        })?;
+        Ok(records(entries))
+    }
+
+    fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        self.with_conn(|c| c.get(keys::seq(conversation)))
+    }
+
+    fn acked(
+        &self,
+        _user: &str,
+        _conversation: &ConversationId,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            if until_ms > crate::clock::now_ms() {
+                c.hset(REVOKED, user, until_ms)
+            } else {
+                c.hdel(REVOKED, user)
+            }
+        })
+    }
+
+    fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let all: Vec<(String, u64)> = self.with_conn(|c| c.hgetall(REVOKED))?;
+        Ok(all
+            .into_iter()
+            .filter(|(_, until)| *until > now_ms)
+            .collect())
+    }
+
+    fn set_subscription(
+        &self,
+        user: &str,
+        channel: &str,
+        on: bool,
+        max: usize,
+    ) -> Result<SubscriptionChange, StoreError> {
+        let key = subs_key(user);
+        self.with_conn(|c| {
+            if !on {
+                let removed: usize = c.srem(&key, channel)?;
+                return Ok(if removed > 0 {
+                    SubscriptionChange::Removed
+                } else {
+                    SubscriptionChange::Unchanged
+                });
+            }
+            if c.sismember(&key, channel)? {
+                return Ok(SubscriptionChange::Unchanged);
+            }
+            let held: usize = c.scard(&key)?;
+            if held >= max {
+                return Ok(SubscriptionChange::Full);
+            }
+            let () = c.sadd(&key, channel)?;
+            let () = c.set(SUBS_USED, 1)?;
+            Ok(SubscriptionChange::Added)
+        })
+    }
+
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let mut channels: Vec<String> = self.with_conn(|c| c.smembers(subs_key(user)))?;
+        channels.sort();
+        Ok(channels)
+    }
+
+    fn has_subscriptions(&self) -> Result<bool, StoreError> {
+        self.with_conn(|c| c.exists(SUBS_USED))
+    }
+}
+
+/// Stream entries (`0-SEQ`, field `m`) as records; an entry that does not
+/// read back is skipped, and shows as a gap.
+pub(super) fn records(entries: redis::streams::StreamRangeReply) -> Vec<Record> {
+    entries
+        .ids
+        .iter()
+        .filter_map(|entry| {
+            let seq = entry.id.strip_prefix("0-")?.parse().ok()?;
+            let body: Vec<u8> = entry.get("m")?;
+            wire::record(seq, &body)
+        })
+        .collect()
+}

@@ -1,0 +1,80 @@
+//! A message as it lives in Redis: what the sending node knows before the
+//! message has a seq (its conversation, server time, sender, kind, client
+//! message id and payload). The script gives it its seq; every node turns
+//! the pair into the `Deliver` frame its clients get.
+
+use crate::conversation::ConversationId;
+use crate::store::Record;
+use apm_core::message::DeliverRef;
+
+/// Encodes a message without its seq: a postcard head, then the payload.
+pub(crate) fn encode(
+    conversation: &ConversationId,
+    ts_ms: u64,
+    sender: &str,
+    kind: u16,
+    msg_id: u64,
+    payload: &[u8],
+) -> Vec<u8> {
+    let key = conversation.key();
+    let head = (key.as_str(), ts_ms, sender, kind, msg_id);
+    let mut out = postcard::to_allocvec(&head).expect("a tuple of plain fields encodes");
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The message `body` (from [`encode`]) sequenced as `seq`, as the record
+/// a shard settles: its `Deliver` frame encoded once.
+pub(crate) fn record(seq: u64, body: &[u8]) -> Option<Record> {
+    let ((key, ts_ms, sender, kind, msg_id), payload): ((&str, u64, &str, u16, u64), &[u8]) =
+        postcard::take_from_bytes(body).ok()?;
+    let conversation = ConversationId::from_key(key)?;
+    let frame = DeliverRef {
+        conversation: conversation.as_ref(),
+        seq,
+        ts_ms,
+        sender,
+        kind,
+        msg_id,
+        payload,
+    }
+    .to_frame_bytes(u32::MAX)
+    .ok()?;
+    Some(Record {
+        conversation,
+        seq,
+        ts_ms,
+        frame,
+    })
+}
+
+/// A published message: the seq in decimal, a space, then the body.
+pub(crate) fn published(payload: &[u8]) -> Option<Record> {
+    let space = payload.iter().position(|&b| b == b' ')?;
+    let seq = std::str::from_utf8(&payload[..space]).ok()?.parse().ok()?;
+    record(seq, &payload[space + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_body_and_its_seq_make_the_deliver_frame_a_local_message_would_have() {
+        let room = ConversationId::Channel(Arc::from("room"));
+        let body = encode(&room, 1_700, "alice", 1, 7, b"hi");
+        let mut message = b"42 ".to_vec();
+        message.extend_from_slice(&body);
+        let r = published(&message).expect("decodes");
+        assert_eq!((r.seq, r.ts_ms, r.conversation.clone()), (42, 1_700, room));
+        let item = crate::ring::item(&r.frame).expect("a Deliver frame");
+        assert_eq!(
+            (item.sender.as_str(), item.msg_id, item.seq),
+            ("alice", 7, 42)
+        );
+        assert!(published(b"x 1").is_none());
+        assert!(published(b"12").is_none());
+    }
+}

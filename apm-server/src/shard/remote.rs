@@ -1,0 +1,211 @@
+//! Cluster mode's way in: messages Redis sequenced, from this node's link
+//! (with the connection that sent them) or from the feed (every node's),
+//! delivered in seq order. The next seq goes out at once, followed by any
+//! held behind it; one further on is held while the gap before it is read
+//! from the conversation's stream; one already delivered is dropped (the
+//! feed brings this node's own messages back, too).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::cluster::{Origin, Remote};
+use crate::conversation::ConversationId;
+use crate::metrics::Metrics;
+
+use super::command::{Audience, Sequenced};
+use super::log::Log;
+use super::{NOBODY, Shard};
+
+/// Messages of one conversation waiting for a gap before them to fill.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    msgs: BTreeMap<u64, Remote>,
+    /// A read of the gap is under way.
+    filling: bool,
+}
+
+impl Shard {
+    /// A sequenced message for a conversation owned here.
+    pub(super) fn remote(&mut self, r: Remote) {
+        let conversation = r.record.conversation.clone();
+        let seq = r.record.seq;
+        let visible = self.arriving(&conversation, seq);
+        if seq <= visible {
+            self.already_delivered(r);
+            return;
+        }
+        if seq > visible + 1 {
+            let held = self.tables.held.entry(conversation.clone()).or_default();
+            held.msgs.insert(seq, r);
+            if !held.filling {
+                held.filling = true;
+                let hub = self.ctx.hub.clone();
+                if let Some(cluster) = &hub.cluster {
+                    cluster.fill(&hub, conversation, visible + 1, seq - 1);
+                }
+            }
+            return;
+        }
+        self.settle_remote(r);
+        self.release_held(&conversation);
+    }
+
+    /// The read of a gap up to `to` is done: what it did not bring is
+    /// gone from the stream, so delivery goes on past it.
+    pub(super) fn gap_read(&mut self, conversation: ConversationId, to: u64) {
+        let Some(visible) = self.cluster_log(&conversation).map(|log| log.visible) else {
+            return;
+        };
+        if let Some(held) = self.tables.held.get_mut(&conversation) {
+            held.filling = false;
+        }
+        if visible < to {
+            let lost = to - visible;
+            Metrics::add(&self.ctx.metrics().cluster_gaps_lost, lost);
+            tracing::warn!(
+                conversation = %conversation.key(),
+                lost,
+                "messages missing from the cluster's stream: skipped"
+            );
+            if let Some(log) = self.cluster_log(&conversation) {
+                log.visible = to;
+                log.seq = log.seq.max(to);
+            }
+        }
+        self.release_held(&conversation);
+    }
+
+    /// Delivers what waited behind the last delivered seq, as far as it
+    /// runs without a gap; asks for the next gap if one is left.
+    fn release_held(&mut self, conversation: &ConversationId) {
+        loop {
+            let Some(visible) = self.cluster_log(conversation).map(|log| log.visible) else {
+                return;
+            };
+            let Some(held) = self.tables.held.get_mut(conversation) else {
+                return;
+            };
+            // Anything at or below what is delivered is a copy.
+            if let Some(entry) = held.msgs.first_entry()
+                && *entry.key() <= visible
+            {
+                let copy = entry.remove();
+                self.already_delivered(copy);
+                continue;
+            }
+            let Some(first) = held.msgs.first_key_value().map(|(seq, _)| *seq) else {
+                self.tables.held.remove(conversation);
+                return;
+            };
+            if first > visible + 1 {
+                if !held.filling {
+                    held.filling = true;
+                    Metrics::add(&self.ctx.metrics().cluster_gaps, 1);
+                    let hub = self.ctx.hub.clone();
+                    if let Some(cluster) = &hub.cluster {
+                        cluster.fill(&hub, conversation.clone(), visible + 1, first - 1);
+                    }
+                }
+                return;
+            }
+            let next = held
+                .msgs
+                .pop_first()
+                .map(|(_, r)| r)
+                .expect("looked at above");
+            self.settle_remote(next);
+        }
+    }
+
+    /// A message this node delivered already: only its receipt is owed,
+    /// when it came from here.
+    fn already_delivered(&mut self, r: Remote) {
+        Metrics::add(&self.ctx.metrics().cluster_copies, 1);
+        if let Some(origin) = r.origin
+            && origin.receipt
+            && let Ok(frame) = super::delivery::receipt(
+                origin.request_id,
+                r.record.conversation.as_ref(),
+                r.record.seq,
+                r.record.ts_ms,
+            )
+        {
+            origin.conn.push_reply(frame);
+        }
+    }
+
+    /// Delivers the next message of its conversation, as the owning loop
+    /// of a single node would.
+    fn settle_remote(&mut self, r: Remote) {
+        let Remote { record, origin } = r;
+        if let Some(log) = self.cluster_log(&record.conversation) {
+            log.seq = log.seq.max(record.seq);
+        }
+        let sender_devices = match (&record.conversation, &origin) {
+            // Sent from another node: the sender's devices here see it too.
+            (ConversationId::User(user), None) => crate::ring::origin(&record.frame)
+                .map(|(sender, _)| sender)
+                .filter(|sender| **sender != **user),
+            _ => None,
+        };
+        let frame = record.frame.clone();
+        let msg = match origin {
+            Some(Origin {
+                conn,
+                request_id,
+                echo,
+                receipt,
+            }) => {
+                self.ctx.messages_in += 1;
+                Sequenced {
+                    record,
+                    from: conn,
+                    request_id,
+                    echo,
+                    receipt,
+                }
+            }
+            None => Sequenced {
+                record,
+                from: self.nobody.clone(),
+                request_id: 0,
+                echo: true,
+                receipt: false,
+            },
+        };
+        self.settle(msg);
+        if let Some(sender) = sender_devices {
+            let shard = self.ctx.hub.shard_of(&sender);
+            self.forward(shard, Audience::User(Arc::from(sender)), &frame, NOBODY);
+        }
+    }
+
+    /// The last delivered seq of `conversation`, into which a message
+    /// `seq` arrives. A conversation this node does not hold yet starts
+    /// just before it: nobody here has seen any of it, and what came
+    /// before is history, in Redis.
+    fn arriving(&mut self, conversation: &ConversationId, seq: u64) -> u64 {
+        let held = match conversation {
+            ConversationId::Channel(name) => self.tables.channels.contains_key(&**name),
+            ConversationId::User(user) => self.tables.inboxes.contains_key(&**user),
+            ConversationId::Broadcast => self.tables.broadcasts.seq > 0,
+        };
+        let log = self.cluster_log(conversation).expect("made on first use");
+        if !held {
+            log.visible = seq - 1;
+            log.seq = log.seq.max(seq - 1);
+        }
+        log.visible
+    }
+
+    /// The log of a conversation owned here, made on first use (with its
+    /// last seq from Redis).
+    fn cluster_log(&mut self, conversation: &ConversationId) -> Option<&mut Log> {
+        let hub = self.ctx.hub.clone();
+        Some(match conversation {
+            ConversationId::Channel(name) => &mut self.tables.channel(&hub, name).log,
+            ConversationId::User(user) => self.tables.inbox(&hub, user).1,
+            ConversationId::Broadcast => &mut self.tables.broadcasts,
+        })
+    }
+}
