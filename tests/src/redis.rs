@@ -10,6 +10,9 @@ pub struct RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     child: Option<Child>,
+    port: u16,
+    /// Where it keeps its append-only file, when it keeps one.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -18,6 +21,17 @@ impl RedisServer {
     /// used if set (shared: such a Redis must be empty); otherwise the
     /// test is skipped, except under CI, where a missing Redis fails it.
     pub async fn start() -> Option<RedisServer> {
+        RedisServer::start_with(false).await
+    }
+
+    /// Like [`RedisServer::start`], writing every command to an
+    /// append-only file with an fsync each (`appendfsync always`), so that
+    /// [`RedisServer::restart`] loses nothing it acknowledged.
+    pub async fn start_durable() -> Option<RedisServer> {
+        RedisServer::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> Option<RedisServer> {
         let found = std::process::Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -25,7 +39,12 @@ impl RedisServer {
             .is_ok_and(|s| s.success());
         if !found {
             if let Ok(url) = std::env::var("REDIS_URL") {
-                return Some(RedisServer { url, child: None });
+                return Some(RedisServer {
+                    url,
+                    child: None,
+                    port: 0,
+                    dir: None,
+                });
             }
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -38,9 +57,36 @@ impl RedisServer {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("its address").port()
         };
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+        let dir = durable.then(|| tempfile::tempdir().expect("a directory for its file"));
+        let mut redis = RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            child: None,
+            port,
+            dir,
+        };
+        redis.run().await;
+        Some(redis)
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same port: with
+    /// [`RedisServer::start_durable`] from its file, otherwise empty.
+    pub async fn restart(&mut self) {
+        let mut child = self.child.take().expect("a redis-server of the test's own");
+        child.kill().await.expect("kill redis-server");
+        self.run().await;
+    }
+
+    async fn run(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--logfile", ""]);
+        match &self.dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -60,10 +106,7 @@ impl RedisServer {
         }
         // Keep reading, so a full pipe never stalls it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(RedisServer {
-            url: format!("redis://127.0.0.1:{port}"),
-            child: Some(child),
-        })
+        self.child = Some(child);
     }
 }
 

@@ -214,3 +214,86 @@ async fn a_retry_sent_to_another_node_gets_the_first_copys_seq() {
     // Nothing after it: the next frame is the answer to a ping.
     assert!(reader.round_trip().await.is_empty());
 }
+
+/// Publishes `text` with `msg_id` until a receipt comes: while Redis is
+/// away the node refuses it, and a copy sent again is recognised.
+async fn publish_until_receipted(c: &Client, channel: &str, text: String, msg_id: u64) -> u64 {
+    let opts = apm_client::SendOptions {
+        msg_id,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + apm_tests::PATIENCE;
+    loop {
+        match c.publish_with(channel, text.clone(), opts).await {
+            Ok(r) => return r.seq,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no receipt in time: {e}"
+                );
+                // Back off while Redis restarts.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_restarted_from_its_file_under_load_loses_nothing_acknowledged() {
+    let Some(mut redis) = RedisServer::start_durable().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let reader = sdk(nodes[1].addr, "reader").await;
+    let mut ticks = reader.subscribe("ticks").await.unwrap();
+    let writer = sdk(nodes[0].addr, "writer").await;
+    const TOTAL: u64 = 40;
+    let mut seqs = Vec::new();
+    for i in 1..=TOTAL {
+        if i == 15 {
+            redis.restart().await;
+        }
+        seqs.push(publish_until_receipted(&writer, "ticks", format!("t{i}"), i).await);
+    }
+    assert_eq!(
+        seqs,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "one seq each, none reused"
+    );
+    for seq in 1..=TOTAL {
+        let d = within(ticks.next()).await.unwrap();
+        assert_eq!((d.seq, &*d.payload), (seq, format!("t{seq}").as_bytes()));
+    }
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut old = nodes(&redis, 1).await.remove(0);
+    let mut c = old.client("alice").await;
+    let before = {
+        let mut probe = apm_tests::Client::connect(old.addr).await;
+        probe.hello("probe", "").await.epoch
+    };
+    c.publish("room", "one", Flags::RECEIPT).await;
+    redis.restart().await;
+    // The next message finds Redis without the node's epoch: refused, and
+    // the node stops rather than hand out seqs again from 1.
+    let id = c.publish("room", "two", Flags::RECEIPT).await;
+    loop {
+        match c.next().await {
+            Some(f) if f.request_id == id => {
+                assert!(matches!(f.message, Message::Error(_)), "{f:?}");
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("closed before the refusal"),
+        }
+    }
+    within(&mut old.task).await.unwrap().unwrap();
+    let new = nodes(&redis, 1).await.remove(0);
+    let mut probe = apm_tests::Client::connect(new.addr).await;
+    assert_ne!(probe.hello("probe", "").await.epoch, before);
+}

@@ -20,8 +20,9 @@ use crate::shard::Command;
 /// Listens until the node stops, subscribing again after a lost link.
 pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     loop {
-        match listen(&hub, &client, &stop).await {
+        match listen(&hub, &client, &stop, first).await {
             Ok(()) => return,
             Err(e) => {
                 hub.cluster_link_up(false);
@@ -33,6 +34,7 @@ pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
             _ = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+        first = false;
     }
 }
 
@@ -41,11 +43,19 @@ async fn listen(
     hub: &Arc<Hub>,
     client: &redis::Client,
     stop: &CancellationToken,
+    first: bool,
 ) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(keys::MESSAGES).await?;
     hub.cluster_link_up(true);
     info!("cluster message feed subscribed");
+    if !first {
+        // What was published while the feed was down never comes: each
+        // shard reads what its conversations missed from their streams.
+        for shard in 0..hub.shards.len() {
+            hub.submit_now(shard, Command::CatchUp);
+        }
+    }
     let mut messages = pubsub.into_on_message();
     loop {
         let msg = tokio::select! {
@@ -69,6 +79,38 @@ async fn listen(
             None => warn!("a published message does not read back; skipped"),
         }
     }
+}
+
+/// Reads `conversation`'s messages from `from` on from its stream, for a
+/// shard whose feed was down: they arrive as if published.
+pub(crate) fn catch_up(
+    hub: &Arc<Hub>,
+    conn: &ConnectionManager,
+    conversation: ConversationId,
+    from: u64,
+) {
+    let (hub, mut conn) = (hub.clone(), conn.clone());
+    tokio::spawn(async move {
+        let shard = hub.shard_of_conversation(&conversation);
+        let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
+            .arg(keys::log(&conversation))
+            .arg(format!("0-{from}"))
+            .arg("+")
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok(entries) => {
+                for record in store::records(entries) {
+                    let remote = Remote {
+                        record,
+                        origin: None,
+                    };
+                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
+                }
+            }
+            Err(e) => warn!(error = %e, "a conversation could not catch up from its stream"),
+        }
+    });
 }
 
 /// Reads `conversation`'s messages `from..=to` from its stream for the

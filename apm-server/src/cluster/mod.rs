@@ -133,6 +133,14 @@ impl Cluster {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Reads what `conversation` has from `from` on (see
+    /// `feed::catch_up`).
+    pub(crate) fn catch_up(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64) {
+        if let Some(conn) = self.conn.get() {
+            feed::catch_up(hub, conn, conversation, from);
+        }
+    }
+
     /// Reads a gap of `conversation` from its stream (see `feed::fill`).
     pub(crate) fn fill(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64, to: u64) {
         match self.conn.get() {

@@ -87,6 +87,9 @@ pub(crate) enum Command {
     Stored(Durable),
     /// Cluster mode: a message Redis sequenced, to deliver in order.
     Remote(Box<crate::cluster::Remote>),
+    /// Cluster mode: the feed was down; read what the conversations with
+    /// someone here missed meanwhile.
+    CatchUp,
     /// Cluster mode: the read of a gap of `conversation` up to `to` is
     /// done.
     GapRead {

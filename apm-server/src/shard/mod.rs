@@ -221,6 +221,7 @@ impl Shard {
             Command::Forward { to, frame, except } => self.deliver_here(&to, &frame, except),
             Command::Remote(remote) => self.remote(*remote),
             Command::GapRead { conversation, to } => self.gap_read(conversation, to),
+            Command::CatchUp => self.catch_up(),
         }
     }
 

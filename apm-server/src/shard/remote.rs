@@ -50,6 +50,33 @@ impl Shard {
         self.release_held(&conversation);
     }
 
+    /// The feed was down: asks for what each conversation with someone
+    /// here (a channel's members, a connected user's inbox, the
+    /// broadcasts) has past what was delivered.
+    pub(super) fn catch_up(&mut self) {
+        let hub = self.ctx.hub.clone();
+        let Some(cluster) = &hub.cluster else {
+            return;
+        };
+        let tables = &self.tables;
+        for name in &tables.occupied {
+            if let Some(ch) = tables.channels.get(name) {
+                let c = ConversationId::Channel(ch.name.clone());
+                cluster.catch_up(&hub, c, ch.log.visible + 1);
+            }
+        }
+        for user in tables.users.keys() {
+            if let Some(inbox) = tables.inboxes.get(user) {
+                let c = ConversationId::User(user.clone());
+                cluster.catch_up(&hub, c, inbox.visible + 1);
+            }
+        }
+        if tables.broadcasts.seq > 0 {
+            let from = tables.broadcasts.visible + 1;
+            cluster.catch_up(&hub, ConversationId::Broadcast, from);
+        }
+    }
+
     /// The read of a gap up to `to` is done: what it did not bring is
     /// gone from the stream, so delivery goes on past it.
     pub(super) fn gap_read(&mut self, conversation: ConversationId, to: u64) {
