@@ -297,3 +297,51 @@ async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch()
     let mut probe = apm_tests::Client::connect(new.addr).await;
     assert_ne!(probe.hello("probe", "").await.epoch, before);
 }
+
+#[tokio::test]
+async fn a_node_killed_under_load_loses_nothing_for_clients_that_move_to_another() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut doomed =
+        apm_tests::process::ServerProcess::spawn(["--cluster", redis.url.as_str()]).await;
+    let survivor = nodes(&redis, 1).await.remove(0);
+    // Both clients reach the doomed node through relays that can be
+    // pointed at the survivor.
+    let (to_reader, to_writer) = (
+        Relay::start(doomed.addr).await,
+        Relay::start(doomed.addr).await,
+    );
+    let reader = sdk(to_reader.addr, "reader").await;
+    let mut load = reader.subscribe("load").await.unwrap();
+    let writer = sdk(to_writer.addr, "writer").await;
+    let other = sdk(survivor.addr, "other").await;
+    const EACH: u64 = 30;
+    let mut seqs = Vec::new();
+    for i in 1..=EACH {
+        if i == 10 {
+            doomed.child.start_kill().expect("kill -9");
+            for relay in [&to_reader, &to_writer] {
+                relay.point_at(survivor.addr);
+                relay.cut();
+            }
+        }
+        // The writer's message waits in its SDK while it moves, and is
+        // sent again with the same id: one receipt.
+        seqs.push(writer.publish("load", format!("w{i}")).await.unwrap().seq);
+        seqs.push(other.publish("load", format!("o{i}")).await.unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=2 * EACH).collect::<Vec<_>>(),
+        "every message once"
+    );
+    for seq in 1..=2 * EACH {
+        assert_eq!(
+            within(load.next()).await.unwrap().seq,
+            seq,
+            "nothing missed"
+        );
+    }
+}
