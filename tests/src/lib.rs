@@ -159,6 +159,21 @@ impl Drop for TestServer {
     }
 }
 
+/// A dev-mode SDK client for `user` at `addr` that reconnects fast
+/// (tests cut its connection or kill its server).
+pub async fn quick_sdk(addr: impl ToString, user: &str) -> apm_client::Client {
+    apm_client::Client::builder(addr.to_string())
+        .credentials(user, "")
+        .reconnect(apm_client::ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// The wall clock in milliseconds since the Unix epoch, as the server
 /// reads it for token expiry and revocations.
 pub fn now_ms() -> u64 {

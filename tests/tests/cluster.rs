@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use apm_client::{Client, Event, ReconnectPolicy};
+use apm_client::{Client, Event};
 use apm_core::message::{Conversation, Publish, Sub};
 use apm_core::{Flags, Message};
 use apm_tests::redis::RedisServer;
-use apm_tests::{Relay, TestServer};
+use apm_tests::{Relay, TestServer, quick_sdk};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -29,19 +29,6 @@ async fn nodes(redis: &RedisServer, n: usize) -> Vec<TestServer> {
     nodes
 }
 
-async fn sdk(addr: impl ToString, user: &str) -> Client {
-    Client::builder(addr.to_string())
-        .credentials(user, "")
-        .reconnect(ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .expect("connect")
-}
-
 #[tokio::test]
 async fn members_on_every_node_see_one_order_of_publishers_on_every_node() {
     let Some(redis) = RedisServer::start().await else {
@@ -51,7 +38,7 @@ async fn members_on_every_node_see_one_order_of_publishers_on_every_node() {
     let mut members = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         for j in 0..2 {
-            let c = sdk(node.addr, &format!("member{i}{j}")).await;
+            let c = quick_sdk(node.addr, &format!("member{i}{j}")).await;
             let sub = c.subscribe("room").await.unwrap();
             members.push((c, sub));
         }
@@ -59,7 +46,7 @@ async fn members_on_every_node_see_one_order_of_publishers_on_every_node() {
     const EACH: usize = 30;
     let mut publishers = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let c = sdk(node.addr, &format!("publisher{i}")).await;
+        let c = quick_sdk(node.addr, &format!("publisher{i}")).await;
         publishers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for k in 0..EACH {
@@ -107,10 +94,10 @@ async fn a_private_message_reaches_the_users_devices_and_the_senders_on_other_no
         return;
     };
     let nodes = nodes(&redis, 3).await;
-    let alice_phone = sdk(nodes[0].addr, "alice").await;
-    let alice_laptop = sdk(nodes[2].addr, "alice").await;
-    let bob = sdk(nodes[1].addr, "bob").await;
-    let bob_tablet = sdk(nodes[2].addr, "bob").await;
+    let alice_phone = quick_sdk(nodes[0].addr, "alice").await;
+    let alice_laptop = quick_sdk(nodes[2].addr, "alice").await;
+    let bob = quick_sdk(nodes[1].addr, "bob").await;
+    let bob_tablet = quick_sdk(nodes[2].addr, "bob").await;
     let mut phone = alice_phone.messages().unwrap();
     let mut laptop = alice_laptop.messages().unwrap();
     let mut tablet = bob_tablet.messages().unwrap();
@@ -132,10 +119,10 @@ async fn a_client_resumes_on_another_node_than_the_one_it_left() {
     };
     let nodes = nodes(&redis, 2).await;
     let relay = Relay::start(nodes[0].addr).await;
-    let reader = sdk(relay.addr, "reader").await;
+    let reader = quick_sdk(relay.addr, "reader").await;
     let mut events = reader.events();
     let mut feed = reader.subscribe("feed").await.unwrap();
-    let writer = sdk(nodes[1].addr, "writer").await;
+    let writer = quick_sdk(nodes[1].addr, "writer").await;
     for i in 1..=3 {
         writer.publish("feed", format!("m{i}")).await.unwrap();
     }
@@ -166,7 +153,7 @@ async fn a_resume_reads_what_the_node_never_held_from_redis() {
         return;
     };
     let first = nodes(&redis, 1).await;
-    let writer = sdk(first[0].addr, "writer").await;
+    let writer = quick_sdk(first[0].addr, "writer").await;
     for i in 1..=5 {
         writer.publish("log", format!("m{i}")).await.unwrap();
     }
@@ -244,9 +231,9 @@ async fn redis_restarted_from_its_file_under_load_loses_nothing_acknowledged() {
         return;
     };
     let nodes = nodes(&redis, 2).await;
-    let reader = sdk(nodes[1].addr, "reader").await;
+    let reader = quick_sdk(nodes[1].addr, "reader").await;
     let mut ticks = reader.subscribe("ticks").await.unwrap();
-    let writer = sdk(nodes[0].addr, "writer").await;
+    let writer = quick_sdk(nodes[0].addr, "writer").await;
     const TOTAL: u64 = 40;
     let mut seqs = Vec::new();
     for i in 1..=TOTAL {
@@ -312,10 +299,10 @@ async fn a_node_killed_under_load_loses_nothing_for_clients_that_move_to_another
         Relay::start(doomed.addr).await,
         Relay::start(doomed.addr).await,
     );
-    let reader = sdk(to_reader.addr, "reader").await;
+    let reader = quick_sdk(to_reader.addr, "reader").await;
     let mut load = reader.subscribe("load").await.unwrap();
-    let writer = sdk(to_writer.addr, "writer").await;
-    let other = sdk(survivor.addr, "other").await;
+    let writer = quick_sdk(to_writer.addr, "writer").await;
+    let other = quick_sdk(survivor.addr, "other").await;
     const EACH: u64 = 30;
     let mut seqs = Vec::new();
     for i in 1..=EACH {

@@ -4,12 +4,10 @@
 //! with `ServerSub` / `ServerUnsub`, and the SDK yields its messages on a
 //! stream of their own, resuming without a gap after a reconnect.
 
-use std::time::Duration;
-
-use apm_client::{Client, Event, ReconnectPolicy};
+use apm_client::Event;
 use apm_core::message::{Hello, SubOk, Unsub, UnsubOk};
 use apm_core::{Capabilities, ErrorCode, Message};
-use apm_tests::{Relay, TestServer};
+use apm_tests::{Relay, TestServer, quick_sdk};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -17,19 +15,6 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(apm_tests::PATIENCE, f)
         .await
         .expect("in time")
-}
-
-async fn sdk(addr: impl ToString, user: &str) -> Client {
-    Client::builder(addr.to_string())
-        .credentials(user, "")
-        .reconnect(ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .expect("connect")
 }
 
 async fn next_event(events: &mut apm_client::Events, want: impl Fn(&Event) -> bool) -> Event {
@@ -73,8 +58,8 @@ async fn members(server: &TestServer, channel: &str) -> Vec<String> {
 async fn a_backend_subscription_reaches_every_device_now_and_at_later_handshakes() {
     let server = TestServer::start_http(|_| {}).await;
     let api = server.http();
-    let phone = sdk(server.addr, "alice").await;
-    let laptop = sdk(server.addr, "alice").await;
+    let phone = quick_sdk(server.addr, "alice").await;
+    let laptop = quick_sdk(server.addr, "alice").await;
     let (mut phone_events, mut laptop_events) = (phone.events(), laptop.events());
     let mut phone_msgs = phone.server_subscriptions().unwrap();
     let mut laptop_msgs = laptop.server_subscriptions().unwrap();
@@ -99,7 +84,7 @@ async fn a_backend_subscription_reaches_every_device_now_and_at_later_handshakes
     }
 
     // A device that connects later holds it from its handshake on.
-    let tablet = sdk(server.addr, "alice").await;
+    let tablet = quick_sdk(server.addr, "alice").await;
     let mut tablet_events = tablet.events();
     let mut tablet_msgs = tablet.server_subscriptions().unwrap();
     api.ok(
@@ -234,7 +219,7 @@ async fn a_server_subscription_opens_a_members_only_channel() {
     })
     .await;
     let api = server.http();
-    let dave = sdk(server.addr, "dave").await;
+    let dave = quick_sdk(server.addr, "dave").await;
     let refused = dave.subscribe("team.red").await.unwrap_err();
     assert!(matches!(
         refused,
@@ -277,7 +262,7 @@ async fn a_reconnecting_device_resumes_without_a_gap_or_a_duplicate() {
     let server = TestServer::start_http(|_| {}).await;
     let api = server.http();
     let relay = Relay::start(server.addr).await;
-    let erin = sdk(relay.addr, "erin").await;
+    let erin = quick_sdk(relay.addr, "erin").await;
     let mut events = erin.events();
     let mut msgs = erin.server_subscriptions().unwrap();
     api.ok("subscribe", json!({ "user": "erin", "channel": "feed" }))
@@ -328,7 +313,7 @@ async fn subscriptions_are_kept_in_the_store_across_a_restart() {
     first.stop().await;
 
     let second = TestServer::start_http(settings).await;
-    let fay = sdk(second.addr, "fay").await;
+    let fay = quick_sdk(second.addr, "fay").await;
     let mut msgs = fay.server_subscriptions().unwrap();
     second
         .http()

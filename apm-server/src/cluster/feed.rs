@@ -91,25 +91,7 @@ pub(crate) fn catch_up(
 ) {
     let (hub, mut conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
-        let shard = hub.shard_of_conversation(&conversation);
-        let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
-            .arg(keys::log(&conversation))
-            .arg(format!("0-{from}"))
-            .arg("+")
-            .query_async(&mut conn)
-            .await;
-        match read {
-            Ok(entries) => {
-                for record in store::records(entries) {
-                    let remote = Remote {
-                        record,
-                        origin: None,
-                    };
-                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
-                }
-            }
-            Err(e) => warn!(error = %e, "a conversation could not catch up from its stream"),
-        }
+        read(&hub, &mut conn, &conversation, from, "+".to_owned()).await;
     });
 }
 
@@ -125,25 +107,38 @@ pub(crate) fn fill(
 ) {
     let (hub, mut conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
+        read(&hub, &mut conn, &conversation, from, format!("0-{to}")).await;
         let shard = hub.shard_of_conversation(&conversation);
-        let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
-            .arg(keys::log(&conversation))
-            .arg(format!("0-{from}"))
-            .arg(format!("0-{to}"))
-            .query_async(&mut conn)
-            .await;
-        match read {
-            Ok(entries) => {
-                for record in store::records(entries) {
-                    let remote = Remote {
-                        record,
-                        origin: None,
-                    };
-                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
-                }
-            }
-            Err(e) => warn!(error = %e, "a gap could not be read from the stream"),
-        }
         hub.submit_now(shard, Command::GapRead { conversation, to });
     });
+}
+
+/// Hands the owning shard `conversation`'s messages from seq `from` up to
+/// the stream id `to`, as if they were published.
+async fn read(
+    hub: &Arc<Hub>,
+    conn: &mut ConnectionManager,
+    conversation: &ConversationId,
+    from: u64,
+    to: String,
+) {
+    let shard = hub.shard_of_conversation(conversation);
+    let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
+        .arg(keys::log(conversation))
+        .arg(format!("0-{from}"))
+        .arg(to)
+        .query_async(conn)
+        .await;
+    match read {
+        Ok(entries) => {
+            for record in store::records(entries) {
+                let remote = Remote {
+                    record,
+                    origin: None,
+                };
+                hub.submit_now(shard, Command::Remote(Box::new(remote)));
+            }
+        }
+        Err(e) => warn!(error = %e, "a conversation's stream could not be read"),
+    }
 }
