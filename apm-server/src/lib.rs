@@ -296,6 +296,13 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         hub.metrics.log_summary("stopped; counters since start");
+        if hub.cluster.as_ref().is_some_and(|c| c.epoch_lost()) {
+            // An error, so a supervisor restarts the node (in the new
+            // epoch) even when it restarts only failed services.
+            return Err(std::io::Error::other(
+                "the cluster's Redis lost its data: restart to join its new epoch",
+            ));
+        }
         Ok(())
     }
 }

@@ -279,7 +279,8 @@ async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch()
             None => panic!("closed before the refusal"),
         }
     }
-    within(&mut old.task).await.unwrap().unwrap();
+    let stopped = within(&mut old.task).await.unwrap();
+    assert!(stopped.is_err(), "a supervisor sees it fail: {stopped:?}");
     let new = nodes(&redis, 1).await.remove(0);
     let mut probe = apm_tests::Client::connect(new.addr).await;
     assert_ne!(probe.hello("probe", "").await.epoch, before);

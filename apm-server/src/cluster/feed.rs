@@ -107,38 +107,54 @@ pub(crate) fn fill(
 ) {
     let (hub, mut conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
-        read(&hub, &mut conn, &conversation, from, format!("0-{to}")).await;
+        let read = read(&hub, &mut conn, &conversation, from, format!("0-{to}")).await;
+        // A read that failed skips nothing: the gap is asked for again.
+        let to = if read { to } else { 0 };
         let shard = hub.shard_of_conversation(&conversation);
         hub.submit_now(shard, Command::GapRead { conversation, to });
     });
 }
 
 /// Hands the owning shard `conversation`'s messages from seq `from` up to
-/// the stream id `to`, as if they were published.
+/// the stream id `to`, as if they were published. Tries again while Redis
+/// is away (its connection comes back by itself), for about 10 s; says
+/// whether the read was made.
 async fn read(
     hub: &Arc<Hub>,
     conn: &mut ConnectionManager,
     conversation: &ConversationId,
     from: u64,
     to: String,
-) {
+) -> bool {
     let shard = hub.shard_of_conversation(conversation);
-    let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
-        .arg(keys::log(conversation))
-        .arg(format!("0-{from}"))
-        .arg(to)
-        .query_async(conn)
-        .await;
-    match read {
-        Ok(entries) => {
-            for record in store::records(entries) {
-                let remote = Remote {
-                    record,
-                    origin: None,
-                };
-                hub.submit_now(shard, Command::Remote(Box::new(remote)));
+    let mut backoff = Duration::from_millis(20);
+    for _ in 0..READ_ATTEMPTS {
+        let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
+            .arg(keys::log(conversation))
+            .arg(format!("0-{from}"))
+            .arg(&to)
+            .query_async(conn)
+            .await;
+        match read {
+            Ok(entries) => {
+                for record in store::records(entries) {
+                    let remote = Remote {
+                        record,
+                        origin: None,
+                    };
+                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
+                }
+                return true;
+            }
+            Err(e) => {
+                warn!(error = %e, "a conversation's stream could not be read; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
-        Err(e) => warn!(error = %e, "a conversation's stream could not be read"),
     }
+    false
 }
+
+/// How many times a stream read is tried (about 10 s with the back-off).
+const READ_ATTEMPTS: usize = 25;

@@ -172,6 +172,11 @@ fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value, stop: &Cancella
                 &s.origin,
                 "the cluster's state was lost: this node is restarting",
             );
+            if let Some(cluster) = &hub.cluster {
+                cluster
+                    .epoch_lost
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             stop.cancel();
         }
         _ => refuse(

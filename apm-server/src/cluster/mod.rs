@@ -107,6 +107,8 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     /// Told each time the feed subscribes.
     subscribed: tokio::sync::Notify,
+    /// Redis no longer holds this node's epoch: the node stopped.
+    epoch_lost: AtomicBool,
 }
 
 impl Cluster {
@@ -120,12 +122,18 @@ impl Cluster {
             conn: OnceLock::new(),
             up: AtomicBool::new(false),
             subscribed: tokio::sync::Notify::new(),
+            epoch_lost: AtomicBool::new(false),
         }
     }
 
     /// Queues a message for sequencing; gives it back when too many wait.
     pub(crate) fn submit(&self, s: Submission) -> Result<(), Submission> {
         self.tx.try_send(s).map_err(|e| e.into_inner())
+    }
+
+    /// Whether the node stopped because Redis lost its epoch.
+    pub(crate) fn epoch_lost(&self) -> bool {
+        self.epoch_lost.load(Ordering::Relaxed)
     }
 
     /// Whether the node hears what other nodes sequence.

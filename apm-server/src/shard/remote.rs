@@ -78,7 +78,9 @@ impl Shard {
     }
 
     /// The read of a gap up to `to` is done: what it did not bring is
-    /// gone from the stream, so delivery goes on past it.
+    /// gone from the stream, so delivery goes on past it. `to` is 0 when
+    /// the read failed: nothing is skipped, and the gap is asked for
+    /// again.
     pub(super) fn gap_read(&mut self, conversation: ConversationId, to: u64) {
         let Some(visible) = self.cluster_log(&conversation).map(|log| log.visible) else {
             return;
