@@ -259,6 +259,13 @@ async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch()
         return;
     };
     let mut old = nodes(&redis, 1).await.remove(0);
+    // A node that only receives learns it when its feed comes back.
+    let mut listening = nodes(&redis, 1).await.remove(0);
+    let _member = {
+        let mut m = listening.client("bob").await;
+        m.sub("room").await;
+        m
+    };
     let mut c = old.client("alice").await;
     let before = {
         let mut probe = apm_tests::Client::connect(old.addr).await;
@@ -266,8 +273,9 @@ async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch()
     };
     c.publish("room", "one", Flags::RECEIPT).await;
     redis.restart().await;
-    // The next message finds Redis without the node's epoch: refused, and
-    // the node stops rather than hand out seqs again from 1.
+    // The node finds Redis without its epoch (at its next message, or when
+    // its feed comes back, whichever is first) and stops rather than hand
+    // out seqs again from 1: the message is refused or never taken.
     let id = c.publish("room", "two", Flags::RECEIPT).await;
     loop {
         match c.next().await {
@@ -275,12 +283,18 @@ async fn redis_restarted_empty_stops_the_node_and_a_new_one_starts_a_new_epoch()
                 assert!(matches!(f.message, Message::Error(_)), "{f:?}");
                 break;
             }
+            Some(f) if matches!(f.message, Message::Close(_)) => break,
             Some(_) => continue,
-            None => panic!("closed before the refusal"),
+            None => break,
         }
     }
     let stopped = within(&mut old.task).await.unwrap();
     assert!(stopped.is_err(), "a supervisor sees it fail: {stopped:?}");
+    let stopped = within(&mut listening.task).await.unwrap();
+    assert!(
+        stopped.is_err(),
+        "the receiving node stops too: {stopped:?}"
+    );
     let new = nodes(&redis, 1).await.remove(0);
     let mut probe = apm_tests::Client::connect(new.addr).await;
     assert_ne!(probe.hello("probe", "").await.epoch, before);

@@ -50,6 +50,17 @@ async fn listen(
     hub.cluster_link_up(true);
     info!("cluster message feed subscribed");
     if !first {
+        // The link broke: Redis may have restarted without its data, and
+        // a node that only receives would never learn it from a script.
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let epoch: Option<u64> = redis::cmd("GET")
+            .arg(keys::EPOCH)
+            .query_async(&mut conn)
+            .await?;
+        if epoch != Some(hub.epoch()) {
+            hub.cluster_epoch_lost(epoch, stop);
+            return Ok(());
+        }
         // What was published while the feed was down never comes: each
         // shard reads what its conversations missed from their streams.
         for shard in 0..hub.shards.len() {

@@ -10,7 +10,7 @@ use apm_core::{ErrorCode, Frame, Message};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 
 use super::{Origin, Remote, Submission, keys, script, wire};
 use crate::hub::Hub;
@@ -162,22 +162,11 @@ fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value, stop: &Cancella
             }
         }
         -1 => {
-            error!(
-                node_epoch = hub.epoch(),
-                redis_epoch = %detail,
-                "the cluster's Redis lost its data (its epoch is not this node's): stopping, \
-                 so that a restart joins the cluster's new epoch and no seq is reused"
-            );
             refuse(
                 &s.origin,
                 "the cluster's state was lost: this node is restarting",
             );
-            if let Some(cluster) = &hub.cluster {
-                cluster
-                    .epoch_lost
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            stop.cancel();
+            hub.cluster_epoch_lost(detail.parse().ok(), stop);
         }
         _ => refuse(
             &s.origin,

@@ -159,6 +159,23 @@ impl Cluster {
 }
 
 impl Hub {
+    /// Redis holds another epoch than this node's, or none: its data was
+    /// lost. The node stops rather than deliver seqs that mean something
+    /// else now; `Server::run` then fails, so a supervisor restarts it
+    /// into the cluster's new epoch.
+    pub(crate) fn cluster_epoch_lost(&self, found: Option<u64>, stop: &CancellationToken) {
+        tracing::error!(
+            node_epoch = self.epoch(),
+            redis_epoch = ?found,
+            "the cluster's Redis lost its data (its epoch is not this node's): stopping, \
+             so that a restart joins the cluster's new epoch and no seq is reused"
+        );
+        if let Some(c) = &self.cluster {
+            c.epoch_lost.store(true, Ordering::Relaxed);
+        }
+        stop.cancel();
+    }
+
     /// Records whether the cluster's feed is subscribed.
     pub(crate) fn cluster_link_up(&self, up: bool) {
         if let Some(c) = &self.cluster {
