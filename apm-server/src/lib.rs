@@ -99,7 +99,8 @@ impl Server {
                 epoch = store.epoch(),
                 "cluster mode: Redis sequences and stores every conversation"
             );
-            let link = cluster::Cluster::new(&store);
+            // Messages waiting for Redis draw from the memory budget.
+            let link = cluster::Cluster::new(&store, config.memory_budget / 8);
             return Server::build(config, store, Some(link));
         }
         let store: Arc<dyn Store> = match config.store {

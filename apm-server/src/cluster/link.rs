@@ -43,6 +43,9 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
+        if let Some(cluster) = &hub.cluster {
+            cluster.taken(batch.iter().map(|s| s.body.len()).sum());
+        }
         let mut answers = call(&mut conn, &script, &epoch, &hub, &batch).await;
         if answers
             .as_ref()

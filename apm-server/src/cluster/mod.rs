@@ -20,7 +20,7 @@ mod script;
 mod store;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use redis::aio::ConnectionManager;
@@ -109,11 +109,16 @@ pub(crate) struct Cluster {
     subscribed: tokio::sync::Notify,
     /// Redis no longer holds this node's epoch: the node stopped.
     epoch_lost: AtomicBool,
+    /// Bytes of the messages waiting for Redis, and the most allowed.
+    waiting_bytes: AtomicUsize,
+    max_waiting_bytes: usize,
 }
 
 impl Cluster {
-    /// A handle over the Redis of `store`; nothing runs until [`start`].
-    pub(crate) fn new(store: &RedisStore) -> Cluster {
+    /// A handle over the Redis of `store`, letting at most
+    /// `max_waiting_bytes` of messages wait for it; nothing runs until
+    /// [`start`].
+    pub(crate) fn new(store: &RedisStore, max_waiting_bytes: usize) -> Cluster {
         let (tx, rx) = mpsc::channel(WAITING);
         Cluster {
             tx,
@@ -123,12 +128,29 @@ impl Cluster {
             up: AtomicBool::new(false),
             subscribed: tokio::sync::Notify::new(),
             epoch_lost: AtomicBool::new(false),
+            waiting_bytes: AtomicUsize::new(0),
+            max_waiting_bytes,
         }
     }
 
-    /// Queues a message for sequencing; gives it back when too many wait.
+    /// Queues a message for sequencing; gives it back when too many, or
+    /// too many bytes, wait.
     pub(crate) fn submit(&self, s: Submission) -> Result<(), Submission> {
-        self.tx.try_send(s).map_err(|e| e.into_inner())
+        let bytes = s.body.len();
+        let before = self.waiting_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max_waiting_bytes {
+            self.taken(bytes);
+            return Err(s);
+        }
+        self.tx.try_send(s).map_err(|e| {
+            self.taken(bytes);
+            e.into_inner()
+        })
+    }
+
+    /// A message of `bytes` no longer waits.
+    pub(super) fn taken(&self, bytes: usize) {
+        self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Whether the node stopped because Redis lost its epoch.
