@@ -198,9 +198,10 @@ fn serve(config: Config) -> ExitCode {
             }
             None => {}
         }
-        info!(%addr, shards, max_connections = server.max_connections(), "listening");
         let shutdown = CancellationToken::new();
+        // Before "listening": whoever waits for that line may signal next.
         tokio::spawn(on_signal(shutdown.clone(), tls));
+        info!(%addr, shards, max_connections = server.max_connections(), "listening");
         match server.run(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -246,45 +247,57 @@ fn on_hangup(tls: Option<&TlsReloader>) {
     }
 }
 
-async fn on_signal(shutdown: CancellationToken, tls: Option<TlsReloader>) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Handles SIGINT and SIGTERM (graceful shutdown) and SIGHUP (certificate
+/// reload). The handlers are installed here, before the future first runs:
+/// a signal that arrives between "listening" and the task's first poll
+/// would otherwise take the default action and end the process.
+fn on_signal(
+    shutdown: CancellationToken,
+    tls: Option<TlsReloader>,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        // SIGHUP would end the process by default: it reloads the TLS
-        // certificate (the one setting read again), and the process carries on.
-        let hangups = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(mut hup) => {
-                    while hup.recv().await.is_some() {
-                        on_hangup(tls.as_ref());
+    let (mut int, mut term, mut hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
                     }
+                    None => std::future::pending().await,
                 }
-                Err(_) => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-            _ = hangups => {}
+            // SIGHUP would end the process by default: it reloads the TLS
+            // certificate (the one setting read again), and the process
+            // carries on.
+            let hangups = async {
+                loop {
+                    next(&mut hup).await;
+                    on_hangup(tls.as_ref());
+                }
+            };
+            tokio::select! {
+                _ = next(&mut int) => {}
+                _ = next(&mut term) => {}
+                _ = hangups => {}
+            }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tls;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        info!("shutting down");
+        shutdown.cancel();
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tls;
-        let _ = ctrl_c.await;
-    }
-    info!("shutting down");
-    shutdown.cancel();
 }
 
 #[cfg(test)]
