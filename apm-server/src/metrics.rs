@@ -77,6 +77,12 @@ counters! {
     /// Cluster mode: messages a gap read did not find (trimmed from the
     /// stream), skipped.
     cluster_gaps_lost,
+    /// Cluster mode: messages behind a gap let go for lack of room, read
+    /// from the stream once the gap is filled.
+    cluster_held_let_go,
+    /// Cluster mode: times the feed stayed subscribed but a probe did not
+    /// come back (it is subscribed again, and catches up).
+    cluster_feed_deaf,
     /// Message copies dropped for full queues under the drop policy.
     messages_dropped,
     /// Connections closed as slow consumers.

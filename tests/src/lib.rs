@@ -538,62 +538,79 @@ pub struct Relay {
     upstream: Arc<std::sync::Mutex<SocketAddr>>,
     /// While set, what the server sends is read and thrown away.
     muted: Arc<std::sync::atomic::AtomicBool>,
-    task: JoinHandle<()>,
+    /// Ends the relay's thread.
+    stop: CancellationToken,
 }
 
 impl Relay {
-    /// Relays every connection to `upstream`.
+    /// Relays every connection to `upstream`, on a thread and runtime of
+    /// its own: a server of the test's that blocks a thread of the test's
+    /// runtime on a synchronous read through the relay never stalls it.
     pub async fn start(upstream: SocketAddr) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let (current, target) = (cut.clone(), upstream.clone());
         let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mute = muted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                let token = current.lock().expect("lock").clone();
-                let to = *target.lock().expect("lock");
-                let mute = mute.clone();
-                tokio::spawn(async move {
-                    let Ok(up) = TcpStream::connect(to).await else {
-                        return;
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the relay's runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = stopped.cancelled() => return,
                     };
-                    let (mut down_read, mut down_write) = down.into_split();
-                    let (mut up_read, mut up_write) = up.into_split();
-                    let upward = tokio::io::copy(&mut down_read, &mut up_write);
-                    let downward = async {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = match up_read.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if !mute.load(std::sync::atomic::Ordering::SeqCst)
-                                && down_write.write_all(&buf[..n]).await.is_err()
-                            {
-                                return;
+                    let Ok((down, _)) = accepted else { return };
+                    let token = current.lock().expect("lock").clone();
+                    let to = *target.lock().expect("lock");
+                    let (mute, stopped) = (mute.clone(), stopped.clone());
+                    tokio::spawn(async move {
+                        let Ok(up) = TcpStream::connect(to).await else {
+                            return;
+                        };
+                        let (mut down_read, mut down_write) = down.into_split();
+                        let (mut up_read, mut up_write) = up.into_split();
+                        let upward = tokio::io::copy(&mut down_read, &mut up_write);
+                        let downward = async {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                let n = match up_read.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if !mute.load(std::sync::atomic::Ordering::SeqCst)
+                                    && down_write.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
                             }
+                        };
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = stopped.cancelled() => {}
+                            _ = upward => {}
+                            _ = downward => {}
                         }
-                    };
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = upward => {}
-                        _ = downward => {}
-                    }
-                });
-            }
+                    });
+                }
+            });
         });
         Relay {
             addr,
             cut,
             upstream,
             muted,
-            task,
+            stop,
         }
     }
 
@@ -620,7 +637,7 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
         self.cut();
     }
 }

@@ -68,6 +68,16 @@ impl RedisServer {
         Some(redis)
     }
 
+    /// Its address, for a relay in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let host = self.url.trim_start_matches("redis://");
+        let host = host.split('/').next().unwrap_or(host);
+        std::net::ToSocketAddrs::to_socket_addrs(host)
+            .ok()
+            .and_then(|mut a| a.next())
+            .expect("the Redis URL names an address")
+    }
+
     /// Kills it (SIGKILL) and starts it again on the same port: with
     /// [`RedisServer::start_durable`] from its file, otherwise empty.
     pub async fn restart(&mut self) {

@@ -12,6 +12,7 @@ use apm_tests::redis::RedisServer;
 use apm_tests::{Relay, TestServer, quick_sdk};
 use bytes::Bytes;
 use futures::StreamExt;
+use hyper::StatusCode;
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(apm_tests::PATIENCE, f)
@@ -346,4 +347,47 @@ async fn a_node_killed_under_load_loses_nothing_for_clients_that_move_to_another
             "nothing missed"
         );
     }
+}
+
+#[tokio::test]
+async fn a_feed_that_hears_nothing_fails_readiness_and_reads_what_it_missed() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Node a reaches Redis through a relay that can go deaf: connected,
+    // and nothing Redis sends comes through.
+    let relay = Relay::start(redis.addr()).await;
+    let a = TestServer::start_http(|c| c.cluster = format!("redis://{}", relay.addr)).await;
+    let b = TestServer::start(|c| c.cluster = redis.url.clone()).await;
+    let member = quick_sdk(a.addr, "member").await;
+    let mut sub = member.subscribe("room").await.unwrap();
+    let publisher = quick_sdk(b.addr, "publisher").await;
+    publisher.publish("room", "one").await.unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().seq, 1);
+    let http = a.http();
+    assert_eq!(http.get("/readyz").await.status, StatusCode::OK);
+
+    relay.mute(true);
+    for text in ["two", "three"] {
+        publisher.publish("room", text).await.unwrap();
+    }
+    // No message comes to tell a that it missed any: its probe does.
+    within(async {
+        while http.get("/readyz").await.status == StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    relay.mute(false);
+    relay.cut();
+    for (seq, text) in [(2, "two"), (3, "three")] {
+        let d = within(sub.next()).await.unwrap();
+        assert_eq!((d.seq, &d.payload[..]), (seq, text.as_bytes()));
+    }
+    within(async {
+        while http.get("/readyz").await.status != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }

@@ -3,9 +3,18 @@
 //! delivers in seq order. A gap (a message lost on the way, or published
 //! while this node's subscription was down) is filled from the
 //! conversation's stream before anything after it goes out.
+//!
+//! A subscription can stay open and hear nothing (a failover that left
+//! it on a Redis nobody publishes to any more). When the feed has been
+//! quiet for [`PROBE_EVERY`], the node publishes a probe to a channel of
+//! its own on the same subscription's Redis; one not back within
+//! [`PROBE_WAIT`] means the feed is deaf: readiness fails, the node
+//! subscribes again and catches up from the streams.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
@@ -15,6 +24,7 @@ use tracing::{info, warn};
 use super::{Remote, keys, store, wire};
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::shard::Command;
 
 /// Listens until the node stops, subscribing again after a lost link.
@@ -38,6 +48,15 @@ pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
     }
 }
 
+/// How long the feed may be quiet before a probe is sent.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a probe may take to come back before the feed counts as deaf.
+const PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long subscribing may take.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
+
 /// One subscription's life: `Ok` when the node stops.
 async fn listen(
     hub: &Arc<Hub>,
@@ -45,8 +64,17 @@ async fn listen(
     stop: &CancellationToken,
     first: bool,
 ) -> redis::RedisResult<()> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(keys::MESSAGES).await?;
+    let probe_channel = keys::probe();
+    let subscribed = tokio::time::timeout(SUBSCRIBE_WAIT, async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&[keys::MESSAGES, &probe_channel]).await?;
+        redis::RedisResult::Ok(pubsub)
+    })
+    .await;
+    let pubsub = match subscribed {
+        Ok(pubsub) => pubsub?,
+        Err(_) => return Err(feed_error("subscribing took too long")),
+    };
     hub.cluster_link_up(true);
     info!("cluster message feed subscribed");
     if !first {
@@ -68,16 +96,38 @@ async fn listen(
         }
     }
     let mut messages = pubsub.into_on_message();
+    let mut heard = Instant::now();
+    let mut probe_sent: Option<Instant> = None;
+    let mut ticks = tokio::time::interval(PROBE_EVERY / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let msg = tokio::select! {
             m = messages.next() => m,
+            _ = ticks.tick() => {
+                match probe_sent {
+                    Some(at) if at.elapsed() >= PROBE_WAIT => {
+                        Metrics::add(&hub.metrics.cluster_feed_deaf, 1);
+                        return Err(feed_error("a probe did not come back: the feed is deaf"));
+                    }
+                    None if heard.elapsed() >= PROBE_EVERY => {
+                        probe_sent = Some(Instant::now());
+                        send_probe(hub, client, &probe_channel);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             _ = stop.cancelled() => return Ok(()),
         };
         let Some(msg) = msg else {
-            return Err(redis::RedisError::from(std::io::Error::other(
-                "the subscription ended",
-            )));
+            return Err(feed_error("the subscription ended"));
         };
+        // Anything heard proves the subscription hears, as a probe would.
+        heard = Instant::now();
+        probe_sent = None;
+        if msg.get_channel_name() == probe_channel {
+            continue;
+        }
         match wire::published(msg.get_payload_bytes()) {
             Some(record) => {
                 let shard = hub.shard_of_conversation(&record.conversation);
@@ -90,6 +140,41 @@ async fn listen(
             None => warn!("a published message does not read back; skipped"),
         }
     }
+}
+
+/// Publishes a probe to the node's own channel, off the feed's loop: an
+/// answer that never comes is what the feed waits for.
+fn send_probe(hub: &Arc<Hub>, client: &redis::Client, channel: &str) {
+    let conn = hub.cluster.as_ref().and_then(|c| c.conn());
+    let (client, channel) = (client.clone(), channel.to_owned());
+    tokio::spawn(async move {
+        let published: redis::RedisResult<i64> = match conn {
+            Some(mut conn) => {
+                redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg("probe")
+                    .query_async(&mut conn)
+                    .await
+            }
+            None => match client.get_multiplexed_async_connection().await {
+                Ok(mut conn) => {
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg("probe")
+                        .query_async(&mut conn)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = published {
+            warn!(error = %e, "a probe of the cluster's feed could not be sent");
+        }
+    });
+}
+
+fn feed_error(why: &'static str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(why))
 }
 
 /// Reads `conversation`'s messages from `from` on from its stream, for a
@@ -127,37 +212,47 @@ pub(crate) fn fill(
 }
 
 /// Hands the owning shard `conversation`'s messages from seq `from` up to
-/// the stream id `to`, as if they were published. Tries again while Redis
-/// is away (its connection comes back by itself), for about 10 s; says
-/// whether the read was made.
+/// the stream id `to`, as if they were published, [`CHUNK`] at a time.
+/// Tries again while Redis is away (its connection comes back by itself),
+/// for about 10 s; says whether the read was made.
 async fn read(
     hub: &Arc<Hub>,
     conn: &mut ConnectionManager,
     conversation: &ConversationId,
-    from: u64,
+    mut from: u64,
     to: String,
 ) -> bool {
     let shard = hub.shard_of_conversation(conversation);
     let mut backoff = Duration::from_millis(20);
-    for _ in 0..READ_ATTEMPTS {
+    let mut attempts = 0;
+    while attempts < READ_ATTEMPTS {
         let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
             .arg(keys::log(conversation))
             .arg(format!("0-{from}"))
             .arg(&to)
+            .arg("COUNT")
+            .arg(CHUNK)
             .query_async(conn)
             .await;
         match read {
             Ok(entries) => {
+                let full = entries.ids.len() == CHUNK;
+                let mut last = None;
                 for record in store::records(entries) {
+                    last = Some(record.seq);
                     let remote = Remote {
                         record,
                         origin: None,
                     };
                     hub.submit_now(shard, Command::Remote(Box::new(remote)));
                 }
-                return true;
+                match last {
+                    Some(last) if full => from = last + 1,
+                    _ => return true,
+                }
             }
             Err(e) => {
+                attempts += 1;
                 warn!(error = %e, "a conversation's stream could not be read; trying again");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -166,6 +261,9 @@ async fn read(
     }
     false
 }
+
+/// Stream entries read at once.
+const CHUNK: usize = 512;
 
 /// How many times a stream read is tried (about 10 s with the back-off).
 const READ_ATTEMPTS: usize = 25;

@@ -11,6 +11,16 @@ pub(crate) const EPOCH: &str = "apm:epoch";
 /// Where every message is published, for every node.
 pub(crate) const MESSAGES: &str = "apm:messages";
 
+/// Where a node sends itself probes, to learn that its subscription
+/// still hears: unique to the node's process.
+pub(crate) fn probe() -> String {
+    format!(
+        "apm:probe:{}:{}",
+        std::process::id(),
+        crate::clock::now_ms()
+    )
+}
+
 /// The conversation's last seq.
 pub(crate) fn seq(c: &ConversationId) -> String {
     format!("apm:{{{}}}:seq", c.key())

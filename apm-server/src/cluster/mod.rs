@@ -163,6 +163,11 @@ impl Cluster {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// The node's connection to Redis for commands, once started.
+    pub(super) fn conn(&self) -> Option<ConnectionManager> {
+        self.conn.get().cloned()
+    }
+
     /// Reads what `conversation` has from `from` on (see
     /// `feed::catch_up`).
     pub(crate) fn catch_up(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64) {

@@ -4,8 +4,14 @@
 //! held behind it; one further on is held while the gap before it is read
 //! from the conversation's stream; one already delivered is dropped (the
 //! feed brings this node's own messages back, too).
+//!
+//! What waits behind gaps draws from a byte budget per shard (an eighth
+//! of `--memory-budget`, shared by the shards). Past it a message is let
+//! go, not lost: it is in its conversation's stream, and is read from
+//! there once what is before it went out. A let-go message of this node
+//! keeps its sender's connection, so its receipt still goes out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::cluster::{Origin, Remote};
@@ -22,21 +28,52 @@ pub(crate) struct Held {
     msgs: BTreeMap<u64, Remote>,
     /// A read of the gap is under way.
     filling: bool,
+    /// The highest seq let go for lack of room: read from the stream
+    /// once everything before it went out.
+    beyond: u64,
+    /// This node's messages let go for lack of room: who sent them, and
+    /// their time, for the receipt.
+    origins: BTreeMap<u64, (Origin, u64)>,
+}
+
+/// A shard's held messages, and their bytes.
+#[derive(Debug, Default)]
+pub(crate) struct HeldRemote {
+    by: HashMap<ConversationId, Held>,
+    bytes: usize,
 }
 
 impl Shard {
     /// A sequenced message for a conversation owned here.
-    pub(super) fn remote(&mut self, r: Remote) {
+    pub(super) fn remote(&mut self, mut r: Remote) {
         let conversation = r.record.conversation.clone();
         let seq = r.record.seq;
+        if r.origin.is_none()
+            && let Some(held) = self.tables.held.by.get_mut(&conversation)
+        {
+            r.origin = held.origins.remove(&seq).map(|(origin, _)| origin);
+        }
         let visible = self.arriving(&conversation, seq);
         if seq <= visible {
             self.already_delivered(r);
             return;
         }
         if seq > visible + 1 {
-            let held = self.tables.held.entry(conversation.clone()).or_default();
-            held.msgs.insert(seq, r);
+            let limit = self.held_limit();
+            let all = &mut self.tables.held;
+            let held = all.by.entry(conversation.clone()).or_default();
+            let size = r.record.frame.len();
+            if all.bytes + size > limit {
+                Metrics::add(&self.ctx.metrics().cluster_held_let_go, 1);
+                held.beyond = held.beyond.max(seq);
+                if let Some(origin) = r.origin {
+                    held.origins.insert(seq, (origin, r.record.ts_ms));
+                }
+            } else if let Some(before) = held.msgs.insert(seq, r) {
+                all.bytes = all.bytes + size - before.record.frame.len();
+            } else {
+                all.bytes += size;
+            }
             if !held.filling {
                 held.filling = true;
                 let hub = self.ctx.hub.clone();
@@ -85,7 +122,7 @@ impl Shard {
         let Some(visible) = self.cluster_log(&conversation).map(|log| log.visible) else {
             return;
         };
-        if let Some(held) = self.tables.held.get_mut(&conversation) {
+        if let Some(held) = self.tables.held.by.get_mut(&conversation) {
             held.filling = false;
         }
         if visible < to {
@@ -100,8 +137,23 @@ impl Shard {
                 log.visible = to;
                 log.seq = log.seq.max(to);
             }
+            // Sequenced, then trimmed before this node read it: its
+            // sender still gets the receipt.
+            if let Some(held) = self.tables.held.by.get_mut(&conversation) {
+                let rest = held.origins.split_off(&(to + 1));
+                let skipped = std::mem::replace(&mut held.origins, rest);
+                for (seq, (origin, ts_ms)) in skipped {
+                    receipt(&origin, &conversation, seq, ts_ms);
+                }
+            }
         }
         self.release_held(&conversation);
+    }
+
+    /// Bytes this shard may hold behind gaps.
+    fn held_limit(&self) -> usize {
+        let config = self.ctx.config();
+        (config.memory_budget / 8 / self.ctx.hub.shards.len().max(1)).max(64 * 1024)
     }
 
     /// Delivers what waited behind the last delivered seq, as far as it
@@ -111,7 +163,8 @@ impl Shard {
             let Some(visible) = self.cluster_log(conversation).map(|log| log.visible) else {
                 return;
             };
-            let Some(held) = self.tables.held.get_mut(conversation) else {
+            let all = &mut self.tables.held;
+            let Some(held) = all.by.get_mut(conversation) else {
                 return;
             };
             // Anything at or below what is delivered is a copy.
@@ -119,11 +172,26 @@ impl Shard {
                 && *entry.key() <= visible
             {
                 let copy = entry.remove();
+                all.bytes -= copy.record.frame.len();
                 self.already_delivered(copy);
                 continue;
             }
             let Some(first) = held.msgs.first_key_value().map(|(seq, _)| *seq) else {
-                self.tables.held.remove(conversation);
+                if held.beyond > visible {
+                    // What was let go is next: read it from the stream.
+                    if !held.filling {
+                        held.filling = true;
+                        let hub = self.ctx.hub.clone();
+                        if let Some(cluster) = &hub.cluster {
+                            cluster.fill(&hub, conversation.clone(), visible + 1, held.beyond);
+                        }
+                    }
+                    return;
+                }
+                for (seq, (origin, ts_ms)) in std::mem::take(&mut held.origins) {
+                    receipt(&origin, conversation, seq, ts_ms);
+                }
+                all.by.remove(conversation);
                 return;
             };
             if first > visible + 1 {
@@ -142,6 +210,7 @@ impl Shard {
                 .pop_first()
                 .map(|(_, r)| r)
                 .expect("looked at above");
+            all.bytes -= next.record.frame.len();
             self.settle_remote(next);
         }
     }
@@ -150,16 +219,13 @@ impl Shard {
     /// when it came from here.
     fn already_delivered(&mut self, r: Remote) {
         Metrics::add(&self.ctx.metrics().cluster_copies, 1);
-        if let Some(origin) = r.origin
-            && origin.receipt
-            && let Ok(frame) = super::delivery::receipt(
-                origin.request_id,
-                r.record.conversation.as_ref(),
+        if let Some(origin) = r.origin {
+            receipt(
+                &origin,
+                &r.record.conversation,
                 r.record.seq,
                 r.record.ts_ms,
-            )
-        {
-            origin.conn.push_reply(frame);
+            );
         }
     }
 
@@ -236,5 +302,15 @@ impl Shard {
             ConversationId::User(user) => self.tables.inbox(&hub, user).1,
             ConversationId::Broadcast => &mut self.tables.broadcasts,
         })
+    }
+}
+
+/// The receipt of a message this node took, when its sender asked for one.
+fn receipt(origin: &Origin, conversation: &ConversationId, seq: u64, ts_ms: u64) {
+    if origin.receipt
+        && let Ok(frame) =
+            super::delivery::receipt(origin.request_id, conversation.as_ref(), seq, ts_ms)
+    {
+        origin.conn.push_reply(frame);
     }
 }

@@ -83,7 +83,7 @@ pub(super) struct Tables {
     /// Who left because of a shutdown, for the store.
     pub(super) departed: Departed,
     /// Cluster mode: messages waiting for a gap before them to fill.
-    pub(super) held: std::collections::HashMap<ConversationId, super::remote::Held>,
+    pub(super) held: super::remote::HeldRemote,
 }
 
 impl Tables {

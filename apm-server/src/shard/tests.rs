@@ -315,3 +315,4 @@ fn presence_events_reach_presence_subscribers() {
 
 mod cache;
 mod fairness;
+mod remote;
