@@ -83,6 +83,9 @@ counters! {
     /// Cluster mode: times the feed stayed subscribed but a probe did not
     /// come back (it is subscribed again, and catches up).
     cluster_feed_deaf,
+    /// Cluster mode: read positions not written to Redis (it failed, or
+    /// too many waited); they hold on the node that took them.
+    cluster_acks_failed,
     /// Message copies dropped for full queues under the drop policy.
     messages_dropped,
     /// Connections closed as slow consumers.

@@ -391,3 +391,49 @@ async fn a_feed_that_hears_nothing_fails_readiness_and_reads_what_it_missed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_read_position_taken_on_one_node_holds_on_every_node() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let phone = quick_sdk(nodes[0].addr, "reader").await;
+    let laptop = quick_sdk(nodes[1].addr, "reader").await;
+    let mut sub = phone.subscribe("room").await.unwrap();
+    let _also = laptop.subscribe("room").await.unwrap();
+    let publisher = quick_sdk(nodes[0].addr, "publisher").await;
+    for k in 1..=5 {
+        publisher.publish("room", format!("m{k}")).await.unwrap();
+    }
+    for _ in 1..=3 {
+        within(sub.next()).await.unwrap();
+    }
+    phone
+        .ack(Conversation::<String>::Channel("room".into()), 3)
+        .await
+        .unwrap();
+    let room = || vec![Conversation::Channel("room".into())];
+    // The laptop's node hears of it through Redis.
+    within(async {
+        loop {
+            let counts = laptop.unread(room()).await.unwrap();
+            if counts[0].acked == 3 {
+                assert_eq!(counts[0].last, 5);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A node that never held the room reads it from Redis.
+    let later = nodes_later(&redis).await;
+    let tablet = quick_sdk(later.addr, "reader").await;
+    let counts = tablet.unread(room()).await.unwrap();
+    assert_eq!((counts[0].acked, counts[0].last), (3, 5));
+}
+
+async fn nodes_later(redis: &RedisServer) -> TestServer {
+    let url = redis.url.clone();
+    TestServer::start(|c| c.cluster = url).await
+}

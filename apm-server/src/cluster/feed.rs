@@ -67,7 +67,9 @@ async fn listen(
     let probe_channel = keys::probe();
     let subscribed = tokio::time::timeout(SUBSCRIBE_WAIT, async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&[keys::MESSAGES, &probe_channel]).await?;
+        pubsub
+            .subscribe(&[keys::MESSAGES, keys::ACKS, &probe_channel])
+            .await?;
         redis::RedisResult::Ok(pubsub)
     })
     .await;
@@ -125,7 +127,23 @@ async fn listen(
         // Anything heard proves the subscription hears, as a probe would.
         heard = Instant::now();
         probe_sent = None;
-        if msg.get_channel_name() == probe_channel {
+        let channel = msg.get_channel_name();
+        if channel == probe_channel {
+            continue;
+        }
+        if channel == keys::ACKS {
+            match wire::ack(msg.get_payload_bytes()) {
+                Some((user, conversation, seq)) => {
+                    let shard = hub.shard_of_conversation(&conversation);
+                    let cmd = Command::RemoteAck {
+                        user,
+                        conversation,
+                        seq,
+                    };
+                    hub.submit_now(shard, cmd);
+                }
+                None => warn!("a published read position does not read back; skipped"),
+            }
             continue;
         }
         match wire::published(msg.get_payload_bytes()) {

@@ -31,6 +31,14 @@ pub(crate) fn log(c: &ConversationId) -> String {
     format!("apm:{{{}}}:log", c.key())
 }
 
+/// Where read positions are published, for every node.
+pub(crate) const ACKS: &str = "apm:acks";
+
+/// The conversation's read positions: user -> seq.
+pub(crate) fn acks(c: &ConversationId) -> String {
+    format!("apm:{{{}}}:acks", c.key())
+}
+
 /// The first copy's seq and time of `sender`'s message `msg_id`.
 pub(crate) fn retry(c: &ConversationId, sender: &str, msg_id: u64) -> String {
     format!("apm:{{{}}}:r:{msg_id}:{sender}", c.key())

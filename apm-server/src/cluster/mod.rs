@@ -13,6 +13,7 @@
 //! - `keys`: where a conversation lives in Redis.
 //! - `wire`: a message as stored and published, before and after its seq.
 
+mod acks;
 mod feed;
 mod keys;
 mod link;
@@ -39,6 +40,9 @@ const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages waiting for Redis at most, over all of a node's shards.
 const WAITING: usize = 16_384;
+
+/// Read positions waiting for Redis at most.
+const ACKS_WAITING: usize = 16_384;
 
 /// A message a client sent, on its way to Redis for its seq.
 #[derive(Debug)]
@@ -101,6 +105,8 @@ pub(crate) struct Remote {
 pub(crate) struct Cluster {
     tx: mpsc::Sender<Submission>,
     rx: Mutex<Option<mpsc::Receiver<Submission>>>,
+    acks_tx: mpsc::Sender<acks::Ack>,
+    acks_rx: Mutex<Option<mpsc::Receiver<acks::Ack>>>,
     client: redis::Client,
     conn: OnceLock<ConnectionManager>,
     /// Whether the feed is subscribed (readiness).
@@ -120,9 +126,12 @@ impl Cluster {
     /// [`start`].
     pub(crate) fn new(store: &RedisStore, max_waiting_bytes: usize) -> Cluster {
         let (tx, rx) = mpsc::channel(WAITING);
+        let (acks_tx, acks_rx) = mpsc::channel(ACKS_WAITING);
         Cluster {
             tx,
             rx: Mutex::new(Some(rx)),
+            acks_tx,
+            acks_rx: Mutex::new(Some(acks_rx)),
             client: store.client().clone(),
             conn: OnceLock::new(),
             up: AtomicBool::new(false),
@@ -146,6 +155,25 @@ impl Cluster {
             self.taken(bytes);
             e.into_inner()
         })
+    }
+
+    /// Writes `user`'s read position in `conversation` to Redis, for
+    /// every node.
+    pub(crate) fn ack(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        user: Arc<str>,
+        conversation: ConversationId,
+        seq: u64,
+    ) {
+        let ack = acks::Ack {
+            user,
+            conversation,
+            seq,
+        };
+        if self.acks_tx.try_send(ack).is_err() {
+            crate::metrics::Metrics::add(&metrics.cluster_acks_failed, 1);
+        }
     }
 
     /// A message of `bytes` no longer waits.
@@ -229,6 +257,13 @@ pub(crate) async fn start(hub: &Arc<Hub>, stop: &CancellationToken) -> std::io::
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
+    let acks_rx = cluster
+        .acks_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
+    tokio::spawn(acks::run(hub.clone(), conn.clone(), acks_rx, stop.clone()));
     tokio::spawn(link::run(hub.clone(), conn, rx, stop.clone()));
     tokio::spawn(feed::run(hub.clone(), cluster.client.clone(), stop.clone()));
     tokio::time::timeout(SUBSCRIBE_WAIT, cluster.subscribed.notified())

@@ -30,3 +30,16 @@ end
 redis.call('PUBLISH', ARGV[5], seq .. ' ' .. ARGV[2])
 return {1, seq}
 "#;
+
+/// Moves a user's read position forward, never back, and tells every node.
+///
+/// KEYS: the conversation's read positions. ARGV: the user, the seq, the
+/// channel to publish on, what to publish.
+pub(super) const ACK: &str = r#"
+local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > before then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 0
+"#;

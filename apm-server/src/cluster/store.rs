@@ -149,12 +149,8 @@ impl Store for RedisStore {
         self.with_conn(|c| c.get(keys::seq(conversation)))
     }
 
-    fn acked(
-        &self,
-        _user: &str,
-        _conversation: &ConversationId,
-    ) -> Result<Option<u64>, StoreError> {
-        Ok(None)
+    fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
+        self.with_conn(|c| c.hget(keys::acks(conversation), user))
     }
 
     fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {

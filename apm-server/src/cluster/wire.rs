@@ -48,6 +48,22 @@ pub(crate) fn record(seq: u64, body: &[u8]) -> Option<Record> {
     })
 }
 
+/// A read position as published to every node: user, conversation, seq.
+pub(crate) fn encode_ack(user: &str, conversation: &ConversationId, seq: u64) -> Vec<u8> {
+    let key = conversation.key();
+    postcard::to_allocvec(&(user, key.as_str(), seq)).expect("a tuple of plain fields encodes")
+}
+
+/// A read position from [`encode_ack`].
+pub(crate) fn ack(body: &[u8]) -> Option<(std::sync::Arc<str>, ConversationId, u64)> {
+    let (user, key, seq): (&str, &str, u64) = postcard::from_bytes(body).ok()?;
+    Some((
+        std::sync::Arc::from(user),
+        ConversationId::from_key(key)?,
+        seq,
+    ))
+}
+
 /// A published message: the seq in decimal, a space, then the body.
 pub(crate) fn published(payload: &[u8]) -> Option<Record> {
     let space = payload.iter().position(|&b| b == b' ')?;

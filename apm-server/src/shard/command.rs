@@ -65,6 +65,13 @@ pub(crate) enum Command {
         conversation: ConversationId,
         seq: u64,
     },
+    /// Cluster mode: `user`'s read position in `conversation` moved on
+    /// some node.
+    RemoteAck {
+        user: Arc<str>,
+        conversation: ConversationId,
+        seq: u64,
+    },
     /// Unread counts of `user` in some of the conversations owned here;
     /// each answer keeps the index it was asked with.
     Unread {

@@ -203,6 +203,11 @@ impl Shard {
                 self.ack(conn.user.clone(), conversation, seq);
                 conn.release_ingress(cost);
             }
+            Command::RemoteAck {
+                user,
+                conversation,
+                seq,
+            } => self.remote_ack(user, conversation, seq),
             Command::Unread {
                 user,
                 conversations,

@@ -73,12 +73,25 @@ impl Shard {
             return;
         }
         log.acks.insert(user.clone(), seq);
+        if let Some(cluster) = &hub.cluster {
+            cluster.ack(&hub.metrics, user.clone(), conversation.clone(), seq);
+        }
         if let Some(commit) = &self.ctx.hub.commit {
             commit.push_ack(AckRecord {
                 user,
                 conversation,
                 seq,
             });
+        }
+    }
+
+    /// Cluster mode: a read position that moved on some node (this one's
+    /// come back too). A conversation not in memory here reads it from
+    /// Redis when it comes.
+    pub(super) fn remote_ack(&mut self, user: Arc<str>, conversation: ConversationId, seq: u64) {
+        if let Some(log) = self.tables.log_mut(&conversation) {
+            let known = log.acks.entry(user).or_insert(0);
+            *known = (*known).max(seq);
         }
     }
 

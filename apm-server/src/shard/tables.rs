@@ -150,7 +150,9 @@ impl Tables {
     /// Brings `conversation` back into memory if it left earlier, so a
     /// read answers from what the store holds.
     pub(super) fn resident(&mut self, hub: &Hub, conversation: &Conversation) {
-        if !self.cache.evicted {
+        // In cluster mode a conversation may have lived on other nodes
+        // only: Redis knows it.
+        if !self.cache.evicted && hub.cluster.is_none() {
             return;
         }
         match conversation {

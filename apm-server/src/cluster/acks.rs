@@ -1,0 +1,83 @@
+//! Read positions in cluster mode: a shard that moves a user's read
+//! position hands it here; it goes to Redis (never backwards, by script)
+//! and is published to every node, whose shard holding the conversation
+//! takes it, so unread counts and what an inbox replays agree on every
+//! node. A node that does not hold the conversation reads it from Redis
+//! when it does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{keys, script, wire};
+use crate::conversation::ConversationId;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Read positions written in one pipeline at most.
+const BATCH: usize = 256;
+
+/// A read position on its way to Redis.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    pub(crate) user: Arc<str>,
+    pub(crate) conversation: ConversationId,
+    pub(crate) seq: u64,
+}
+
+/// Writes read positions until the node stops.
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    mut conn: ConnectionManager,
+    mut rx: mpsc::Receiver<Ack>,
+    stop: CancellationToken,
+) {
+    let script = redis::Script::new(script::ACK);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let taken = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = stop.cancelled() => 0,
+        };
+        if taken == 0 {
+            return;
+        }
+        // A user reading fast moves one position many times: only the
+        // furthest goes.
+        let mut furthest: HashMap<(Arc<str>, ConversationId), u64> = HashMap::new();
+        for a in batch.drain(..) {
+            let seq = furthest.entry((a.user, a.conversation)).or_default();
+            *seq = (*seq).max(a.seq);
+        }
+        let mut pipe = redis::pipe();
+        for ((user, conversation), seq) in &furthest {
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(1)
+                .arg(keys::acks(conversation))
+                .arg(&**user)
+                .arg(*seq)
+                .arg(keys::ACKS)
+                .arg(wire::encode_ack(user, conversation, *seq))
+                .ignore();
+        }
+        let mut written: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            if let Err(e) = script.prepare_invoke().load_async(&mut conn).await {
+                warn!(error = %e, "cannot load the read position script");
+            }
+            written = pipe.query_async(&mut conn).await;
+        }
+        if let Err(e) = written {
+            Metrics::add(&hub.metrics.cluster_acks_failed, furthest.len() as u64);
+            warn!(error = %e, positions = furthest.len(), "read positions not written to Redis");
+        }
+    }
+}
