@@ -260,7 +260,10 @@ impl Server {
         shards.close();
         // Before the first client: a node takes messages only once it
         // hears what the others sequence.
-        cluster::start(&hub, &shutdown).await?;
+        let finish_cluster = CancellationToken::new();
+        let cluster_tasks = TaskTracker::new();
+        cluster::start(&hub, &shutdown, &finish_cluster, &cluster_tasks).await?;
+        cluster_tasks.close();
         let connections = TaskTracker::new();
         hub.accepting.store(true, Ordering::Release);
         listener::accept_loop(
@@ -288,6 +291,15 @@ impl Server {
             && tokio::time::timeout(grace, http).await.is_err()
         {
             warn!("shutdown timeout: HTTP requests still open");
+        }
+        // What the node took from its clients goes to Redis before the
+        // shards stop (they hand the link's answers on).
+        finish_cluster.cancel();
+        if tokio::time::timeout(grace, cluster_tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown timeout: messages still waiting for the cluster's Redis");
         }
         stop_shards.cancel();
         shards.wait().await;

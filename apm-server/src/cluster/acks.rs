@@ -29,19 +29,28 @@ pub(crate) struct Ack {
     pub(crate) seq: u64,
 }
 
-/// Writes read positions until the node stops.
+/// Writes read positions until `finish` fires and none is left.
 pub(super) async fn run(
     hub: Arc<Hub>,
     mut conn: ConnectionManager,
     mut rx: mpsc::Receiver<Ack>,
-    stop: CancellationToken,
+    finish: CancellationToken,
 ) {
     let script = redis::Script::new(script::ACK);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let taken = tokio::select! {
+            biased;
             n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = stop.cancelled() => 0,
+            _ = finish.cancelled() => {
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(a) => batch.push(a),
+                        Err(_) => break,
+                    }
+                }
+                batch.len()
+            }
         };
         if taken == 0 {
             return;

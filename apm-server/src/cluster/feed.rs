@@ -27,12 +27,19 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shard::Command;
 
-/// Listens until the node stops, subscribing again after a lost link.
-pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
+/// Listens until `finish` fires (the node no longer has clients),
+/// subscribing again after a lost link; cancels `stop` (the node's) when
+/// Redis lost its epoch.
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    client: redis::Client,
+    stop: CancellationToken,
+    finish: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
-        match listen(&hub, &client, &stop, first).await {
+        match listen(&hub, &client, &stop, &finish, first).await {
             Ok(()) => return,
             Err(e) => {
                 hub.cluster_link_up(false);
@@ -41,7 +48,7 @@ pub(super) async fn run(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return,
+            _ = finish.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
         first = false;
@@ -62,6 +69,7 @@ async fn listen(
     hub: &Arc<Hub>,
     client: &redis::Client,
     stop: &CancellationToken,
+    finish: &CancellationToken,
     first: bool,
 ) -> redis::RedisResult<()> {
     let probe_channel = keys::probe();
@@ -119,7 +127,7 @@ async fn listen(
                 }
                 continue;
             }
-            _ = stop.cancelled() => return Ok(()),
+            _ = finish.cancelled() => return Ok(()),
         };
         let Some(msg) = msg else {
             return Err(feed_error("the subscription ended"));

@@ -20,20 +20,24 @@ use crate::shard::Command;
 /// Script calls in one pipeline at most.
 const BATCH: usize = 256;
 
-/// Takes submissions until the node stops, sequencing them in Redis.
+/// Takes submissions until `finish` fires and none is left, sequencing
+/// them in Redis; cancels `stop` (the node's) when Redis lost its epoch.
 pub(super) async fn run(
     hub: Arc<Hub>,
     mut conn: ConnectionManager,
     mut rx: mpsc::Receiver<Submission>,
     stop: CancellationToken,
+    finish: CancellationToken,
 ) {
     let script = redis::Script::new(script::SEQUENCE);
     let epoch = hub.epoch().to_string();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
+        // What was taken before the node began to stop still goes.
         let first = tokio::select! {
+            biased;
             s = rx.recv() => s,
-            _ = stop.cancelled() => None,
+            _ = finish.cancelled() => rx.try_recv().ok(),
         };
         let Some(first) = first else { return };
         batch.push(first);

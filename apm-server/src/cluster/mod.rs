@@ -242,8 +242,16 @@ impl Hub {
     }
 }
 
-/// Starts the node's link and feed; they stop with `stop`.
-pub(crate) async fn start(hub: &Arc<Hub>, stop: &CancellationToken) -> std::io::Result<()> {
+/// Starts the node's link and feed. `stop` is the node's: cancelled by
+/// them when Redis lost its epoch. They end when `finish` fires, after
+/// the node stopped taking messages: the link once what it took is in
+/// Redis. The tracker tells when they did.
+pub(crate) async fn start(
+    hub: &Arc<Hub>,
+    stop: &CancellationToken,
+    finish: &CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> std::io::Result<()> {
     let Some(cluster) = &hub.cluster else {
         return Ok(());
     };
@@ -263,9 +271,25 @@ pub(crate) async fn start(hub: &Arc<Hub>, stop: &CancellationToken) -> std::io::
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
-    tokio::spawn(acks::run(hub.clone(), conn.clone(), acks_rx, stop.clone()));
-    tokio::spawn(link::run(hub.clone(), conn, rx, stop.clone()));
-    tokio::spawn(feed::run(hub.clone(), cluster.client.clone(), stop.clone()));
+    tasks.spawn(acks::run(
+        hub.clone(),
+        conn.clone(),
+        acks_rx,
+        finish.clone(),
+    ));
+    tasks.spawn(link::run(
+        hub.clone(),
+        conn,
+        rx,
+        stop.clone(),
+        finish.clone(),
+    ));
+    tasks.spawn(feed::run(
+        hub.clone(),
+        cluster.client.clone(),
+        stop.clone(),
+        finish.clone(),
+    ));
     tokio::time::timeout(SUBSCRIBE_WAIT, cluster.subscribed.notified())
         .await
         .map_err(|_| std::io::Error::other("cluster: cannot subscribe to Redis's messages"))?;

@@ -77,6 +77,11 @@ impl Session {
     /// violation) and close gracefully.
     pub(super) async fn finish(&mut self, code: ErrorCode) {
         let reason = match code {
+            ErrorCode::ServerShutdown if self.hub.cluster.is_some() => Some(
+                "server_shutdown: this node is stopping; connect to another node of the \
+                 cluster"
+                    .to_owned(),
+            ),
             ErrorCode::ServerShutdown | ErrorCode::IdleTimeout => Some(code.as_str().to_owned()),
             ErrorCode::TokenExpired => {
                 Some("the token expired: connect again with a new one".to_owned())
