@@ -390,6 +390,11 @@ async fn a_feed_that_hears_nothing_fails_readiness_and_reads_what_it_missed() {
         }
     })
     .await;
+    let metrics = http.get("/metrics").await.text();
+    assert!(
+        metrics.contains("apm_cluster_feed_deaf_total 1"),
+        "counted: {metrics}"
+    );
 }
 
 #[tokio::test]
@@ -436,4 +441,38 @@ async fn a_read_position_taken_on_one_node_holds_on_every_node() {
 async fn nodes_later(redis: &RedisServer) -> TestServer {
     let url = redis.url.clone();
     TestServer::start(|c| c.cluster = url).await
+}
+
+#[tokio::test]
+async fn private_messages_sent_while_away_come_on_another_node_after_the_read_position() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let dave = quick_sdk(nodes[0].addr, "dave").await;
+    let phone = quick_sdk(nodes[0].addr, "carol").await;
+    let watch = quick_sdk(nodes[1].addr, "carol").await;
+    let mut inbox = phone.messages().unwrap();
+    let first = dave.send_to("carol", "one").await.unwrap();
+    assert_eq!(within(inbox.next()).await.unwrap().seq, first.seq);
+    phone.ack_inbox(first.seq).await.unwrap();
+    let carol = || vec![Conversation::User("carol".into())];
+    // Once the watch's node heard it, Redis has it.
+    within(async {
+        while watch.unread(carol()).await.unwrap()[0].acked < first.seq {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop((inbox, phone, watch));
+    for text in ["two", "three"] {
+        dave.send_to("carol", text).await.unwrap();
+    }
+    let later = nodes_later(&redis).await;
+    let tablet = quick_sdk(later.addr, "carol").await;
+    let mut inbox = tablet.messages().unwrap();
+    for (seq, text) in [(first.seq + 1, "two"), (first.seq + 2, "three")] {
+        let d = within(inbox.next()).await.unwrap();
+        assert_eq!((d.seq, &d.payload[..]), (seq, text.as_bytes()));
+    }
 }

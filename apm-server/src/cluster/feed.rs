@@ -154,16 +154,19 @@ async fn listen(
             }
             continue;
         }
-        match wire::published(msg.get_payload_bytes()) {
-            Some(record) => {
-                let shard = hub.shard_of_conversation(&record.conversation);
-                let remote = Remote {
-                    record,
-                    origin: None,
-                };
-                hub.submit_now(shard, Command::Remote(Box::new(remote)));
+        for record in wire::published(msg.get_payload_bytes()) {
+            match record {
+                Some(record) => {
+                    let shard = hub.shard_of_conversation(&record.conversation);
+                    let remote = Remote {
+                        record,
+                        origin: None,
+                    };
+                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
+                }
+                // Shows as a gap, filled from the stream.
+                None => warn!("a published message does not read back; skipped"),
             }
-            None => warn!("a published message does not read back; skipped"),
         }
     }
 }

@@ -50,8 +50,8 @@ pub(super) async fn run(
         if let Some(cluster) = &hub.cluster {
             cluster.taken(batch.iter().map(|s| s.body.len()).sum());
         }
-        let mut answers = call(&mut conn, &script, &epoch, &hub, &batch).await;
-        if answers
+        let mut answer = call(&mut conn, &script, &epoch, &hub, &batch).await;
+        if answer
             .as_ref()
             .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
         {
@@ -60,21 +60,37 @@ pub(super) async fn run(
             if let Err(e) = loaded {
                 warn!(error = %e, "cannot load the sequencing script");
             }
-            answers = call(&mut conn, &script, &epoch, &hub, &batch).await;
+            answer = call(&mut conn, &script, &epoch, &hub, &batch).await;
         }
-        match answers {
-            Ok(answers) => {
+        if let Ok(redis::Value::Array(answers)) = &answer
+            && let Some(found) = epoch_lost(answers)
+        {
+            for s in batch.drain(..) {
+                refuse(
+                    &s.origin,
+                    "the cluster's state was lost: this node is restarting",
+                );
+            }
+            hub.cluster_epoch_lost(found, &stop);
+            continue;
+        }
+        match answer {
+            Ok(redis::Value::Array(answers)) if answers.len() == batch.len() => {
                 for (s, answer) in batch.drain(..).zip(answers) {
-                    answered(&hub, s, answer, &stop);
+                    answered(&hub, s, answer);
                 }
             }
-            Err(e) => {
-                warn!(error = %e, messages = batch.len(), "cluster sequencing failed");
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(v) => format!("unexpected answer {v:?}"),
+                };
+                warn!(error = %why, messages = batch.len(), "cluster sequencing failed");
                 for s in batch.drain(..) {
                     refuse(
                         &s.origin,
                         &format!(
-                            "the cluster's Redis failed ({e}): the message may have been \
+                            "the cluster's Redis failed ({why}): the message may have been \
                              sequenced; send it again with the same msg_id"
                         ),
                     );
@@ -84,63 +100,57 @@ pub(super) async fn run(
     }
 }
 
-/// One pipeline of script calls, one per submission, in order.
+/// The script's `{-1, EPOCH}`: Redis holds another epoch, or none.
+/// `Some(found)` then.
+fn epoch_lost(answers: &[redis::Value]) -> Option<Option<u64>> {
+    match answers {
+        [redis::Value::Int(-1), found] => Some(
+            redis::from_redis_value_ref::<String>(found)
+                .ok()
+                .and_then(|e| e.parse().ok()),
+        ),
+        _ => None,
+    }
+}
+
+/// One script call for the whole batch, its messages in order.
 async fn call(
     conn: &mut ConnectionManager,
     script: &redis::Script,
     epoch: &str,
     hub: &Hub,
     batch: &[Submission],
-) -> redis::RedisResult<Vec<redis::Value>> {
+) -> redis::RedisResult<redis::Value> {
     let keep_secs = hub.config.dedup_keep_secs.max(1);
-    let mut pipe = redis::pipe();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash())
+        .arg(1 + 3 * batch.len())
+        .arg(keys::EPOCH);
     for s in batch {
+        let seq_key = keys::seq(&s.conversation);
         let retry_key = match &s.retry {
             Some((sender, msg_id)) => keys::retry(&s.conversation, sender, *msg_id),
-            None => keys::seq(&s.conversation),
+            None => seq_key.clone(),
         };
-        pipe.cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(4)
-            .arg(keys::EPOCH)
-            .arg(keys::seq(&s.conversation))
+        cmd.arg(seq_key)
             .arg(keys::log(&s.conversation))
-            .arg(retry_key)
-            .arg(epoch)
-            .arg(&s.body[..])
+            .arg(retry_key);
+    }
+    cmd.arg(epoch).arg(keep_secs).arg(keys::MESSAGES);
+    for s in batch {
+        cmd.arg(&s.body[..])
             .arg(s.keep)
-            .arg(keep_secs)
-            .arg(keys::MESSAGES)
             .arg(if s.retry.is_some() { "1" } else { "0" })
             .arg(s.ts_ms);
     }
-    pipe.query_async(conn).await
+    cmd.query_async(conn).await
 }
 
-/// What the script said about one message.
-fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value, stop: &CancellationToken) {
-    let parts: Vec<redis::Value> = match answer {
-        redis::Value::Array(parts) => parts,
-        other => {
-            refuse(
-                &s.origin,
-                &format!("unexpected answer from Redis: {other:?}"),
-            );
-            return;
-        }
-    };
-    let code: i64 = parts
-        .first()
-        .and_then(|v| redis::from_redis_value_ref(v).ok())
-        .unwrap_or(-2);
-    let second = parts.get(1);
-    let detail: String = second
-        .and_then(|v| redis::from_redis_value_ref(v).ok())
-        .unwrap_or_default();
-    match code {
-        1 => {
-            let seq: Option<u64> = second.and_then(|v| redis::from_redis_value_ref(v).ok());
-            let Some(record) = seq.and_then(|seq| wire::record(seq, &s.body)) else {
+/// What the script said about one message: its seq, or the first copy's.
+fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value) {
+    match answer {
+        redis::Value::Int(seq) if seq > 0 => {
+            let Some(record) = wire::record(seq as u64, &s.body) else {
                 refuse(&s.origin, "unexpected seq from Redis");
                 return;
             };
@@ -151,9 +161,16 @@ fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value, stop: &Cancella
             };
             hub.submit_now(shard, Command::Remote(Box::new(remote)));
         }
-        0 => {
+        first => {
+            let Ok(first) = redis::from_redis_value_ref::<String>(&first) else {
+                refuse(
+                    &s.origin,
+                    &format!("unexpected answer from Redis: {first:?}"),
+                );
+                return;
+            };
             Metrics::add(&hub.metrics.duplicates, 1);
-            let mut first = detail.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+            let mut first = first.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
             let (seq, ts_ms) = (first.next().unwrap_or(0), first.next().unwrap_or(0));
             if s.origin.receipt {
                 let receipt = Receipt {
@@ -168,17 +185,6 @@ fn answered(hub: &Arc<Hub>, s: Submission, answer: redis::Value, stop: &Cancella
                 }
             }
         }
-        -1 => {
-            refuse(
-                &s.origin,
-                "the cluster's state was lost: this node is restarting",
-            );
-            hub.cluster_epoch_lost(detail.parse().ok(), stop);
-        }
-        _ => refuse(
-            &s.origin,
-            &format!("unexpected answer from Redis: {detail}"),
-        ),
     }
 }
 

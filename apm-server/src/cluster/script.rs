@@ -1,34 +1,54 @@
-//! The script that sequences one message in Redis, atomically: checks the
-//! cluster's epoch and the retry key, takes the conversation's next seq,
-//! appends the message to the conversation's stream under that seq
-//! (trimmed to what retention keeps) and publishes it to every node.
+//! The scripts the node runs in Redis. [`SEQUENCE`] sequences a batch of
+//! messages atomically: it checks the cluster's epoch once, then for each
+//! message the retry key, takes the conversation's next seq, appends the
+//! message to the conversation's stream under that seq (trimmed to what
+//! retention keeps), and publishes the new messages to every node in one
+//! message. One call per batch, not per message: the call, the epoch
+//! check and the publish are paid once.
 
-/// KEYS: the epoch, the conversation's seq, its stream, the retry key.
-/// ARGV: the node's epoch, the message body, how many messages the stream
-/// keeps, the retry key's lifetime (s), the channel to publish on,
-/// whether the message has a retry key ("1"), the message's server time.
+/// KEYS: the epoch, then three per message: the conversation's seq, its
+/// stream, the retry key (the seq key again when the message has none).
+/// ARGV: the node's epoch, the retry keys' lifetime (s), the channel to
+/// publish on, then four per message: its body, how many messages the
+/// stream keeps, whether it has a retry key ("1"), its server time.
 ///
-/// Answers `{1, seq}` for a new message, `{0, "SEQ TS"}` for a retry of
-/// one sequenced before, `{-1, EPOCH}` when Redis holds another epoch (or
-/// none: its data was lost).
+/// Answers `{-1, EPOCH}` when Redis holds another epoch (or none: its
+/// data was lost), else one answer per message: its seq (an integer) for
+/// a new message, `"SEQ TS"` for a retry of one sequenced before.
+///
+/// What is published is, per new message, `SEQ LEN BODY` (decimal seq, a
+/// space, the body's length in bytes, a space, the body), back to back.
 pub(super) const SEQUENCE: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then
   return {-1, epoch or ''}
 end
-if ARGV[6] == '1' then
-  local first = redis.call('GET', KEYS[4])
+local answers = {}
+local out = {}
+local n = (#KEYS - 1) / 3
+for i = 0, n - 1 do
+  local k = 2 + 3 * i
+  local a = 4 + 4 * i
+  local first = false
+  if ARGV[a + 2] == '1' then
+    first = redis.call('GET', KEYS[k + 2])
+  end
   if first then
-    return {0, first}
+    answers[i + 1] = first
+  else
+    local seq = redis.call('INCR', KEYS[k])
+    redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[a + 1], '0-' .. seq, 'm', ARGV[a])
+    if ARGV[a + 2] == '1' then
+      redis.call('SET', KEYS[k + 2], seq .. ' ' .. ARGV[a + 3], 'EX', ARGV[2])
+    end
+    answers[i + 1] = seq
+    out[#out + 1] = seq .. ' ' .. #ARGV[a] .. ' ' .. ARGV[a]
   end
 end
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'm', ARGV[2])
-if ARGV[6] == '1' then
-  redis.call('SET', KEYS[4], seq .. ' ' .. ARGV[7], 'EX', ARGV[4])
+if #out > 0 then
+  redis.call('PUBLISH', ARGV[3], table.concat(out))
 end
-redis.call('PUBLISH', ARGV[5], seq .. ' ' .. ARGV[2])
-return {1, seq}
+return answers
 "#;
 
 /// Moves a user's read position forward, never back, and tells every node.

@@ -64,11 +64,34 @@ pub(crate) fn ack(body: &[u8]) -> Option<(std::sync::Arc<str>, ConversationId, u
     ))
 }
 
-/// A published message: the seq in decimal, a space, then the body.
-pub(crate) fn published(payload: &[u8]) -> Option<Record> {
-    let space = payload.iter().position(|&b| b == b' ')?;
-    let seq = std::str::from_utf8(&payload[..space]).ok()?.parse().ok()?;
-    record(seq, &payload[space + 1..])
+/// The messages of one publish: `SEQ LEN BODY`, back to back (see
+/// `script::SEQUENCE`). Stops at the first that does not read back.
+pub(crate) fn published(mut payload: &[u8]) -> Vec<Option<Record>> {
+    let mut records = Vec::new();
+    while !payload.is_empty() {
+        let Some((seq, rest)) = number(payload) else {
+            records.push(None);
+            break;
+        };
+        let Some((len, rest)) = number(rest) else {
+            records.push(None);
+            break;
+        };
+        let Some(body) = rest.get(..len as usize) else {
+            records.push(None);
+            break;
+        };
+        records.push(record(seq, body));
+        payload = &rest[len as usize..];
+    }
+    records
+}
+
+/// A decimal number and a space, and what follows them.
+fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let space = bytes.iter().take(21).position(|&b| b == b' ')?;
+    let n = std::str::from_utf8(&bytes[..space]).ok()?.parse().ok()?;
+    Some((n, &bytes[space + 1..]))
 }
 
 #[cfg(test)]
@@ -80,17 +103,28 @@ mod tests {
     #[test]
     fn a_body_and_its_seq_make_the_deliver_frame_a_local_message_would_have() {
         let room = ConversationId::Channel(Arc::from("room"));
-        let body = encode(&room, 1_700, "alice", 1, 7, b"hi");
-        let mut message = b"42 ".to_vec();
+        let body = encode(&room, 1_700, "alice", 1, 7, b"hi 2");
+        let other = encode(&room, 1_701, "bob", 1, 0, b"");
+        let mut message = format!("42 {} ", body.len()).into_bytes();
         message.extend_from_slice(&body);
-        let r = published(&message).expect("decodes");
+        message.extend_from_slice(format!("43 {} ", other.len()).as_bytes());
+        message.extend_from_slice(&other);
+        let records: Vec<Record> = published(&message).into_iter().flatten().collect();
+        assert_eq!(records.len(), 2);
+        let r = &records[0];
         assert_eq!((r.seq, r.ts_ms, r.conversation.clone()), (42, 1_700, room));
         let item = crate::ring::item(&r.frame).expect("a Deliver frame");
         assert_eq!(
-            (item.sender.as_str(), item.msg_id, item.seq),
-            ("alice", 7, 42)
+            (
+                item.sender.as_str(),
+                item.msg_id,
+                item.seq,
+                &item.payload[..]
+            ),
+            ("alice", 7, 42, &b"hi 2"[..])
         );
-        assert!(published(b"x 1").is_none());
-        assert!(published(b"12").is_none());
+        assert_eq!((records[1].seq, records[1].ts_ms), (43, 1_701));
+        assert!(matches!(&published(b"x 1 a")[..], [None]));
+        assert!(matches!(&published(b"12 5 abc")[..], [None]));
     }
 }

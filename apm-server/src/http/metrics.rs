@@ -72,6 +72,36 @@ const COUNTERS: &[CounterRow] = &[
         |m| &m.duplicates,
     ),
     (
+        "cluster_copies",
+        "Cluster mode: messages that arrived again (the feed brings a node's own back); dropped.",
+        |m| &m.cluster_copies,
+    ),
+    (
+        "cluster_gaps",
+        "Cluster mode: gaps in a conversation read from its stream.",
+        |m| &m.cluster_gaps,
+    ),
+    (
+        "cluster_gaps_lost",
+        "Cluster mode: messages a gap read did not find (trimmed from the stream); skipped.",
+        |m| &m.cluster_gaps_lost,
+    ),
+    (
+        "cluster_held_let_go",
+        "Cluster mode: messages behind a gap let go for lack of room, read again from the stream.",
+        |m| &m.cluster_held_let_go,
+    ),
+    (
+        "cluster_feed_deaf",
+        "Cluster mode: times the feed heard nothing, not even its probe, and subscribed again.",
+        |m| &m.cluster_feed_deaf,
+    ),
+    (
+        "cluster_acks_failed",
+        "Cluster mode: read positions not written to Redis; they hold on the node that took them.",
+        |m| &m.cluster_acks_failed,
+    ),
+    (
         "messages_dropped",
         "Message copies dropped for full queues (drop policy).",
         |m| &m.messages_dropped,

@@ -49,7 +49,9 @@ impl Shard {
     /// keeps less than the replay budget, and the store holds more.
     pub(super) fn inbox_below_ring(&mut self, conn: &Conn) -> Option<(u64, u64, Vec<Bytes>)> {
         let hub = &*self.ctx.hub;
-        hub.commit.as_ref()?;
+        if !hub.keeps_history() {
+            return None;
+        }
         let user = &conn.user;
         self.tables
             .resident(hub, &Conversation::User(user.to_string()));
@@ -151,7 +153,7 @@ impl Shard {
     /// (memory store) are announced with `MessagesLost` and count as read.
     pub(super) fn offline_inbox(&mut self, conn: &Conn, user: &Arc<str>, stored: Option<Stored>) {
         let hub = &*self.ctx.hub;
-        let durable = hub.commit.is_some();
+        let durable = hub.keeps_history();
         let tables = &mut self.tables;
         if durable {
             tables.resident(hub, &Conversation::User(user.to_string()));

@@ -37,7 +37,7 @@ impl Shard {
             }
         }
         self.tables.tidy();
-        self.tables.fit_conversations(hub.commit.is_some());
+        self.tables.fit_conversations(hub.keeps_history());
         for a in seed.acks {
             if let Some(log) = self.tables.log_mut(&a.conversation) {
                 log.acks.insert(a.user, a.seq);

@@ -120,7 +120,7 @@ impl Tables {
                 keep: hub.retention.for_channel(&name),
             };
             // Room is made before it joins, so the clock never takes it.
-            self.make_room(hub.commit.is_some(), 1);
+            self.make_room(hub.keeps_history(), 1);
             self.channels.insert(name, channel);
         }
         let ch = self.channels.get_mut(name).expect("inserted above");
@@ -137,7 +137,7 @@ impl Tables {
                 let user: Arc<str> = Arc::from(user);
                 let mut log = self.revived(hub, &ConversationId::User(user.clone()));
                 log.used = true;
-                self.make_room(hub.commit.is_some(), 1);
+                self.make_room(hub.keeps_history(), 1);
                 self.inboxes.insert(user.clone(), log);
                 user
             }

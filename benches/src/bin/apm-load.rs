@@ -47,6 +47,15 @@ struct Cli {
     /// Extra arguments for the apm-server this tool starts.
     #[arg(long, global = true, allow_hyphen_values = true)]
     apm_arg: Vec<String>,
+    /// apm nodes to start (cluster mode: needs `--apm-arg=--cluster
+    /// --apm-arg=redis://...`); clients are spread over them by name, and
+    /// the server CPU column is theirs together.
+    #[arg(long, global = true, default_value_t = 1)]
+    nodes: usize,
+    /// Another process whose CPU counts as apm's (the cluster's Redis),
+    /// by pid; may be given more than once.
+    #[arg(long, global = true, value_name = "PID")]
+    count_cpu_of: Vec<u32>,
     /// The peer's address (default: its standard loopback port).
     #[arg(long, global = true)]
     peer_addr: Option<String>,
@@ -235,31 +244,51 @@ async fn run(cli: Cli) -> Result<(), String> {
         .rounds
         .unwrap_or(if cli.vs.is_some() { 2 } else { 1 })
         .max(1);
-    let mut spawned: Option<SpawnedServer> = None;
+    let nodes = cli.nodes.max(1);
+    if nodes > 1 && (cli.apm_addr.is_some() || !cli.apm_arg.iter().any(|a| a == "--cluster")) {
+        return Err(
+            "--nodes starts a cluster: give --apm-arg=--cluster --apm-arg=redis://HOST:PORT, \
+             and no --apm-addr"
+                .into(),
+        );
+    }
+    if nodes > 1 && matches!(cli.scenario, Scenario::Connections { .. }) {
+        return Err("the connections scenario loads one node".into());
+    }
+    let mut spawned: Vec<SpawnedServer> = Vec::new();
     let mut runs = Vec::new();
     for round in 0..rounds {
         for &target in &targets {
-            let (ep, pid) = match target {
+            let (ep, pids) = match target {
                 Target::Apm | Target::ApmTls => match &cli.apm_addr {
                     Some(addr) => (
                         Endpoint {
                             tls_ca: tls_ca.clone(),
                             ..Endpoint::new(target, addr.clone())
                         },
-                        procfs::find_process(target.process_name()),
+                        procfs::find_process(target.process_name())
+                            .into_iter()
+                            .chain(cli.count_cpu_of.iter().copied())
+                            .collect::<Vec<_>>(),
                     ),
                     None => {
-                        // A fresh server per round, so runs do not inherit
+                        // Fresh servers per round, so runs do not inherit
                         // each other's state.
-                        drop(spawned.take());
-                        let s = server::spawn(&cli.apm_arg, target == Target::ApmTls)?;
+                        spawned.clear();
+                        for _ in 0..nodes {
+                            spawned.push(server::spawn(&cli.apm_arg, target == Target::ApmTls)?);
+                        }
                         let ep = Endpoint {
-                            tls_ca: s.tls_ca.clone(),
-                            ..Endpoint::new(target, s.addr.to_string())
+                            tls_ca: spawned[0].tls_ca.clone(),
+                            nodes: spawned.iter().map(|s| s.addr.to_string()).collect(),
+                            ..Endpoint::new(target, spawned[0].addr.to_string())
                         };
-                        let pid = Some(s.pid());
-                        spawned = Some(s);
-                        (ep, pid)
+                        let pids = spawned
+                            .iter()
+                            .map(|s| s.pid())
+                            .chain(cli.count_cpu_of.iter().copied())
+                            .collect();
+                        (ep, pids)
                     }
                 },
                 peer => (
@@ -269,7 +298,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                             .clone()
                             .unwrap_or_else(|| peer.default_addr().to_owned()),
                     ),
-                    procfs::find_process(peer.process_name()),
+                    procfs::find_process(peer.process_name())
+                        .into_iter()
+                        .collect(),
                 ),
             };
             let settings = Settings {
@@ -279,7 +310,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 window: cli.window,
                 batch: cli.batch.max(1),
                 progress: !cli.quiet && !cli.json,
-                server_pid: pid,
+                server_pids: pids.clone(),
             };
             if !cli.json {
                 eprintln!("round {} of {rounds}: {target} at {}", round + 1, ep.addr);
@@ -299,7 +330,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 Scenario::Rtt => scenario::round_trip(&ep, &settings).await?,
                 Scenario::Connections { count, workers } => {
-                    connections::run(&ep, *count, *workers, pid).await?
+                    connections::run(&ep, *count, *workers, pids.first().copied()).await?
                 }
                 Scenario::Worker { .. } | Scenario::Durable { .. } => {
                     unreachable!("handled above")
@@ -312,7 +343,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             });
         }
     }
-    drop(spawned);
+    spawned.clear();
     let label = format!(
         "{:?}, payload {} B, {:?} measured after {:?} warm-up, {} round(s)",
         cli.scenario, cli.payload, cli.duration, cli.warmup, rounds

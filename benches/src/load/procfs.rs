@@ -44,28 +44,38 @@ pub fn find_process(name: &str) -> Option<u32> {
     })
 }
 
-/// CPU use of a process over an interval, as a percentage of one core.
-#[derive(Debug, Clone, Copy)]
+/// CPU use of some processes together (a server, or a cluster's nodes
+/// and their Redis) over an interval, as a percentage of one core.
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     start_cpu: f64,
     start: Instant,
 }
 
 impl CpuMeter {
-    /// Starts measuring `pid` (nothing is measured for `None`).
-    pub fn start(pid: Option<u32>) -> CpuMeter {
+    /// Starts measuring `pids` (nothing is measured for none).
+    pub fn start(pids: impl IntoIterator<Item = u32>) -> CpuMeter {
+        let pids: Vec<u32> = pids.into_iter().collect();
         CpuMeter {
-            pid,
-            start_cpu: pid.and_then(cpu_seconds).unwrap_or(0.0),
+            start_cpu: total_cpu(&pids).unwrap_or(0.0),
+            pids,
             start: Instant::now(),
         }
     }
 
     /// Percent of one core used since `start`.
     pub fn percent(&self) -> Option<f64> {
-        let now = cpu_seconds(self.pid?)?;
+        let now = total_cpu(&self.pids)?;
         let wall = self.start.elapsed().as_secs_f64();
         (wall > 0.0).then(|| (now - self.start_cpu) / wall * 100.0)
     }
+}
+
+/// CPU seconds of `pids` together; `None` for none, or one gone.
+fn total_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
 }

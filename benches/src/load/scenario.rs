@@ -29,8 +29,9 @@ pub struct Settings {
     pub batch: usize,
     /// Show a progress bar.
     pub progress: bool,
-    /// The server's pid, for its CPU use.
-    pub server_pid: Option<u32>,
+    /// The server's processes (a cluster's nodes, and its Redis when
+    /// asked), for their CPU use.
+    pub server_pids: Vec<u32>,
 }
 
 /// One measured figure.
@@ -259,7 +260,7 @@ async fn throughput(
         g.tally.measuring.store(true, Ordering::Relaxed);
     }
     let (p0, d0) = totals(&groups);
-    let server_cpu = CpuMeter::start(settings.server_pid);
+    let server_cpu = CpuMeter::start(settings.server_pids.iter().copied());
     let own_cpu = CpuMeter::start(Some(std::process::id()));
     let t0 = Instant::now();
     let mut last = (t0, d0);
@@ -477,7 +478,7 @@ pub async fn round_trip(ep: &Endpoint, s: &Settings) -> Result<Vec<Figure>, RunE
             measured_from.get_or_insert_with(Instant::now);
             meters.get_or_insert_with(|| {
                 (
-                    CpuMeter::start(s.server_pid),
+                    CpuMeter::start(s.server_pids.iter().copied()),
                     CpuMeter::start(Some(std::process::id())),
                 )
             });

@@ -94,6 +94,9 @@ pub struct Endpoint {
     pub target: Target,
     /// `host:port`.
     pub addr: String,
+    /// apm in cluster mode: every node's `host:port` (the first is
+    /// `addr`); each client goes to one, by its name.
+    pub nodes: Vec<String>,
     /// For apm over TLS: the CA certificate(s) to trust, PEM; `None`
     /// trusts the system's roots.
     pub tls_ca: Option<Arc<[u8]>>,
@@ -105,6 +108,7 @@ impl Endpoint {
     pub fn new(target: Target, addr: String) -> Endpoint {
         Endpoint {
             target,
+            nodes: vec![addr.clone()],
             addr,
             tls_ca: None,
         }
@@ -113,12 +117,29 @@ impl Endpoint {
     /// An apm client for this endpoint, as `name`, over TLS for
     /// [`Target::ApmTls`].
     pub fn apm_builder(&self, name: &str) -> apm_client::ClientBuilder {
-        let builder = apm_client::Client::builder(self.addr.clone()).credentials(name, "");
+        let builder =
+            apm_client::Client::builder(self.node_for(name).to_owned()).credentials(name, "");
         match (self.target, &self.tls_ca) {
             (Target::ApmTls, Some(ca)) => builder.tls_ca_pem(ca.to_vec()),
             (Target::ApmTls, None) => builder.tls(),
             _ => builder,
         }
+    }
+}
+
+impl Endpoint {
+    /// The node a client named `name` connects to: spread by a hash of
+    /// the name, so a channel's members and a pair's ends are spread over
+    /// the nodes as a load balancer would.
+    pub fn node_for(&self, name: &str) -> &str {
+        if self.nodes.len() <= 1 {
+            return &self.addr;
+        }
+        // FNV-1a: stable across runs and builds.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        &self.nodes[(hash % self.nodes.len() as u64) as usize]
     }
 }
 
