@@ -195,6 +195,16 @@ impl Hub {
         (self.hasher.hash_one(name) % self.shards.len() as u64) as usize
     }
 
+    /// The shard that owns the conversation of a key made by
+    /// `ConversationId::key`.
+    pub(crate) fn shard_of_key(&self, key: &str) -> Option<usize> {
+        match key.split_at_checked(1)? {
+            ("#" | "@", name) if !name.is_empty() => Some(self.shard_of(name)),
+            ("*", "") => Some(Hub::BROADCAST_SHARD),
+            _ => None,
+        }
+    }
+
     /// The shard that sequences broadcasts.
     pub(crate) const BROADCAST_SHARD: usize = 0;
 

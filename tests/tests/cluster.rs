@@ -476,3 +476,22 @@ async fn private_messages_sent_while_away_come_on_another_node_after_the_read_po
         assert_eq!((d.seq, &d.payload[..]), (seq, text.as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn a_private_message_reaches_the_senders_device_on_a_node_without_the_recipient() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let alice = quick_sdk(nodes[0].addr, "alice").await;
+    let bob = quick_sdk(nodes[0].addr, "bob").await;
+    let bob_watch = quick_sdk(nodes[1].addr, "bob").await;
+    let mut to_alice = alice.messages().unwrap();
+    let mut watch = bob_watch.messages().unwrap();
+    let receipt = bob.send_to("alice", "hello").await.unwrap();
+    for inbox in [&mut to_alice, &mut watch] {
+        let d = within(inbox.next()).await.unwrap();
+        assert_eq!(d.conversation, Conversation::User("alice".into()));
+        assert_eq!((d.seq, &*d.payload), (receipt.seq, &b"hello"[..]));
+    }
+}

@@ -154,15 +154,22 @@ async fn listen(
             }
             continue;
         }
-        for record in wire::published(msg.get_payload_bytes()) {
-            match record {
-                Some(record) => {
-                    let shard = hub.shard_of_conversation(&record.conversation);
-                    let remote = Remote {
-                        record,
-                        origin: None,
+        // The shard that owns each message's conversation decides whether
+        // it concerns this node before anything is decoded.
+        let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
+        for message in wire::published(&payload) {
+            let routed = message.and_then(|(seq, body)| {
+                let shard = wire::head(&body).and_then(|(key, _)| hub.shard_of_key(key))?;
+                Some((shard, seq, body))
+            });
+            match routed {
+                Some((shard, seq, body)) => {
+                    let cmd = Command::Published {
+                        seq,
+                        body,
+                        sender_copy: false,
                     };
-                    hub.submit_now(shard, Command::Remote(Box::new(remote)));
+                    hub.submit_now(shard, cmd);
                 }
                 // Shows as a gap, filled from the stream.
                 None => warn!("a published message does not read back; skipped"),

@@ -19,7 +19,7 @@ mod keys;
 mod link;
 mod script;
 mod store;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

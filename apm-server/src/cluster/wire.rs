@@ -3,6 +3,8 @@
 //! message id and payload). The script gives it its seq; every node turns
 //! the pair into the `Deliver` frame its clients get.
 
+use bytes::Bytes;
+
 use crate::conversation::ConversationId;
 use crate::store::Record;
 use apm_core::message::DeliverRef;
@@ -64,27 +66,39 @@ pub(crate) fn ack(body: &[u8]) -> Option<(std::sync::Arc<str>, ConversationId, u
     ))
 }
 
-/// The messages of one publish: `SEQ LEN BODY`, back to back (see
-/// `script::SEQUENCE`). Stops at the first that does not read back.
-pub(crate) fn published(mut payload: &[u8]) -> Vec<Option<Record>> {
-    let mut records = Vec::new();
-    while !payload.is_empty() {
-        let Some((seq, rest)) = number(payload) else {
-            records.push(None);
-            break;
-        };
-        let Some((len, rest)) = number(rest) else {
-            records.push(None);
-            break;
-        };
-        let Some(body) = rest.get(..len as usize) else {
-            records.push(None);
-            break;
-        };
-        records.push(record(seq, body));
-        payload = &rest[len as usize..];
+/// A body's conversation key and sender, read without decoding the rest:
+/// what a node looks at to decide whether a message concerns it.
+pub(crate) fn head(body: &[u8]) -> Option<(&str, &str)> {
+    let ((key, _, sender, _, _), _): ((&str, u64, &str, u16, u64), &[u8]) =
+        postcard::take_from_bytes(body).ok()?;
+    Some((key, sender))
+}
+
+/// The messages of one publish, `SEQ LEN BODY` back to back (see
+/// `script::SEQUENCE`), as seqs and bodies sharing `payload`. Stops at
+/// the first that does not read back (`None`).
+pub(crate) fn published(payload: &Bytes) -> Vec<Option<(u64, Bytes)>> {
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        let item = number(&payload[at..]).and_then(|(seq, rest)| {
+            let (len, rest) = number(rest)?;
+            let start = payload.len() - rest.len();
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            (end <= payload.len()).then_some((seq, start, end))
+        });
+        match item {
+            Some((seq, start, end)) => {
+                messages.push(Some((seq, payload.slice(start..end))));
+                at = end;
+            }
+            None => {
+                messages.push(None);
+                break;
+            }
+        }
     }
-    records
+    messages
 }
 
 /// A decimal number and a space, and what follows them.
@@ -109,7 +123,14 @@ mod tests {
         message.extend_from_slice(&body);
         message.extend_from_slice(format!("43 {} ", other.len()).as_bytes());
         message.extend_from_slice(&other);
-        let records: Vec<Record> = published(&message).into_iter().flatten().collect();
+        let records: Vec<Record> = published(&Bytes::from(message))
+            .into_iter()
+            .flatten()
+            .map(|(seq, body)| {
+                assert_eq!(head(&body).map(|(_, sender)| sender.len() >= 3), Some(true));
+                record(seq, &body).expect("a record")
+            })
+            .collect();
         assert_eq!(records.len(), 2);
         let r = &records[0];
         assert_eq!((r.seq, r.ts_ms, r.conversation.clone()), (42, 1_700, room));
@@ -124,7 +145,13 @@ mod tests {
             ("alice", 7, 42, &b"hi 2"[..])
         );
         assert_eq!((records[1].seq, records[1].ts_ms), (43, 1_701));
-        assert!(matches!(&published(b"x 1 a")[..], [None]));
-        assert!(matches!(&published(b"12 5 abc")[..], [None]));
+        assert!(matches!(
+            &published(&Bytes::from_static(b"x 1 a"))[..],
+            [None]
+        ));
+        assert!(matches!(
+            &published(&Bytes::from_static(b"12 5 abc"))[..],
+            [None]
+        ));
     }
 }

@@ -65,6 +65,14 @@ pub(crate) enum Command {
         conversation: ConversationId,
         seq: u64,
     },
+    /// Cluster mode: a message from the feed, not yet decoded: this
+    /// shard owns its conversation (or, with `sender_copy`, its sender,
+    /// whose devices here see a private message they sent elsewhere).
+    Published {
+        seq: u64,
+        body: bytes::Bytes,
+        sender_copy: bool,
+    },
     /// Cluster mode: `user`'s read position in `conversation` moved on
     /// some node.
     RemoteAck {

@@ -203,6 +203,11 @@ impl Shard {
                 self.ack(conn.user.clone(), conversation, seq);
                 conn.release_ingress(cost);
             }
+            Command::Published {
+                seq,
+                body,
+                sender_copy,
+            } => self.published(seq, body, sender_copy),
             Command::RemoteAck {
                 user,
                 conversation,

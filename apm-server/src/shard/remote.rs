@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::cluster::{Origin, Remote};
+use crate::cluster::{Origin, Remote, wire};
 use crate::conversation::ConversationId;
 use crate::metrics::Metrics;
 
-use super::command::{Audience, Sequenced};
+use super::command::{Audience, Command, Sequenced};
 use super::log::Log;
 use super::{NOBODY, Shard};
 
@@ -85,6 +85,61 @@ impl Shard {
         }
         self.settle_remote(r);
         self.release_held(&conversation);
+    }
+
+    /// A message from the feed, for a conversation owned here (or, with
+    /// `sender_copy`, sent by a user owned here). Only what concerns this
+    /// node is decoded: a channel or an inbox it holds, a user connected
+    /// here, a broadcast. What nobody here holds is skipped: a node that
+    /// takes the conversation up later starts from Redis.
+    pub(super) fn published(&mut self, seq: u64, body: bytes::Bytes, sender_copy: bool) {
+        let Some((key, sender)) = wire::head(&body) else {
+            tracing::warn!("a published message does not read back; skipped");
+            return;
+        };
+        if sender_copy {
+            if self.tables.users.contains_key(sender)
+                && let Some(record) = wire::record(seq, &body)
+            {
+                let to = Audience::User(Arc::from(sender));
+                self.deliver_here(&to, &record.frame, NOBODY);
+            }
+            return;
+        }
+        let tables = &self.tables;
+        let concerns = match key.split_at_checked(1) {
+            Some(("#", name)) => tables.channels.contains_key(name),
+            Some(("@", name)) => {
+                let held = tables.inboxes.contains_key(name) || tables.users.contains_key(name);
+                if !held && sender != name {
+                    // The recipient is elsewhere; the sender may be here.
+                    let shard = self.ctx.hub.shard_of(sender);
+                    if shard == self.ctx.index {
+                        self.published(seq, body, true);
+                    } else {
+                        let cmd = Command::Published {
+                            seq,
+                            body,
+                            sender_copy: true,
+                        };
+                        self.ctx.hub.submit_now(shard, cmd);
+                    }
+                    return;
+                }
+                held
+            }
+            _ => true,
+        };
+        if !concerns {
+            return;
+        }
+        match wire::record(seq, &body) {
+            Some(record) => self.remote(Remote {
+                record,
+                origin: None,
+            }),
+            None => tracing::warn!("a published message does not read back; skipped"),
+        }
     }
 
     /// The feed was down: asks for what each conversation with someone
