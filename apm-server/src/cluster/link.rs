@@ -141,7 +141,8 @@ async fn call(
         cmd.arg(&s.body[..])
             .arg(s.keep)
             .arg(if s.retry.is_some() { "1" } else { "0" })
-            .arg(s.ts_ms);
+            .arg(s.ts_ms)
+            .arg(format!(" {} ", s.body.len()));
     }
     cmd.query_async(conn).await
 }

@@ -9,8 +9,10 @@
 /// KEYS: the epoch, then three per message: the conversation's seq, its
 /// stream, the retry key (the seq key again when the message has none).
 /// ARGV: the node's epoch, the retry keys' lifetime (s), the channel to
-/// publish on, then four per message: its body, how many messages the
-/// stream keeps, whether it has a retry key ("1"), its server time.
+/// publish on, then five per message: its body, how many messages the
+/// stream keeps, whether it has a retry key ("1"), its server time, and
+/// `" LEN "` (the body's length in bytes between spaces, for the
+/// publish).
 ///
 /// Answers `{-1, EPOCH}` when Redis holds another epoch (or none: its
 /// data was lost), else one answer per message: its seq (an integer) for
@@ -28,7 +30,7 @@ local out = {}
 local n = (#KEYS - 1) / 3
 for i = 0, n - 1 do
   local k = 2 + 3 * i
-  local a = 4 + 4 * i
+  local a = 4 + 5 * i
   local first = false
   if ARGV[a + 2] == '1' then
     first = redis.call('GET', KEYS[k + 2])
@@ -42,7 +44,10 @@ for i = 0, n - 1 do
       redis.call('SET', KEYS[k + 2], seq .. ' ' .. ARGV[a + 3], 'EX', ARGV[2])
     end
     answers[i + 1] = seq
-    out[#out + 1] = seq .. ' ' .. #ARGV[a] .. ' ' .. ARGV[a]
+    -- Pieces, joined once below: no string per message is made here.
+    out[#out + 1] = seq
+    out[#out + 1] = ARGV[a + 4]
+    out[#out + 1] = ARGV[a]
   end
 end
 if #out > 0 then
