@@ -166,15 +166,17 @@ impl Hub {
     }
 
     /// Whether a reader may queue `cmd` for `shard`: the shard's ingress is
-    /// under its bound and, for a new message, the disk is not too far
-    /// behind. Reads, subscriptions and handshakes do not wait for the disk.
+    /// under its bound and, for a new message, the disk (or the cluster's
+    /// Redis) is not too far behind. Reads, subscriptions and handshakes
+    /// do not wait for them.
     fn has_room(&self, shard: usize, cmd: &Command) -> bool {
         self.shards[shard].len() < self.config.ingress_queue
             && (!cmd.is_message()
-                || self
+                || (self
                     .commit
                     .as_ref()
-                    .is_none_or(|c| c.backlog() < self.config.store_backlog))
+                    .is_none_or(|c| c.backlog() < self.config.store_backlog)
+                    && self.cluster.as_ref().is_none_or(|c| c.has_room())))
     }
 
     /// Limits for the first frame: a Hello is small, so a client that has

@@ -86,6 +86,9 @@ counters! {
     /// Cluster mode: read positions not written to Redis (it failed, or
     /// too many waited); they hold on the node that took them.
     cluster_acks_failed,
+    /// Cluster mode: new messages refused because too many bytes waited
+    /// for Redis (the sender is told).
+    cluster_refused,
     /// Message copies dropped for full queues under the drop policy.
     messages_dropped,
     /// Connections closed as slow consumers.

@@ -495,3 +495,34 @@ async fn a_private_message_reaches_the_senders_device_on_a_node_without_the_reci
         assert_eq!((d.seq, &*d.payload), (receipt.seq, &b"hello"[..]));
     }
 }
+
+#[tokio::test]
+async fn a_publisher_faster_than_redis_waits_rather_than_being_refused() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // 2 MiB may wait for Redis; the publisher sends three times that.
+    let url = redis.url.clone();
+    let node = TestServer::start(|c| {
+        c.cluster = url;
+        c.memory_budget = 16 * 1024 * 1024;
+    })
+    .await;
+    let member = quick_sdk(node.addr, "member").await;
+    let mut sub = member.subscribe("flood").await.unwrap();
+    let publisher = quick_sdk(node.addr, "publisher").await;
+    const N: u64 = 3_000;
+    let payload = Bytes::from(vec![b'x'; 2048]);
+    let sends = (0..N).map(|_| publisher.publish("flood", payload.clone()));
+    let receipts = within(futures::future::join_all(sends)).await;
+    let mut seqs: Vec<u64> = receipts.into_iter().map(|r| r.unwrap().seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    for seq in 1..=N {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+    assert_eq!(
+        apm_server::metrics::Metrics::get(&node.metrics.cluster_refused),
+        0
+    );
+}

@@ -25,7 +25,7 @@ const BATCH: usize = 256;
 pub(super) async fn run(
     hub: Arc<Hub>,
     mut conn: ConnectionManager,
-    mut rx: mpsc::Receiver<Submission>,
+    mut rx: mpsc::UnboundedReceiver<Submission>,
     stop: CancellationToken,
     finish: CancellationToken,
 ) {
@@ -48,7 +48,11 @@ pub(super) async fn run(
             }
         }
         if let Some(cluster) = &hub.cluster {
-            cluster.taken(batch.iter().map(|s| s.body.len()).sum());
+            cluster.taken(batch.len(), batch.iter().map(|s| s.body.len()).sum());
+        }
+        // Readers waiting for room (`Cluster::has_room`) may go on.
+        for ingress in hub.shards.iter() {
+            ingress.space.notify_waiters();
         }
         let mut answer = call(&mut conn, &script, &epoch, &hub, &batch).await;
         if answer

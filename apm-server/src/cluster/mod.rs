@@ -38,7 +38,8 @@ pub(crate) use store::RedisStore;
 /// How long a starting node waits for its feed to subscribe.
 const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Messages waiting for Redis at most, over all of a node's shards.
+/// Messages waiting for Redis past which readers wait before handing the
+/// shards new ones (the bound in bytes is `max_waiting_bytes`).
 const WAITING: usize = 16_384;
 
 /// Read positions waiting for Redis at most.
@@ -103,8 +104,10 @@ pub(crate) struct Remote {
 /// A node's handle on the cluster, in its hub.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    tx: mpsc::Sender<Submission>,
-    rx: Mutex<Option<mpsc::Receiver<Submission>>>,
+    tx: mpsc::UnboundedSender<Submission>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Submission>>>,
+    /// Messages waiting for Redis.
+    waiting: AtomicUsize,
     acks_tx: mpsc::Sender<acks::Ack>,
     acks_rx: Mutex<Option<mpsc::Receiver<acks::Ack>>>,
     client: redis::Client,
@@ -125,11 +128,12 @@ impl Cluster {
     /// `max_waiting_bytes` of messages wait for it; nothing runs until
     /// [`start`].
     pub(crate) fn new(store: &RedisStore, max_waiting_bytes: usize) -> Cluster {
-        let (tx, rx) = mpsc::channel(WAITING);
+        let (tx, rx) = mpsc::unbounded_channel();
         let (acks_tx, acks_rx) = mpsc::channel(ACKS_WAITING);
         Cluster {
             tx,
             rx: Mutex::new(Some(rx)),
+            waiting: AtomicUsize::new(0),
             acks_tx,
             acks_rx: Mutex::new(Some(acks_rx)),
             client: store.client().clone(),
@@ -142,18 +146,21 @@ impl Cluster {
         }
     }
 
-    /// Queues a message for sequencing; gives it back when too many, or
-    /// too many bytes, wait.
+    /// Queues a message for sequencing; gives it back when too many bytes
+    /// wait. Readers stop handing the shards new messages well before
+    /// that ([`Cluster::has_room`]): only what the shards' queues held
+    /// already can get this far.
     pub(crate) fn submit(&self, s: Submission) -> Result<(), Submission> {
         let bytes = s.body.len();
         let before = self.waiting_bytes.fetch_add(bytes, Ordering::Relaxed);
         if before + bytes > self.max_waiting_bytes {
-            self.taken(bytes);
+            self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
             return Err(s);
         }
-        self.tx.try_send(s).map_err(|e| {
-            self.taken(bytes);
-            e.into_inner()
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(s).map_err(|e| {
+            self.taken(1, bytes);
+            e.0
         })
     }
 
@@ -176,9 +183,18 @@ impl Cluster {
         }
     }
 
-    /// A message of `bytes` no longer waits.
-    pub(super) fn taken(&self, bytes: usize) {
+    /// `n` messages of `bytes` in all no longer wait.
+    pub(super) fn taken(&self, n: usize, bytes: usize) {
+        self.waiting.fetch_sub(n, Ordering::Relaxed);
         self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether readers may hand the shards more new messages: fewer than
+    /// [`WAITING`] messages and half the bytes allowed wait for Redis.
+    /// Past it a publisher waits, as for a full shard.
+    pub(crate) fn has_room(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) < WAITING
+            && self.waiting_bytes.load(Ordering::Relaxed) < self.max_waiting_bytes / 2
     }
 
     /// Whether the node stopped because Redis lost its epoch.

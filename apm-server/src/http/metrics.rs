@@ -97,6 +97,11 @@ const COUNTERS: &[CounterRow] = &[
         |m| &m.cluster_feed_deaf,
     ),
     (
+        "cluster_refused",
+        "Cluster mode: new messages refused because too many bytes waited for Redis.",
+        |m| &m.cluster_refused,
+    ),
+    (
         "cluster_acks_failed",
         "Cluster mode: read positions not written to Redis; they hold on the node that took them.",
         |m| &m.cluster_acks_failed,

@@ -151,6 +151,7 @@ impl Shard {
             origin,
         );
         if let Err(s) = cluster.submit(s) {
+            Metrics::add(&self.ctx.metrics().cluster_refused, 1);
             let why = "the cluster's Redis is behind: message not taken, try again later";
             let frame = Frame::new(
                 s.origin.request_id,

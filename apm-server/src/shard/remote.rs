@@ -107,6 +107,17 @@ impl Shard {
             return;
         }
         let tables = &self.tables;
+        let delivered = match key.split_at_checked(1) {
+            Some(("#", name)) => tables.channels.get(name).map(|ch| ch.log.visible),
+            Some(("@", name)) => tables.inboxes.get(name).map(|log| log.visible),
+            _ => (tables.broadcasts.seq > 0).then_some(tables.broadcasts.visible),
+        };
+        if delivered.is_some_and(|visible| seq <= visible) {
+            // This node's own message coming back, most often: dropped
+            // before it is decoded.
+            Metrics::add(&self.ctx.metrics().cluster_copies, 1);
+            return;
+        }
         let concerns = match key.split_at_checked(1) {
             Some(("#", name)) => tables.channels.contains_key(name),
             Some(("@", name)) => {

@@ -40,8 +40,9 @@ struct Cli {
     /// Rounds per target (default 2 with --vs, else 1).
     #[arg(long, global = true)]
     rounds: Option<usize>,
-    /// An apm server to use; without it the release apm-server beside this
-    /// binary is started for the run and stopped after.
+    /// An apm server to use, or a cluster's nodes, comma-separated;
+    /// without it the release apm-server beside this binary is started
+    /// for the run and stopped after.
     #[arg(long, global = true)]
     apm_addr: Option<String>,
     /// Extra arguments for the apm-server this tool starts.
@@ -261,10 +262,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         for &target in &targets {
             let (ep, pids) = match target {
                 Target::Apm | Target::ApmTls => match &cli.apm_addr {
-                    Some(addr) => (
+                    Some(addrs) => (
                         Endpoint {
                             tls_ca: tls_ca.clone(),
-                            ..Endpoint::new(target, addr.clone())
+                            nodes: addrs.split(',').map(str::to_owned).collect(),
+                            ..Endpoint::new(
+                                target,
+                                addrs.split(',').next().unwrap_or_default().to_owned(),
+                            )
                         },
                         procfs::find_process(target.process_name())
                             .into_iter()
