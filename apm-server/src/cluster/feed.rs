@@ -121,7 +121,7 @@ async fn listen(
                     }
                     None if heard.elapsed() >= PROBE_EVERY => {
                         probe_sent = Some(Instant::now());
-                        send_probe(hub, client, &probe_channel);
+                        send_probe(hub, &probe_channel);
                     }
                     _ => {}
                 }
@@ -179,30 +179,19 @@ async fn listen(
 }
 
 /// Publishes a probe to the node's own channel, off the feed's loop: an
-/// answer that never comes is what the feed waits for.
-fn send_probe(hub: &Arc<Hub>, client: &redis::Client, channel: &str) {
-    let conn = hub.cluster.as_ref().and_then(|c| c.conn());
-    let (client, channel) = (client.clone(), channel.to_owned());
+/// answer that never comes is what the feed waits for. The node's command
+/// connection is made before the feed starts.
+fn send_probe(hub: &Arc<Hub>, channel: &str) {
+    let Some(mut conn) = hub.cluster.as_ref().and_then(|c| c.conn()) else {
+        return;
+    };
+    let channel = channel.to_owned();
     tokio::spawn(async move {
-        let published: redis::RedisResult<i64> = match conn {
-            Some(mut conn) => {
-                redis::cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg("probe")
-                    .query_async(&mut conn)
-                    .await
-            }
-            None => match client.get_multiplexed_async_connection().await {
-                Ok(mut conn) => {
-                    redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg("probe")
-                        .query_async(&mut conn)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("probe")
+            .query_async(&mut conn)
+            .await;
         if let Err(e) = published {
             warn!(error = %e, "a probe of the cluster's feed could not be sent");
         }

@@ -275,18 +275,8 @@ pub(crate) async fn start(
         .await
         .map_err(|e| std::io::Error::other(format!("cluster: cannot reach Redis: {e}")))?;
     let _ = cluster.conn.set(conn.clone());
-    let rx = cluster
-        .rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
-    let acks_rx = cluster
-        .acks_rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .ok_or_else(|| std::io::Error::other("the cluster link runs once"))?;
+    let rx = take_once(&cluster.rx)?;
+    let acks_rx = take_once(&cluster.acks_rx)?;
     tasks.spawn(acks::run(
         hub.clone(),
         conn.clone(),
@@ -310,4 +300,12 @@ pub(crate) async fn start(
         .await
         .map_err(|_| std::io::Error::other("cluster: cannot subscribe to Redis's messages"))?;
     Ok(())
+}
+
+/// A task's receiver, which only the first start takes.
+fn take_once<T>(slot: &Mutex<Option<T>>) -> std::io::Result<T> {
+    slot.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| std::io::Error::other("the cluster link runs once"))
 }
