@@ -526,3 +526,35 @@ async fn a_publisher_faster_than_redis_waits_rather_than_being_refused() {
         0
     );
 }
+
+#[tokio::test]
+async fn history_read_from_redis_keeps_to_the_age_limit() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url.clone();
+    let node = TestServer::start(|c| {
+        c.cluster = url;
+        c.history_max_age_secs = 1;
+    })
+    .await;
+    let publisher = quick_sdk(node.addr, "publisher").await;
+    publisher.publish("aging", "old").await.unwrap();
+    // The limit is about time passing: let the first message grow old.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    publisher.publish("aging", "new").await.unwrap();
+    // A node that never held the channel reads its history from Redis.
+    let url = redis.url.clone();
+    let later = TestServer::start(|c| {
+        c.cluster = url;
+        c.history_max_age_secs = 1;
+    })
+    .await;
+    let reader = quick_sdk(later.addr, "reader").await;
+    let page = reader
+        .history(Conversation::Channel("aging".into()), None, None, 10)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![2]);
+}

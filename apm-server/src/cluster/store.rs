@@ -130,7 +130,7 @@ impl Store for RedisStore {
         conversation: &ConversationId,
         from: u64,
         to: u64,
-        _keep: &RetentionPolicy,
+        keep: &RetentionPolicy,
     ) -> Result<Vec<Record>, StoreError> {
         if from > to {
             return Ok(Vec::new());
@@ -142,7 +142,17 @@ impl Store for RedisStore {
                 format!("0-{to}"),
             )
         })?;
-        Ok(records(entries))
+        // Streams are trimmed by count (their ids are seqs, not times): an
+        // age limit applies to what is read.
+        let max_age_ms = keep.for_conversation(conversation).max_age_ms;
+        let oldest = match max_age_ms {
+            0 => 0,
+            age => crate::clock::now_ms().saturating_sub(age),
+        };
+        Ok(records(entries)
+            .into_iter()
+            .filter(|r| r.ts_ms >= oldest)
+            .collect())
     }
 
     fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
