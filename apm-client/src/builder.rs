@@ -50,7 +50,10 @@ pub enum Backpressure {
 /// [`Client::builder`](crate::Client::builder).
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
+    /// The node in use.
     pub(crate) addr: String,
+    /// Every node of a cluster, `addr` among them; empty for one server.
+    pub(crate) nodes: Vec<String>,
     pub(crate) user: String,
     pub(crate) token: String,
     pub(crate) client_name: String,
@@ -75,6 +78,7 @@ impl ClientBuilder {
     pub(crate) fn new(addr: impl Into<String>) -> Self {
         ClientBuilder {
             addr: addr.into(),
+            nodes: Vec::new(),
             user: String::new(),
             token: String::new(),
             client_name: concat!("apm-client/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -93,6 +97,39 @@ impl ClientBuilder {
             outbox_bytes: 16 * 1024 * 1024,
             give_up_after: Duration::from_secs(300),
         }
+    }
+
+    /// The nodes of an apm cluster (`host:port` each; the address given
+    /// to [`Client::builder`](crate::Client::builder) is replaced by the
+    /// first). The client connects to the first that answers and, when
+    /// its connection is lost or its node stops (`server_shutdown`),
+    /// tries the next ones in turn: every subscription resumes from its
+    /// last seq there, with no gap and no duplicate, and messages waiting
+    /// for receipts are sent again (the cluster recognises them).
+    pub fn nodes<I, S>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        if let Some(first) = nodes.first() {
+            self.addr = first.clone();
+            self.nodes = nodes;
+        }
+        self
+    }
+
+    /// Moves to the next node of a cluster; nothing for one server.
+    pub(crate) fn next_node(&mut self) {
+        if self.nodes.len() > 1 {
+            let at = self.nodes.iter().position(|n| *n == self.addr).unwrap_or(0);
+            self.addr = self.nodes[(at + 1) % self.nodes.len()].clone();
+        }
+    }
+
+    /// How many nodes a first connection may try.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len().max(1)
     }
 
     /// The user id and token. On a dev-mode server the token may be empty;

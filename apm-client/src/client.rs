@@ -139,7 +139,7 @@ impl Client {
 
     pub(crate) async fn connect(mut opts: ClientBuilder) -> Result<Client, Error> {
         connector::renew_if_stale(&mut opts).await?;
-        let (io, welcome, capabilities) = connector::connect(&opts).await?;
+        let (io, welcome, capabilities) = connector::connect_any(&mut opts).await?;
         let (cmds_tx, cmds_rx) = mpsc::channel(opts.queue_size);
         let (events, _) = broadcast::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.stream_capacity);
@@ -150,6 +150,7 @@ impl Client {
             capabilities,
             connected: true,
             reconnects: 0,
+            node: opts.addr.clone(),
         }));
         let inner = Inner {
             cmds: cmds_tx,
@@ -190,6 +191,13 @@ impl Client {
     /// waits in the outbox.
     pub fn is_connected(&self) -> bool {
         self.session().connected
+    }
+
+    /// The node (`host:port`) the client connected to last: with
+    /// [`ClientBuilder::nodes`](crate::ClientBuilder::nodes), the one it
+    /// is on now.
+    pub fn node(&self) -> String {
+        self.session().node
     }
 
     /// The server's id for the current connection (changes on reconnect).

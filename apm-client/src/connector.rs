@@ -107,6 +107,26 @@ pub(crate) async fn connect(opts: &ClientBuilder) -> Result<Connected, Error> {
         })?
 }
 
+/// Connects to the first node that answers, from the one in use on: a
+/// cluster's nodes each in turn, once. The last failure is the error;
+/// a refusal of the credentials ends the round at once (every node
+/// would say the same).
+pub(crate) async fn connect_any(opts: &mut ClientBuilder) -> Result<Connected, Error> {
+    let mut last = None;
+    for _ in 0..opts.node_count() {
+        match connect(opts).await {
+            Ok(connected) => return Ok(connected),
+            Err(e @ Error::Handshake { .. }) => return Err(e),
+            Err(e) => {
+                debug!(error = %e, node = %opts.addr, "node did not answer");
+                last = Some(e);
+                opts.next_node();
+            }
+        }
+    }
+    Err(last.expect("at least one node"))
+}
+
 /// Asks the app's token callback for a new token when there is one and
 /// the token in use is missing or expired (by this machine's clock).
 pub(crate) async fn renew_if_stale(opts: &mut ClientBuilder) -> Result<(), Error> {
@@ -125,7 +145,8 @@ pub(crate) async fn renew_if_stale(opts: &mut ClientBuilder) -> Result<(), Error
 }
 
 /// Connects again after a loss, waiting between attempts as the policy
-/// says. A token that expired is renewed through the app's callback, if
+/// says; each attempt goes to the next node of a cluster (the one just
+/// left may be the one that stopped). A token that expired is renewed through the app's callback, if
 /// it gave one. `None` means give up: the attempts ran out, the
 /// credentials were refused or revoked, or `closed` was cancelled while
 /// waiting.
@@ -144,6 +165,7 @@ pub(crate) async fn reconnect(
             debug!(error = %e, "token callback failed");
             continue;
         }
+        opts.next_node();
         match connect(opts).await {
             Ok(connected) => return Some(connected),
             Err(Error::Handshake {

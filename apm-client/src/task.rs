@@ -62,6 +62,8 @@ pub(crate) struct SessionInfo {
     pub(crate) connected: bool,
     /// Handshakes since the first: a wait that spans one started over.
     pub(crate) reconnects: u64,
+    /// The node (`host:port`) of the last handshake.
+    pub(crate) node: String,
 }
 
 /// How a session ended.
@@ -182,6 +184,7 @@ impl Task {
                         session.capabilities = capabilities;
                         session.connected = true;
                         session.reconnects += 1;
+                        session.node = self.opts.addr.clone();
                     }
                     let restored = self.restore(&mut io).await;
                     if let Err(reason) = restored {

@@ -558,3 +558,70 @@ async fn history_read_from_redis_keeps_to_the_age_limit() {
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![2]);
 }
+
+#[tokio::test]
+async fn an_sdk_client_whose_node_stops_resumes_on_another_with_nothing_missing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let client = Client::builder("unused:0")
+        .nodes([a.addr.to_string(), b.addr.to_string()])
+        .credentials("mover", "")
+        .reconnect(apm_client::ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let mut sub = client.subscribe("room").await.unwrap();
+    let publisher = quick_sdk(b.addr, "publisher").await;
+    for k in 1..=3 {
+        publisher.publish("room", format!("m{k}")).await.unwrap();
+    }
+    for seq in 1..=3 {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+    // Node a drains: its clients are told to go elsewhere.
+    a.shutdown.cancel();
+    within(async { while !matches!(events.next().await, Some(Event::Disconnected { .. })) {} })
+        .await;
+    for k in 4..=6 {
+        publisher.publish("room", format!("m{k}")).await.unwrap();
+    }
+    // Sent while moving: goes out on the new node.
+    let own = client.publish("room", "from the mover").await.unwrap();
+    assert_eq!(own.seq, 7);
+    for seq in 4..=6 {
+        let d = within(sub.next()).await.unwrap();
+        assert_eq!(
+            (d.seq, d.payload.clone()),
+            (seq, Bytes::from(format!("m{seq}")))
+        );
+    }
+    assert_eq!(client.node(), b.addr.to_string());
+}
+
+#[tokio::test]
+async fn an_sdk_client_starts_on_the_first_node_that_answers() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 1).await;
+    // Nothing listens on a port just freed.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let client = Client::builder("unused:0")
+        .nodes([gone.to_string(), nodes[0].addr.to_string()])
+        .credentials("starter", "")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.node(), nodes[0].addr.to_string());
+    client.publish("room", "here").await.unwrap();
+}
