@@ -41,6 +41,9 @@ pub struct Conn {
     /// The user's server-side subscriptions changed since the task last
     /// read them.
     subscriptions_changed: AtomicBool,
+    /// Cluster mode: messages of this connection on their way through
+    /// Redis. A closing connection waits for their receipts.
+    in_cluster: AtomicUsize,
     wake: Notify,
     /// Bytes of this connection's commands the shards have handled, ever.
     /// What the task charged less this is what waits at shards (see
@@ -113,6 +116,7 @@ impl Conn {
             close_code: AtomicU16::new(0),
             user_connections: AtomicU32::new(1),
             subscriptions_changed: AtomicBool::new(false),
+            in_cluster: AtomicUsize::new(0),
             wake: Notify::new(),
             released: AtomicUsize::new(0),
             wake_at: AtomicUsize::new(usize::MAX),
@@ -166,7 +170,9 @@ impl Conn {
     /// while it is spent, the connection's requests are not read, so they
     /// come at the pace the client reads.
     pub fn push_reply(&self, frame: Bytes) -> Pushed {
-        if self.is_closing() {
+        // A closing connection still takes the receipts of what it sent
+        // through the cluster: it waits for them.
+        if self.is_closing() && self.in_cluster() == 0 {
             return Pushed::Closed;
         }
         let mut q = self.lock();
@@ -247,6 +253,25 @@ impl Conn {
     /// Records how many connections the user holds.
     pub fn set_user_connections(&self, n: u32) {
         self.user_connections.store(n, Ordering::Relaxed);
+    }
+
+    /// Cluster mode: messages of this connection waiting for Redis's
+    /// answer (and, after it, for their receipt to be queued).
+    pub fn in_cluster(&self) -> usize {
+        self.in_cluster.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: one more message of this connection went to Redis.
+    pub(crate) fn cluster_taken(&self) {
+        self.in_cluster.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Cluster mode: a message of this connection was answered (its
+    /// receipt, if any, is queued); wakes a task that waits to close.
+    pub(crate) fn cluster_answered(&self) {
+        if self.in_cluster.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake.notify_one();
+        }
     }
 
     /// Whether the connection is closing.
@@ -333,6 +358,18 @@ impl Allowance {
         conn.wake_at.store(target, Ordering::Release);
         self.seen = conn.released();
         self.charged - self.seen < self.limit
+    }
+
+    /// Whether the shards handled every command sent them. When not,
+    /// `conn` wakes its task once they have.
+    pub fn all_handled(&mut self, conn: &Conn) -> bool {
+        self.seen = conn.released();
+        if self.seen == self.charged {
+            return true;
+        }
+        conn.wake_at.store(self.charged, Ordering::Release);
+        self.seen = conn.released();
+        self.seen == self.charged
     }
 }
 

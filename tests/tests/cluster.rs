@@ -625,3 +625,43 @@ async fn an_sdk_client_starts_on_the_first_node_that_answers() {
     assert_eq!(client.node(), nodes[0].addr.to_string());
     client.publish("room", "here").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_draining_node_answers_what_it_took_before_closing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let member = quick_sdk(b.addr, "member").await;
+    let mut sub = member.subscribe("busy").await.unwrap();
+    let sender = Client::builder("unused:0")
+        .nodes([a.addr.to_string(), b.addr.to_string()])
+        .credentials("sender", "")
+        .reconnect(apm_client::ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: Some(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    const N: u64 = 400;
+    let flood = tokio::spawn(async move {
+        let sends = (0..N).map(|i| sender.publish("busy", format!("{i}")));
+        futures::future::join_all(sends).await
+    });
+    // Node a stops while the flood is under way.
+    assert_eq!(within(sub.next()).await.unwrap().seq, 1);
+    a.shutdown.cancel();
+    let receipts = within(flood).await.unwrap();
+    let mut seqs: Vec<u64> = receipts.into_iter().map(|r| r.unwrap().seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    for seq in 2..=N {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+    // Every message a took was answered before it closed: none had to be
+    // sent again and recognised as a retry on b.
+    assert_eq!(apm_server::metrics::Metrics::get(&b.metrics.duplicates), 0);
+}

@@ -91,6 +91,40 @@ pub(crate) struct Origin {
     pub(crate) request_id: u32,
     pub(crate) echo: bool,
     pub(crate) receipt: bool,
+    /// Counts the message as the connection's until it is answered.
+    pub(crate) waiting: Waiting,
+}
+
+impl Origin {
+    /// A message from `conn`, counted as on its way until the origin is
+    /// dropped (after its receipt is queued).
+    pub(crate) fn new(conn: Arc<Conn>, request_id: u32, echo: bool, receipt: bool) -> Origin {
+        Origin {
+            waiting: Waiting::new(conn.clone()),
+            conn,
+            request_id,
+            echo,
+            receipt,
+        }
+    }
+}
+
+/// One message of a connection on its way through Redis (see
+/// `Conn::in_cluster`): a closing connection waits for it.
+#[derive(Debug)]
+pub(crate) struct Waiting(Arc<Conn>);
+
+impl Waiting {
+    fn new(conn: Arc<Conn>) -> Waiting {
+        conn.cluster_taken();
+        Waiting(conn)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.cluster_answered();
+    }
 }
 
 /// A sequenced message for the shard that owns its conversation: from

@@ -213,7 +213,14 @@ impl Session {
                 self.token_moved = false;
                 timer.as_mut().reset(self.next_check(idle));
             }
-            if closing && self.out.is_empty() {
+            // In cluster mode, what the connection sent is answered before
+            // it closes (within the grace period): the shards have taken
+            // it, and Redis has answered.
+            if closing
+                && self.out.is_empty()
+                && (self.hub.cluster.is_none()
+                    || (self.allowance.all_handled(&conn) && conn.in_cluster() == 0))
+            {
                 self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
                     .await;
                 return Ok(());

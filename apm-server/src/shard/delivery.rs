@@ -29,12 +29,12 @@ impl Shard {
         } = msg;
         let hub = &*self.ctx.hub;
         if hub.cluster.is_some() {
-            let origin = crate::cluster::Origin {
+            let origin = crate::cluster::Origin::new(
                 conn,
                 request_id,
-                echo: hub.config.echo || flags.contains(Flags::ECHO),
-                receipt: flags.contains(Flags::RECEIPT),
-            };
+                hub.config.echo || flags.contains(Flags::ECHO),
+                flags.contains(Flags::RECEIPT),
+            );
             return self.send_to_cluster(to, kind, msg_id, &payload, origin);
         }
         let window = hub.config.dedup_window();

@@ -310,31 +310,38 @@ impl Shard {
             _ => None,
         };
         let frame = record.frame.clone();
-        let msg = match origin {
+        let (msg, waiting) = match origin {
             Some(Origin {
                 conn,
                 request_id,
                 echo,
                 receipt,
+                waiting,
             }) => {
                 self.ctx.messages_in += 1;
-                Sequenced {
+                let msg = Sequenced {
                     record,
                     from: conn,
                     request_id,
                     echo,
                     receipt,
-                }
+                };
+                (msg, Some(waiting))
             }
-            None => Sequenced {
-                record,
-                from: self.nobody.clone(),
-                request_id: 0,
-                echo: true,
-                receipt: false,
-            },
+            None => {
+                let msg = Sequenced {
+                    record,
+                    from: self.nobody.clone(),
+                    request_id: 0,
+                    echo: true,
+                    receipt: false,
+                };
+                (msg, None)
+            }
         };
         self.settle(msg);
+        // The receipt is queued: the sender's connection may close.
+        drop(waiting);
         if let Some(sender) = sender_devices {
             let shard = self.ctx.hub.shard_of(&sender);
             self.forward(shard, Audience::User(Arc::from(sender)), &frame, NOBODY);

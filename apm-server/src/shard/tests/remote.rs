@@ -56,12 +56,7 @@ fn messages_past_the_held_budget_are_let_go_and_read_again_in_order() {
     h.shard.handle(remote(1, None));
     // 2 is missing: 3..=12 wait for it, as far as the budget lets them.
     for seq in 3..=12 {
-        let origin = (seq == 10).then(|| Origin {
-            conn: sender.clone(),
-            request_id: 9,
-            echo: false,
-            receipt: true,
-        });
+        let origin = (seq == 10).then(|| Origin::new(sender.clone(), 9, false, true));
         h.shard.handle(remote(seq, origin));
     }
     assert_eq!(seqs(&taken(&member)), vec![1]);
