@@ -21,12 +21,8 @@ pub(crate) fn probe() -> String {
     )
 }
 
-/// The conversation's last seq.
-pub(crate) fn seq(c: &ConversationId) -> String {
-    format!("apm:{{{}}}:seq", c.key())
-}
-
-/// The conversation's stream: entry `0-SEQ` holds message SEQ.
+/// The conversation's stream: entry `0-SEQ` holds message SEQ, and its
+/// last id is the conversation's last seq.
 pub(crate) fn log(c: &ConversationId) -> String {
     format!("apm:{{{}}}:log", c.key())
 }

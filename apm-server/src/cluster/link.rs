@@ -128,17 +128,15 @@ async fn call(
     let keep_secs = hub.config.dedup_keep_secs.max(1);
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash())
-        .arg(1 + 3 * batch.len())
+        .arg(1 + 2 * batch.len())
         .arg(keys::EPOCH);
     for s in batch {
-        let seq_key = keys::seq(&s.conversation);
+        let log_key = keys::log(&s.conversation);
         let retry_key = match &s.retry {
             Some((sender, msg_id)) => keys::retry(&s.conversation, sender, *msg_id),
-            None => seq_key.clone(),
+            None => log_key.clone(),
         };
-        cmd.arg(seq_key)
-            .arg(keys::log(&s.conversation))
-            .arg(retry_key);
+        cmd.arg(log_key).arg(retry_key);
     }
     cmd.arg(epoch).arg(keep_secs).arg(keys::MESSAGES);
     for s in batch {

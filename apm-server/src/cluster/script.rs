@@ -6,8 +6,10 @@
 //! message. One call per batch, not per message: the call, the epoch
 //! check and the publish are paid once.
 
-/// KEYS: the epoch, then three per message: the conversation's seq, its
-/// stream, the retry key (the seq key again when the message has none).
+/// KEYS: the epoch, then two per message: the conversation's stream and
+/// the retry key (the stream again when the message has none). The
+/// stream's next id is `0-SEQ` (`XADD ... 0-*`): the stream keeps the
+/// conversation's last seq, even once trimmed empty.
 /// ARGV: the node's epoch, the retry keys' lifetime (s), the channel to
 /// publish on, then five per message: its body, how many messages the
 /// stream keeps, whether it has a retry key ("1"), its server time, and
@@ -27,21 +29,21 @@ if epoch ~= ARGV[1] then
 end
 local answers = {}
 local out = {}
-local n = (#KEYS - 1) / 3
+local n = (#KEYS - 1) / 2
 for i = 0, n - 1 do
-  local k = 2 + 3 * i
+  local k = 2 + 2 * i
   local a = 4 + 5 * i
   local first = false
   if ARGV[a + 2] == '1' then
-    first = redis.call('GET', KEYS[k + 2])
+    first = redis.call('GET', KEYS[k + 1])
   end
   if first then
     answers[i + 1] = first
   else
-    local seq = redis.call('INCR', KEYS[k])
-    redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[a + 1], '0-' .. seq, 'm', ARGV[a])
+    local id = redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[a + 1], '0-*', 'm', ARGV[a])
+    local seq = tonumber(string.sub(id, 3))
     if ARGV[a + 2] == '1' then
-      redis.call('SET', KEYS[k + 2], seq .. ' ' .. ARGV[a + 3], 'EX', ARGV[2])
+      redis.call('SET', KEYS[k + 1], seq .. ' ' .. ARGV[a + 3], 'EX', ARGV[2])
     end
     answers[i + 1] = seq
     -- Pieces, joined once below: no string per message is made here.

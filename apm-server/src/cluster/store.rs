@@ -156,7 +156,20 @@ impl Store for RedisStore {
     }
 
     fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
-        self.with_conn(|c| c.get(keys::seq(conversation)))
+        // The stream's last id is `0-LAST`, kept even when trimmed empty.
+        self.with_conn(|c| {
+            let info: redis::RedisResult<redis::streams::StreamInfoStreamReply> =
+                c.xinfo_stream(keys::log(conversation));
+            match info {
+                Ok(info) => Ok(info
+                    .last_generated_id
+                    .strip_prefix("0-")
+                    .and_then(|seq| seq.parse().ok())),
+                // No such stream: the conversation never had a message.
+                Err(e) if e.code() == Some("ERR") => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
