@@ -162,7 +162,13 @@ impl Drop for TestServer {
 /// A dev-mode SDK client for `user` at `addr` that reconnects fast
 /// (tests cut its connection or kill its server).
 pub async fn quick_sdk(addr: impl ToString, user: &str) -> apm_client::Client {
-    apm_client::Client::builder(addr.to_string())
+    quick_sdk_nodes(&[addr.to_string()], user).await
+}
+
+/// [`quick_sdk`] for a cluster: the client knows every node in `addrs`.
+pub async fn quick_sdk_nodes(addrs: &[String], user: &str) -> apm_client::Client {
+    apm_client::Client::builder(addrs.first().cloned().unwrap_or_default())
+        .nodes(addrs.iter().cloned())
         .credentials(user, "")
         .reconnect(apm_client::ReconnectPolicy {
             initial_delay: Duration::from_millis(20),

@@ -9,7 +9,7 @@ use apm_client::{Client, Event};
 use apm_core::message::{Conversation, Publish, Sub};
 use apm_core::{Flags, Message};
 use apm_tests::redis::RedisServer;
-use apm_tests::{Relay, TestServer, quick_sdk};
+use apm_tests::{Relay, TestServer, quick_sdk, quick_sdk_nodes};
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::StatusCode;
@@ -566,17 +566,7 @@ async fn an_sdk_client_whose_node_stops_resumes_on_another_with_nothing_missing(
     };
     let nodes = nodes(&redis, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let client = Client::builder("unused:0")
-        .nodes([a.addr.to_string(), b.addr.to_string()])
-        .credentials("mover", "")
-        .reconnect(apm_client::ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let client = quick_sdk_nodes(&[a.addr.to_string(), b.addr.to_string()], "mover").await;
     let mut events = client.events();
     let mut sub = client.subscribe("room").await.unwrap();
     let publisher = quick_sdk(b.addr, "publisher").await;
@@ -635,17 +625,7 @@ async fn a_draining_node_answers_what_it_took_before_closing() {
     let (a, b) = (&nodes[0], &nodes[1]);
     let member = quick_sdk(b.addr, "member").await;
     let mut sub = member.subscribe("busy").await.unwrap();
-    let sender = Client::builder("unused:0")
-        .nodes([a.addr.to_string(), b.addr.to_string()])
-        .credentials("sender", "")
-        .reconnect(apm_client::ReconnectPolicy {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_attempts: Some(200),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let sender = quick_sdk_nodes(&[a.addr.to_string(), b.addr.to_string()], "sender").await;
     const N: u64 = 400;
     let flood = tokio::spawn(async move {
         let sends = (0..N).map(|i| sender.publish("busy", format!("{i}")));
