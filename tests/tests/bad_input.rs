@@ -130,14 +130,22 @@ async fn slow_consumer_is_cut_off_and_the_rest_carry_on() {
     slow.hello("slow", "").await;
     slow.sub("feed").await;
 
+    // Each reader lets the publisher run at most LEAD messages ahead of
+    // it, well inside the outbound queue: on a loaded machine a reader
+    // the scheduler left behind must not be the slow consumer.
+    const LEAD: usize = 256;
     let mut readers = Vec::new();
+    let mut leads = Vec::new();
     for i in 0..100 {
         let mut c = server.client(&format!("r{i}")).await;
         c.sub("feed").await;
+        let lead = std::sync::Arc::new(tokio::sync::Semaphore::new(LEAD));
+        leads.push(lead.clone());
         readers.push(tokio::spawn(async move {
             for seq in 1..=MESSAGES {
                 let d = c.deliver().await;
                 assert_eq!(d.seq, seq, "reader {i}");
+                lead.add_permits(1);
             }
         }));
     }
@@ -147,6 +155,9 @@ async fn slow_consumer_is_cut_off_and_the_rest_carry_on() {
     // Flow control: at most 32 publishes without a receipt.
     let mut in_flight = 0;
     for _ in 0..MESSAGES {
+        for lead in &leads {
+            lead.acquire().await.expect("open").forget();
+        }
         publisher.publish("feed", &payload, Flags::RECEIPT).await;
         in_flight += 1;
         while in_flight >= 32 {
