@@ -53,6 +53,11 @@ struct Cli {
     /// the server CPU column is theirs together.
     #[arg(long, global = true, default_value_t = 1)]
     nodes: usize,
+    /// Records a perf profile (call graphs) of apm's server processes
+    /// during each apm round, warm-up included, to PREFIX-ROUND.data (read
+    /// with `perf report -i`). Needs `perf` on PATH.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    profile: Option<std::path::PathBuf>,
     /// Another process whose CPU counts as apm's (the cluster's Redis),
     /// by pid; may be given more than once.
     #[arg(long, global = true, value_name = "PID")]
@@ -320,6 +325,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             if !cli.json {
                 eprintln!("round {} of {rounds}: {target} at {}", round + 1, ep.addr);
             }
+            let profiler = match (&cli.profile, target.is_apm()) {
+                (Some(prefix), true) => {
+                    let out = format!("{}-{}.data", prefix.display(), round + 1);
+                    Some(profile(&pids, &out, cli.warmup + cli.duration)?)
+                }
+                _ => None,
+            };
             let figures: Vec<Figure> = match &cli.scenario {
                 Scenario::Fanout { subscribers } => {
                     scenario::fanout(&ep, &settings, *subscribers).await?
@@ -341,6 +353,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                     unreachable!("handled above")
                 }
             };
+            if let Some(mut perf) = profiler {
+                // It stops by itself when its time is up.
+                let _ = perf.wait();
+            }
             runs.push(Run {
                 target,
                 round,
@@ -363,4 +379,29 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("{}", report.table());
     }
     Ok(())
+}
+
+/// Starts `perf record` on `pids` for `time`, writing to `out`.
+fn profile(pids: &[u32], out: &str, time: Duration) -> Result<std::process::Child, String> {
+    if pids.is_empty() {
+        return Err("--profile: no server process to record".into());
+    }
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    std::process::Command::new("perf")
+        .args([
+            "record",
+            "-F",
+            "499",
+            "-g",
+            "-o",
+            out,
+            "-p",
+            &pids.join(","),
+        ])
+        .arg("--")
+        .args(["sleep", &format!("{:.3}", time.as_secs_f64())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("--profile: cannot start perf: {e}"))
 }
