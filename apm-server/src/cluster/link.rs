@@ -1,5 +1,5 @@
 //! The node's sequencing link: messages its shards took from clients go
-//! to Redis in pipelined batches, one script call each, and come back
+//! to Redis in batches, one script call per batch, and come back
 //! with their seqs to the shard that owns their conversation, which
 //! delivers them in order with those that other nodes sequenced.
 
@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shard::Command;
 
-/// Script calls in one pipeline at most.
+/// Messages in one script call at most.
 const BATCH: usize = 256;
 
 /// Takes submissions until `finish` fires and none is left, sequencing

@@ -1,9 +1,9 @@
 //! Cluster mode: several nodes over one Redis (`--cluster redis://...`).
 //!
-//! Redis gives each conversation its one order: a script per message
-//! checks the retry key, takes the next seq, appends to the
-//! conversation's stream and publishes to every node (`script.rs`, sent
-//! by `link.rs`). Every node, the sender's included, delivers what is
+//! Redis gives each conversation its one order: a script per batch of
+//! messages checks each one's retry key and appends it to its
+//! conversation's stream (whose next id is the next seq), then publishes
+//! the batch to every node (`script.rs`, sent by `link.rs`). Every node, the sender's included, delivers what is
 //! published in seq order, filling a gap from the stream before going on
 //! (`feed.rs`, and the shards' `remote.rs`). Redis is the store
 //! (`store.rs`): the shards' rings are caches of the streams, and a

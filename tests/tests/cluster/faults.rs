@@ -156,7 +156,7 @@ async fn a_feed_that_hears_nothing_fails_readiness_and_reads_what_it_missed() {
     // and nothing Redis sends comes through.
     let relay = Relay::start(redis.addr()).await;
     let a = TestServer::start_http(|c| c.cluster = format!("redis://{}", relay.addr)).await;
-    let b = TestServer::start(|c| c.cluster = redis.url.clone()).await;
+    let b = node(&redis, |_| {}).await;
     let member = quick_sdk(a.addr, "member").await;
     let mut sub = member.subscribe("room").await.unwrap();
     let publisher = quick_sdk(b.addr, "publisher").await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use apm_client::{Client, Event};
 use apm_core::message::{Conversation, Publish, Sub};
 use apm_core::{Flags, Message};
+use apm_server::config::Config;
 use apm_tests::redis::RedisServer;
 use apm_tests::{Relay, TestServer, quick_sdk, quick_sdk_nodes};
 use bytes::Bytes;
@@ -27,10 +28,19 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 async fn nodes(redis: &RedisServer, n: usize) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for _ in 0..n {
-        let url = redis.url.clone();
-        nodes.push(TestServer::start(|c| c.cluster = url).await);
+        nodes.push(node(redis, |_| {}).await);
     }
     nodes
+}
+
+/// A node over `redis`, with `tweak` applied to its settings.
+async fn node(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let url = redis.url.clone();
+    TestServer::start(|c| {
+        c.cluster = url;
+        tweak(c);
+    })
+    .await
 }
 
 #[tokio::test]
@@ -243,15 +253,10 @@ async fn a_read_position_taken_on_one_node_holds_on_every_node() {
     })
     .await;
     // A node that never held the room reads it from Redis.
-    let later = nodes_later(&redis).await;
+    let later = node(&redis, |_| {}).await;
     let tablet = quick_sdk(later.addr, "reader").await;
     let counts = tablet.unread(room()).await.unwrap();
     assert_eq!((counts[0].acked, counts[0].last), (3, 5));
-}
-
-async fn nodes_later(redis: &RedisServer) -> TestServer {
-    let url = redis.url.clone();
-    TestServer::start(|c| c.cluster = url).await
 }
 
 #[tokio::test]
@@ -279,7 +284,7 @@ async fn private_messages_sent_while_away_come_on_another_node_after_the_read_po
     for text in ["two", "three"] {
         dave.send_to("carol", text).await.unwrap();
     }
-    let later = nodes_later(&redis).await;
+    let later = node(&redis, |_| {}).await;
     let tablet = quick_sdk(later.addr, "carol").await;
     let mut inbox = tablet.messages().unwrap();
     for (seq, text) in [(first.seq + 1, "two"), (first.seq + 2, "three")] {
@@ -312,24 +317,14 @@ async fn history_read_from_redis_keeps_to_the_age_limit() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let url = redis.url.clone();
-    let node = TestServer::start(|c| {
-        c.cluster = url;
-        c.history_max_age_secs = 1;
-    })
-    .await;
-    let publisher = quick_sdk(node.addr, "publisher").await;
+    let first = node(&redis, |c| c.history_max_age_secs = 1).await;
+    let publisher = quick_sdk(first.addr, "publisher").await;
     publisher.publish("aging", "old").await.unwrap();
     // The limit is about time passing: let the first message grow old.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     publisher.publish("aging", "new").await.unwrap();
     // A node that never held the channel reads its history from Redis.
-    let url = redis.url.clone();
-    let later = TestServer::start(|c| {
-        c.cluster = url;
-        c.history_max_age_secs = 1;
-    })
-    .await;
+    let later = node(&redis, |c| c.history_max_age_secs = 1).await;
     let reader = quick_sdk(later.addr, "reader").await;
     let page = reader
         .history(Conversation::Channel("aging".into()), None, None, 10)

@@ -9,12 +9,7 @@ async fn a_publisher_faster_than_redis_waits_rather_than_being_refused() {
         return;
     };
     // 2 MiB may wait for Redis; the publisher sends three times that.
-    let url = redis.url.clone();
-    let node = TestServer::start(|c| {
-        c.cluster = url;
-        c.memory_budget = 16 * 1024 * 1024;
-    })
-    .await;
+    let node = node(&redis, |c| c.memory_budget = 16 * 1024 * 1024).await;
     let member = quick_sdk(node.addr, "member").await;
     let mut sub = member.subscribe("flood").await.unwrap();
     let publisher = quick_sdk(node.addr, "publisher").await;
