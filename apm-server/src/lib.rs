@@ -100,7 +100,8 @@ impl Server {
                 "cluster mode: Redis sequences and stores every conversation"
             );
             // Messages waiting for Redis draw from the memory budget.
-            let link = cluster::Cluster::new(&store, config.memory_budget / 8);
+            let lease = Duration::from_millis(config.presence_ttl_ms);
+            let link = cluster::Cluster::new(&store, config.memory_budget / 8, lease);
             return Server::build(config, store, Some(link));
         }
         let store: Arc<dyn Store> = match config.store {

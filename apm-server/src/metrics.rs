@@ -86,6 +86,9 @@ counters! {
     /// Cluster mode: read positions not written to Redis (it failed, or
     /// too many waited); they hold on the node that took them.
     cluster_acks_failed,
+    /// Cluster mode: nodes whose presence lease lapsed, taken off the
+    /// cluster's presence by this node (or found taken off).
+    cluster_nodes_lapsed,
     /// Cluster mode: new messages refused because too many bytes waited
     /// for Redis (the sender is told).
     cluster_refused,

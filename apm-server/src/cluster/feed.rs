@@ -21,6 +21,10 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use apm_core::message::PresenceEvent;
+use apm_core::names::PRESENCE_CHANNEL;
+use apm_core::{Frame, Message};
+
 use super::{Remote, keys, store, wire};
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
@@ -76,7 +80,12 @@ async fn listen(
     let subscribed = tokio::time::timeout(SUBSCRIBE_WAIT, async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub
-            .subscribe(&[keys::MESSAGES, keys::ACKS, &probe_channel])
+            .subscribe(&[
+                keys::MESSAGES,
+                keys::ACKS,
+                super::presence::EVENTS,
+                &probe_channel,
+            ])
             .await?;
         redis::RedisResult::Ok(pubsub)
     })
@@ -139,6 +148,10 @@ async fn listen(
         if channel == probe_channel {
             continue;
         }
+        if channel == super::presence::EVENTS {
+            presence_events(hub, msg.get_payload_bytes());
+            continue;
+        }
         if channel == keys::ACKS {
             match wire::ack(msg.get_payload_bytes()) {
                 Some((user, conversation, seq)) => {
@@ -173,6 +186,47 @@ async fn listen(
                 }
                 // Shows as a gap, filled from the stream.
                 None => warn!("a published message does not read back; skipped"),
+            }
+        }
+    }
+}
+
+/// Hands the cluster's presence events to this node's members: online and
+/// offline to `$presence`, a join or leave to the channel's members (the
+/// joining connection left out).
+fn presence_events(hub: &Arc<Hub>, payload: &[u8]) {
+    let Some(events) = super::presence::parse(payload) else {
+        warn!("published presence events do not read back; skipped");
+        return;
+    };
+    let node = hub.cluster_presence().map(|p| p.node());
+    for super::presence::Event { event, joiner } in events {
+        match event {
+            PresenceEvent::Join { ref channel, .. } | PresenceEvent::Leave { ref channel, .. } => {
+                let except = match joiner {
+                    Some((n, conn)) if Some(n.as_str()) == node => conn,
+                    _ => crate::shard::NOBODY,
+                };
+                let shard = hub.shard_of(channel);
+                let channel = channel.clone();
+                hub.submit_now(
+                    shard,
+                    Command::ChannelEvent {
+                        channel,
+                        event,
+                        except,
+                    },
+                );
+            }
+            PresenceEvent::Online { .. } | PresenceEvent::Offline { .. } => {
+                let frame = Frame::new(0, Message::PresenceEvent(event));
+                let Ok(frame) = frame.to_bytes_limited(u32::MAX) else {
+                    continue;
+                };
+                let shard = hub.shard_of(PRESENCE_CHANNEL);
+                let to = crate::shard::Audience::PresenceChannel;
+                let except = crate::shard::NOBODY;
+                hub.submit_now(shard, Command::Forward { to, frame, except });
             }
         }
     }

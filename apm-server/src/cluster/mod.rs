@@ -10,6 +10,8 @@
 //! conversation that comes into a node's memory starts from its last seq
 //! there. Without `--cluster` none of this runs.
 //!
+//! Presence is counted in Redis per node under a lease (`presence/`).
+//!
 //! - `keys`: where a conversation lives in Redis.
 //! - `wire`: a message as stored and published, before and after its seq.
 
@@ -17,6 +19,7 @@ mod acks;
 mod feed;
 mod keys;
 mod link;
+pub(crate) mod presence;
 mod script;
 mod store;
 pub(crate) mod wire;
@@ -155,13 +158,19 @@ pub(crate) struct Cluster {
     /// Bytes of the messages waiting for Redis, and the most allowed.
     waiting_bytes: AtomicUsize,
     max_waiting_bytes: usize,
+    /// The node's presence in the cluster's counts.
+    pub(crate) presence: Arc<presence::Presence>,
 }
 
 impl Cluster {
     /// A handle over the Redis of `store`, letting at most
-    /// `max_waiting_bytes` of messages wait for it; nothing runs until
-    /// [`start`].
-    pub(crate) fn new(store: &RedisStore, max_waiting_bytes: usize) -> Cluster {
+    /// `max_waiting_bytes` of messages wait for it, its presence held
+    /// under a lease of `presence_lease`; nothing runs until [`start`].
+    pub(crate) fn new(
+        store: &RedisStore,
+        max_waiting_bytes: usize,
+        presence_lease: std::time::Duration,
+    ) -> Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         let (acks_tx, acks_rx) = mpsc::channel(ACKS_WAITING);
         Cluster {
@@ -177,6 +186,7 @@ impl Cluster {
             epoch_lost: AtomicBool::new(false),
             waiting_bytes: AtomicUsize::new(0),
             max_waiting_bytes,
+            presence: Arc::new(presence::Presence::new(presence_lease)),
         }
     }
 
@@ -242,7 +252,7 @@ impl Cluster {
     }
 
     /// The node's connection to Redis for commands, once started.
-    pub(super) fn conn(&self) -> Option<ConnectionManager> {
+    pub(crate) fn conn(&self) -> Option<ConnectionManager> {
         self.conn.get().cloned()
     }
 
@@ -264,6 +274,11 @@ impl Cluster {
 }
 
 impl Hub {
+    /// The node's presence in the cluster, in cluster mode.
+    pub(crate) fn cluster_presence(&self) -> Option<&presence::Presence> {
+        self.cluster.as_ref().map(|c| &*c.presence)
+    }
+
     /// Redis holds another epoch than this node's, or none: its data was
     /// lost. The node stops rather than deliver seqs that mean something
     /// else now; `Server::run` then fails, so a supervisor restarts it
@@ -311,6 +326,7 @@ pub(crate) async fn start(
     let _ = cluster.conn.set(conn.clone());
     let rx = take_once(&cluster.rx)?;
     let acks_rx = take_once(&cluster.acks_rx)?;
+    tasks.spawn(presence::run(hub.clone(), conn.clone(), finish.clone()));
     tasks.spawn(acks::run(
         hub.clone(),
         conn.clone(),

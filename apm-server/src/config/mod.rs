@@ -306,6 +306,13 @@ settings! {
     /// with the others. Redis sequences every conversation and keeps its
     /// messages (the store setting is not used). Empty: one node.
     cluster ("APM_CLUSTER"): String = String::new();
+    /// Cluster mode: milliseconds a node's presence outlives its last
+    /// word with Redis. Nodes renew it every third of that; a node killed
+    /// has its users announced offline (where no other node holds them)
+    /// within about 1.3 times this, and a node that stops gracefully
+    /// leaves its users to this lease, so that those who move to another
+    /// node meanwhile are not announced as leaving and coming back.
+    presence_ttl_ms ("APM_PRESENCE_TTL_MS"): u64 = 10_000;
     /// An API key, `NAME=KEY` (KEY at least 16 bytes); repeat for several.
     /// NAME is logged and names the default sender (`$api/NAME`). Keys
     /// given here show in the process list: prefer `--api-keys-file`.
@@ -386,6 +393,9 @@ impl Config {
                 "the secret must be at least {} bytes",
                 crate::auth::MIN_SECRET_LEN
             ));
+        }
+        if self.presence_ttl_ms < 300 {
+            return bad("presence_ttl_ms must be at least 300");
         }
         if self.max_frame_len < 64 {
             return bad("max_frame_len must be at least 64");

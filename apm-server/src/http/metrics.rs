@@ -97,6 +97,11 @@ const COUNTERS: &[CounterRow] = &[
         |m| &m.cluster_feed_deaf,
     ),
     (
+        "cluster_nodes_lapsed",
+        "Cluster mode: nodes whose presence lease lapsed, taken off the cluster's presence.",
+        |m| &m.cluster_nodes_lapsed,
+    ),
+    (
         "cluster_refused",
         "Cluster mode: new messages refused because too many bytes waited for Redis.",
         |m| &m.cluster_refused,

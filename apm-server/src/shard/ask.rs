@@ -2,10 +2,15 @@
 //! (who is online, a channel's members, the channels) and unread counts.
 //! Every shard concerned is asked at once, and the answers are merged into
 //! one page. A client's session and the HTTP API both ask this way.
+//!
+//! In cluster mode presence is also asked of Redis, which counts every
+//! node's, and the two answers merged: what this node holds shows at
+//! once, even before its counts reach Redis.
 
 use apm_core::message::{Conversation, PresenceQuery, PresenceResponse, Unread, UnreadResponse};
 use tokio::sync::oneshot;
 
+use crate::cluster::presence::query;
 use crate::conversation::ConversationId;
 use crate::hub::Hub;
 
@@ -48,14 +53,25 @@ pub(crate) async fn presence(
         PresenceQuery::IsOnline { user } => {
             let shard = hub.shard_of(&user);
             let asked = PresenceQuery::IsOnline { user: user.clone() };
-            let connections = match ask(hub, shard, asked).await {
+            let mut connections = match ask(hub, shard, asked).await {
                 Some(Answer::Connections(n)) => n,
                 _ => 0,
             };
+            let user_ = user.clone();
+            let cluster = from_cluster(hub, |mut c| async move {
+                query::connections(&mut c, &user_).await
+            });
+            if let Some(n) = cluster.await {
+                connections = connections.max(n);
+            }
             PresenceResponse::IsOnline { user, connections }
         }
         PresenceQuery::OnlineUsers { after, limit } => {
             let limit = limit.min(cap);
+            let after_ = after.clone();
+            let cluster = from_cluster(hub, |mut c| async move {
+                query::users(&mut c, &after_, limit).await
+            });
             let mut users: Vec<String> = ask_all(hub, PresenceQuery::OnlineUsers { after, limit })
                 .await
                 .into_iter()
@@ -63,8 +79,10 @@ pub(crate) async fn presence(
                     Answer::Names(n) => n,
                     _ => Vec::new(),
                 })
+                .chain(cluster.await.into_iter().flatten())
                 .collect();
             users.sort_unstable();
+            users.dedup();
             let next = page(&mut users, limit, |u| u.clone());
             PresenceResponse::Users { users, next }
         }
@@ -75,6 +93,10 @@ pub(crate) async fn presence(
         } => {
             let limit = limit.min(cap);
             let shard = hub.shard_of(&channel);
+            let (channel_, after_) = (channel.clone(), after.clone());
+            let cluster = from_cluster(hub, |mut c| async move {
+                query::members(&mut c, &channel_, &after_, limit).await
+            });
             let q = PresenceQuery::ChannelMembers {
                 channel: channel.clone(),
                 after,
@@ -84,6 +106,11 @@ pub(crate) async fn presence(
                 Some(Answer::Names(n)) => n,
                 _ => Vec::new(),
             };
+            if let Some(more) = cluster.await {
+                users.extend(more);
+                users.sort_unstable();
+                users.dedup();
+            }
             let next = page(&mut users, limit, |u| u.clone());
             PresenceResponse::Members {
                 channel,
@@ -93,6 +120,10 @@ pub(crate) async fn presence(
         }
         PresenceQuery::Channels { after, limit } => {
             let limit = limit.min(cap);
+            let after_ = after.clone();
+            let cluster = from_cluster(hub, |mut c| async move {
+                query::channels(&mut c, &after_, limit).await
+            });
             let mut channels: Vec<(String, u32)> =
                 ask_all(hub, PresenceQuery::Channels { after, limit })
                     .await
@@ -101,8 +132,12 @@ pub(crate) async fn presence(
                         Answer::Counts(c) => c,
                         _ => Vec::new(),
                     })
+                    .chain(cluster.await.into_iter().flatten())
                     .collect();
-            channels.sort_unstable();
+            // Per channel the larger count: Redis's, unless this node's
+            // newest members have not reached it yet.
+            channels.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            channels.dedup_by(|later, first| later.0 == first.0);
             let next = page(&mut channels, limit, |(c, _)| c.clone());
             channels.retain(|(c, _)| may_read(c));
             PresenceResponse::Channels { channels, next }
@@ -110,6 +145,23 @@ pub(crate) async fn presence(
         PresenceQuery::MyChannels => PresenceResponse::MyChannels {
             channels: Vec::new(),
         },
+    }
+}
+
+/// Asks the cluster's Redis with `ask`, in cluster mode; `None` on one
+/// node, or when Redis did not answer (the node's own answer stands).
+async fn from_cluster<T, F, Fut>(hub: &Hub, ask: F) -> Option<T>
+where
+    F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let conn = hub.cluster.as_ref()?.conn()?;
+    match ask(conn).await {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            tracing::warn!(error = %e, "the cluster's presence could not be read: answering for this node");
+            None
+        }
     }
 }
 

@@ -111,6 +111,14 @@ pub(crate) enum Command {
         conversation: ConversationId,
         to: u64,
     },
+    /// Cluster mode: a join or leave the cluster announced, for the
+    /// channel's members here but `except` (the joining connection, when
+    /// it is here).
+    ChannelEvent {
+        channel: String,
+        event: apm_core::message::PresenceEvent,
+        except: u64,
+    },
     /// A frame another shard made, for connections registered here.
     Forward {
         to: Audience,

@@ -33,7 +33,7 @@ use apm_core::Frame;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use command::{Asker, Command, Outgoing, Target};
+pub(crate) use command::{Asker, Audience, Command, Outgoing, Target};
 
 use crate::config::Config;
 use crate::fanout::{Members, deliver, fan_out};
@@ -43,7 +43,7 @@ use crate::outbox::Conn;
 use tables::Tables;
 
 /// Connection ids start at 1, so 0 excludes nobody.
-const NOBODY: u64 = 0;
+pub(crate) const NOBODY: u64 = 0;
 
 /// What a shard's methods need besides its tables: the shared hub and the
 /// counters the loop keeps locally.
@@ -229,6 +229,20 @@ impl Shard {
             }
             Command::Stored(durable) => self.stored(durable),
             Command::Forward { to, frame, except } => self.deliver_here(&to, &frame, except),
+            Command::ChannelEvent {
+                channel,
+                event,
+                except,
+            } => {
+                if self
+                    .tables
+                    .channels
+                    .get(channel.as_str())
+                    .is_some_and(|ch| ch.join_leave)
+                {
+                    self.channel_event(&channel, event, except);
+                }
+            }
             Command::Remote(remote) => self.remote(*remote),
             Command::GapRead { conversation, to } => self.gap_read(conversation, to),
             Command::CatchUp => self.catch_up(),

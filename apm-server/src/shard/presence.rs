@@ -85,7 +85,9 @@ impl Shard {
             }
             return;
         }
-        if first && !self.returning_user(&user) {
+        if let Some(cluster) = self.ctx.hub.cluster_presence() {
+            cluster.user(&user, 1);
+        } else if first && !self.returning_user(&user) {
             self.presence_event(PresenceEvent::Online {
                 user: user.to_string(),
             });
@@ -98,9 +100,23 @@ impl Shard {
         let Some(conns) = self.tables.users.get_mut(&conn.user) else {
             return;
         };
+        let before = conns.len();
         conns.retain(|c| c.id != conn.id);
+        if conns.len() == before {
+            return;
+        }
         for c in conns.iter() {
             c.set_user_connections(conns.len() as u32);
+        }
+        if let Some(cluster) = self.ctx.hub.cluster_presence() {
+            // A node stopping leaves its counts to lapse with its lease.
+            if !grace::in_shutdown(conn) {
+                cluster.user(&conn.user, -1);
+            }
+            if conns.is_empty() {
+                self.tables.users.remove(&conn.user);
+            }
+            return;
         }
         if conns.is_empty() {
             self.tables.users.remove(&conn.user);
@@ -169,14 +185,22 @@ impl Shard {
         mut oldest: u64,
         replay: Vec<Bytes>,
     ) {
-        let ch = self.tables.channels.get_mut(name).expect("made by sub");
+        let (_, key, ch) = self
+            .tables
+            .channels
+            .get_full_mut(name)
+            .expect("made by sub");
         let mut joined = false;
         let mut first_member = false;
         if ch.members.insert(conn.id, conn.clone()).is_none() {
             first_member = ch.members.len() == 1;
             let count = ch.users.entry(conn.user.clone()).or_insert(0);
             *count += 1;
-            joined = *count == 1 && ch.join_leave;
+            match self.ctx.hub.cluster_presence() {
+                // The cluster's count decides, and its event comes back.
+                Some(cluster) => cluster.member(key, &conn.user, 1, conn.id),
+                None => joined = *count == 1 && ch.join_leave,
+            }
         }
         let seq = ch.log.visible;
         if let (Some(since), Some(first)) = (since, replay.first()) {
@@ -223,13 +247,21 @@ impl Shard {
     pub(super) fn unsub(&mut self, conn: &Conn, name: &str, asker: Asker) {
         let mut left = false;
         let tables = &mut self.tables;
-        if let Some(ch) = tables.channels.get_mut(name) {
+        let cluster = self.ctx.hub.cluster_presence();
+        if let Some((_, key, ch)) = tables.channels.get_full_mut(name) {
             ch.resuming.retain(|r| r.conn != conn.id);
             if ch.members.swap_remove(&conn.id).is_some()
                 && let Some(count) = ch.users.get_mut(&conn.user)
             {
                 *count -= 1;
-                if *count == 0 {
+                if let Some(cluster) = cluster {
+                    if !grace::in_shutdown(conn) {
+                        cluster.member(key, &conn.user, -1, conn.id);
+                    }
+                    if *count == 0 {
+                        ch.users.remove(&conn.user);
+                    }
+                } else if *count == 0 {
                     ch.users.remove(&conn.user);
                     left = ch.join_leave;
                 }

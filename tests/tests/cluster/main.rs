@@ -336,3 +336,4 @@ async fn history_read_from_redis_keeps_to_the_age_limit() {
 
 mod faults;
 mod moving;
+mod presence;
