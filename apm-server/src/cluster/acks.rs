@@ -32,7 +32,7 @@ pub(crate) struct Ack {
 /// Writes read positions until `finish` fires and none is left.
 pub(super) async fn run(
     hub: Arc<Hub>,
-    mut conn: ConnectionManager,
+    mut conns: Vec<ConnectionManager>,
     mut rx: mpsc::Receiver<Ack>,
     finish: CancellationToken,
 ) {
@@ -62,9 +62,14 @@ pub(super) async fn run(
             let seq = furthest.entry((a.user, a.conversation)).or_default();
             *seq = (*seq).max(a.seq);
         }
-        let mut pipe = redis::pipe();
+        let mut pipes = vec![redis::pipe(); conns.len()];
         for ((user, conversation), seq) in &furthest {
-            pipe.cmd("EVALSHA")
+            let instance = hub
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.instance_of(conversation));
+            pipes[instance]
+                .cmd("EVALSHA")
                 .arg(script.get_hash())
                 .arg(1)
                 .arg(keys::acks(conversation))
@@ -74,19 +79,24 @@ pub(super) async fn run(
                 .arg(wire::encode_ack(user, conversation, *seq))
                 .ignore();
         }
-        let mut written: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        if written
-            .as_ref()
-            .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-        {
-            if let Err(e) = script.prepare_invoke().load_async(&mut conn).await {
-                warn!(error = %e, "cannot load the read position script");
+        for (pipe, conn) in pipes.iter().zip(conns.iter_mut()) {
+            if pipe.is_empty() {
+                continue;
             }
-            written = pipe.query_async(&mut conn).await;
-        }
-        if let Err(e) = written {
-            Metrics::add(&hub.metrics.cluster_acks_failed, furthest.len() as u64);
-            warn!(error = %e, positions = furthest.len(), "read positions not written to Redis");
+            let mut written: redis::RedisResult<()> = pipe.query_async(conn).await;
+            if written.as_ref().is_err_and(|e| {
+                e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            }) {
+                if let Err(e) = script.prepare_invoke().load_async(conn).await {
+                    warn!(error = %e, "cannot load the read position script");
+                }
+                written = pipe.query_async(conn).await;
+            }
+            if let Err(e) = written {
+                let n = pipe.len() as u64;
+                Metrics::add(&hub.metrics.cluster_acks_failed, n);
+                warn!(error = %e, positions = n, "read positions not written to Redis");
+            }
         }
     }
 }

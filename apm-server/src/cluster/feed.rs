@@ -36,6 +36,7 @@ use crate::shard::Command;
 /// Redis lost its epoch.
 pub(super) async fn run(
     hub: Arc<Hub>,
+    instance: usize,
     client: redis::Client,
     stop: CancellationToken,
     finish: CancellationToken,
@@ -43,10 +44,10 @@ pub(super) async fn run(
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
-        match listen(&hub, &client, &stop, &finish, first).await {
+        match listen(&hub, instance, &client, &stop, &finish, first).await {
             Ok(()) => return,
             Err(e) => {
-                hub.cluster_link_up(false);
+                hub.cluster_link_up(instance, false);
                 warn!(error = %e, "the cluster's message feed is down; subscribing again");
             }
         }
@@ -71,6 +72,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
 /// One subscription's life: `Ok` when the node stops.
 async fn listen(
     hub: &Arc<Hub>,
+    instance: usize,
     client: &redis::Client,
     stop: &CancellationToken,
     finish: &CancellationToken,
@@ -80,13 +82,12 @@ async fn listen(
     let subscribed = tokio::time::timeout(SUBSCRIBE_WAIT, async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub
-            .subscribe(&[
-                keys::MESSAGES,
-                keys::ACKS,
-                super::presence::EVENTS,
-                &probe_channel,
-            ])
+            .subscribe(&[keys::MESSAGES, keys::ACKS, &probe_channel])
             .await?;
+        if instance == 0 {
+            // Presence lives on the first instance.
+            pubsub.subscribe(super::presence::EVENTS).await?;
+        }
         redis::RedisResult::Ok(pubsub)
     })
     .await;
@@ -94,7 +95,7 @@ async fn listen(
         Ok(pubsub) => pubsub?,
         Err(_) => return Err(feed_error("subscribing took too long")),
     };
-    hub.cluster_link_up(true);
+    hub.cluster_link_up(instance, true);
     info!("cluster message feed subscribed");
     if !first {
         // The link broke: Redis may have restarted without its data, and
@@ -104,8 +105,9 @@ async fn listen(
             .arg(keys::EPOCH)
             .query_async(&mut conn)
             .await?;
-        if epoch != Some(hub.epoch()) {
-            hub.cluster_epoch_lost(epoch, stop);
+        let started_with = hub.cluster.as_ref().map(|c| c.epochs[instance]);
+        if epoch != started_with {
+            hub.cluster_epoch_lost(instance, epoch, stop);
             return Ok(());
         }
         // What was published while the feed was down never comes: each
@@ -130,7 +132,7 @@ async fn listen(
                     }
                     None if heard.elapsed() >= PROBE_EVERY => {
                         probe_sent = Some(Instant::now());
-                        send_probe(hub, &probe_channel);
+                        send_probe(hub, instance, &probe_channel);
                     }
                     _ => {}
                 }
@@ -235,8 +237,8 @@ fn presence_events(hub: &Arc<Hub>, payload: &[u8]) {
 /// Publishes a probe to the node's own channel, off the feed's loop: an
 /// answer that never comes is what the feed waits for. The node's command
 /// connection is made before the feed starts.
-fn send_probe(hub: &Arc<Hub>, channel: &str) {
-    let Some(mut conn) = hub.cluster.as_ref().and_then(|c| c.conn()) else {
+fn send_probe(hub: &Arc<Hub>, instance: usize, channel: &str) {
+    let Some(mut conn) = hub.cluster.as_ref().and_then(|c| c.instance_conn(instance)) else {
         return;
     };
     let channel = channel.to_owned();

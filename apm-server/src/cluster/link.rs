@@ -20,17 +20,21 @@ use crate::shard::Command;
 /// Messages in one script call at most.
 const BATCH: usize = 256;
 
-/// Takes submissions until `finish` fires and none is left, sequencing
-/// them in Redis; cancels `stop` (the node's) when Redis lost its epoch.
+/// Takes submissions for the cluster's `instance` (whose epoch this node
+/// started with is `epoch`) until `finish` fires and none is left,
+/// sequencing them there; cancels `stop` (the node's) when the instance
+/// lost its epoch.
 pub(super) async fn run(
     hub: Arc<Hub>,
+    instance: usize,
     mut conn: ConnectionManager,
+    epoch: u64,
     mut rx: mpsc::UnboundedReceiver<Submission>,
     stop: CancellationToken,
     finish: CancellationToken,
 ) {
     let script = redis::Script::new(script::SEQUENCE);
-    let epoch = hub.epoch().to_string();
+    let epoch = epoch.to_string();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         // What was taken before the node began to stop still goes.
@@ -75,7 +79,7 @@ pub(super) async fn run(
                     "the cluster's state was lost: this node is restarting",
                 );
             }
-            hub.cluster_epoch_lost(found, &stop);
+            hub.cluster_epoch_lost(instance, found, &stop);
             continue;
         }
         match answer {

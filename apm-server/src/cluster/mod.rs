@@ -1,4 +1,6 @@
-//! Cluster mode: several nodes over one Redis (`--cluster redis://...`).
+//! Cluster mode: several nodes over Redis (`--cluster redis://...`, or
+//! several instances comma-separated, each holding its share of the
+//! conversations: `spread.rs`; each instance has its own link and feed).
 //!
 //! Redis gives each conversation its one order: a script per batch of
 //! messages checks each one's retry key and appends it to its
@@ -21,6 +23,7 @@ mod keys;
 mod link;
 pub(crate) mod presence;
 mod script;
+mod spread;
 mod store;
 pub(crate) mod wire;
 
@@ -141,17 +144,21 @@ pub(crate) struct Remote {
 /// A node's handle on the cluster, in its hub.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    tx: mpsc::UnboundedSender<Submission>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Submission>>>,
+    /// Per instance, the way to its link.
+    tx: Vec<mpsc::UnboundedSender<Submission>>,
+    rx: Mutex<Option<Vec<mpsc::UnboundedReceiver<Submission>>>>,
     /// Messages waiting for Redis.
     waiting: AtomicUsize,
     acks_tx: mpsc::Sender<acks::Ack>,
     acks_rx: Mutex<Option<mpsc::Receiver<acks::Ack>>>,
-    client: redis::Client,
-    conn: OnceLock<ConnectionManager>,
-    /// Whether the feed is subscribed (readiness).
-    up: AtomicBool,
-    /// Told each time the feed subscribes.
+    clients: Vec<redis::Client>,
+    /// Each instance's epoch, as this node started.
+    epochs: Vec<u64>,
+    /// Per instance, the node's connection for commands.
+    conns: OnceLock<Vec<ConnectionManager>>,
+    /// Per instance, whether its feed is subscribed (readiness).
+    up: Vec<AtomicBool>,
+    /// Told each time a feed subscribes.
     subscribed: tokio::sync::Notify,
     /// Redis no longer holds this node's epoch: the node stopped.
     epoch_lost: AtomicBool,
@@ -171,7 +178,8 @@ impl Cluster {
         max_waiting_bytes: usize,
         presence_lease: std::time::Duration,
     ) -> Cluster {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let clients = store.clients();
+        let (tx, rx) = clients.iter().map(|_| mpsc::unbounded_channel()).unzip();
         let (acks_tx, acks_rx) = mpsc::channel(ACKS_WAITING);
         Cluster {
             tx,
@@ -179,9 +187,10 @@ impl Cluster {
             waiting: AtomicUsize::new(0),
             acks_tx,
             acks_rx: Mutex::new(Some(acks_rx)),
-            client: store.client().clone(),
-            conn: OnceLock::new(),
-            up: AtomicBool::new(false),
+            up: clients.iter().map(|_| AtomicBool::new(false)).collect(),
+            clients,
+            epochs: store.epochs(),
+            conns: OnceLock::new(),
             subscribed: tokio::sync::Notify::new(),
             epoch_lost: AtomicBool::new(false),
             waiting_bytes: AtomicUsize::new(0),
@@ -202,7 +211,8 @@ impl Cluster {
             return Err(s);
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(s).map_err(|e| {
+        let instance = self.instance_of(&s.conversation);
+        self.tx[instance].send(s).map_err(|e| {
             self.taken(1, bytes);
             e.0
         })
@@ -246,28 +256,40 @@ impl Cluster {
         self.epoch_lost.load(Ordering::Relaxed)
     }
 
-    /// Whether the node hears what other nodes sequence.
+    /// Whether the node hears what other nodes sequence, on every
+    /// instance.
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.up.iter().all(|up| up.load(Ordering::Relaxed))
     }
 
-    /// The node's connection to Redis for commands, once started.
+    /// The instance that holds `conversation`.
+    pub(crate) fn instance_of(&self, conversation: &ConversationId) -> usize {
+        spread::instance_of(&conversation.key(), self.clients.len())
+    }
+
+    /// The node's connection for commands to the first instance (which
+    /// holds presence), once started.
     pub(crate) fn conn(&self) -> Option<ConnectionManager> {
-        self.conn.get().cloned()
+        self.instance_conn(0)
+    }
+
+    /// The node's connection for commands to `instance`, once started.
+    pub(super) fn instance_conn(&self, instance: usize) -> Option<ConnectionManager> {
+        self.conns.get().and_then(|c| c.get(instance)).cloned()
     }
 
     /// Reads what `conversation` has from `from` on (see
     /// `feed::catch_up`).
     pub(crate) fn catch_up(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64) {
-        if let Some(conn) = self.conn.get() {
-            feed::catch_up(hub, conn, conversation, from);
+        if let Some(conn) = self.instance_conn(self.instance_of(&conversation)) {
+            feed::catch_up(hub, &conn, conversation, from);
         }
     }
 
     /// Reads a gap of `conversation` from its stream (see `feed::fill`).
     pub(crate) fn fill(&self, hub: &Arc<Hub>, conversation: ConversationId, from: u64, to: u64) {
-        match self.conn.get() {
-            Some(conn) => feed::fill(hub, conn, conversation, from, to),
+        match self.instance_conn(self.instance_of(&conversation)) {
+            Some(conn) => feed::fill(hub, &conn, conversation, from, to),
             None => tracing::warn!("a gap before the cluster link started; left"),
         }
     }
@@ -283,9 +305,15 @@ impl Hub {
     /// lost. The node stops rather than deliver seqs that mean something
     /// else now; `Server::run` then fails, so a supervisor restarts it
     /// into the cluster's new epoch.
-    pub(crate) fn cluster_epoch_lost(&self, found: Option<u64>, stop: &CancellationToken) {
+    pub(crate) fn cluster_epoch_lost(
+        &self,
+        instance: usize,
+        found: Option<u64>,
+        stop: &CancellationToken,
+    ) {
         tracing::error!(
-            node_epoch = self.epoch(),
+            instance,
+            node_epoch = self.cluster.as_ref().map(|c| c.epochs[instance]),
             redis_epoch = ?found,
             "the cluster's Redis lost its data (its epoch is not this node's): stopping, \
              so that a restart joins the cluster's new epoch and no seq is reused"
@@ -296,10 +324,10 @@ impl Hub {
         stop.cancel();
     }
 
-    /// Records whether the cluster's feed is subscribed.
-    pub(crate) fn cluster_link_up(&self, up: bool) {
+    /// Records whether the feed of the cluster's `instance` is subscribed.
+    pub(crate) fn cluster_link_up(&self, instance: usize, up: bool) {
         if let Some(c) = &self.cluster {
-            c.up.store(up, Ordering::Relaxed);
+            c.up[instance].store(up, Ordering::Relaxed);
             if up {
                 c.subscribed.notify_one();
             }
@@ -320,35 +348,48 @@ pub(crate) async fn start(
     let Some(cluster) = &hub.cluster else {
         return Ok(());
     };
-    let conn = ConnectionManager::new(cluster.client.clone())
-        .await
-        .map_err(|e| std::io::Error::other(format!("cluster: cannot reach Redis: {e}")))?;
-    let _ = cluster.conn.set(conn.clone());
-    let rx = take_once(&cluster.rx)?;
+    let mut conns = Vec::with_capacity(cluster.clients.len());
+    for client in &cluster.clients {
+        let conn = ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| std::io::Error::other(format!("cluster: cannot reach Redis: {e}")))?;
+        conns.push(conn);
+    }
+    let _ = cluster.conns.set(conns.clone());
+    let rxs = take_once(&cluster.rx)?;
     let acks_rx = take_once(&cluster.acks_rx)?;
-    tasks.spawn(presence::run(hub.clone(), conn.clone(), finish.clone()));
+    tasks.spawn(presence::run(hub.clone(), conns[0].clone(), finish.clone()));
     tasks.spawn(acks::run(
         hub.clone(),
-        conn.clone(),
+        conns.clone(),
         acks_rx,
         finish.clone(),
     ));
-    tasks.spawn(link::run(
-        hub.clone(),
-        conn,
-        rx,
-        stop.clone(),
-        finish.clone(),
-    ));
-    tasks.spawn(feed::run(
-        hub.clone(),
-        cluster.client.clone(),
-        stop.clone(),
-        finish.clone(),
-    ));
-    tokio::time::timeout(SUBSCRIBE_WAIT, cluster.subscribed.notified())
-        .await
-        .map_err(|_| std::io::Error::other("cluster: cannot subscribe to Redis's messages"))?;
+    for (instance, (rx, conn)) in rxs.into_iter().zip(conns).enumerate() {
+        let epoch = cluster.epochs[instance];
+        tasks.spawn(link::run(
+            hub.clone(),
+            instance,
+            conn,
+            epoch,
+            rx,
+            stop.clone(),
+            finish.clone(),
+        ));
+        tasks.spawn(feed::run(
+            hub.clone(),
+            instance,
+            cluster.clients[instance].clone(),
+            stop.clone(),
+            finish.clone(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + SUBSCRIBE_WAIT;
+    while !cluster.is_up() {
+        tokio::time::timeout_at(deadline, cluster.subscribed.notified())
+            .await
+            .map_err(|_| std::io::Error::other("cluster: cannot subscribe to Redis's messages"))?;
+    }
     Ok(())
 }
 

@@ -4,9 +4,14 @@
 //! history page, revocations and server-side subscriptions. The rings of
 //! the shards are caches of the streams.
 //!
-//! Reads are synchronous, on one connection: the shards read a
-//! conversation's last seq when it comes into memory, the rest runs on
-//! tokio's blocking pool.
+//! Reads are synchronous, on one connection per instance: the shards
+//! read a conversation's last seq when it comes into memory, the rest
+//! runs on tokio's blocking pool.
+//!
+//! With several instances, each conversation lives on one (`spread.rs`),
+//! and what is not a conversation's (revocations, server-side
+//! subscriptions, presence) on the first. Each instance holds an epoch of
+//! its own; the node's is the newest of them.
 
 use std::sync::Mutex;
 
@@ -31,64 +36,66 @@ fn redis_error(e: redis::RedisError) -> StoreError {
     StoreError::Db(format!("redis: {e}"))
 }
 
-/// Redis as the store of a cluster's node.
-pub(crate) struct RedisStore {
+/// One Redis instance of the cluster.
+struct Instance {
     client: redis::Client,
     /// `None` after a failure: made again by the next read.
     conn: Mutex<Option<Connection>>,
     epoch: u64,
 }
 
+/// Redis as the store of a cluster's node.
+pub(crate) struct RedisStore {
+    instances: Vec<Instance>,
+}
+
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("client", &self.client)
-            .field("epoch", &self.epoch)
+            .field("instances", &self.instances.len())
+            .field("epochs", &self.epochs())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Connects to the cluster's Redis at `url` and takes the cluster's
-    /// epoch, setting it if this is the first node of an empty Redis.
-    pub(crate) fn open(url: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Open {
-            path: url.into(),
-            why: e.to_string(),
-        })?;
-        let mut conn = client.get_connection().map_err(|e| StoreError::Open {
-            path: url.into(),
-            why: format!("cannot reach Redis: {e}"),
-        })?;
-        let now = crate::clock::now_ms();
-        let _: bool = redis::cmd("SET")
-            .arg(keys::EPOCH)
-            .arg(now)
-            .arg("NX")
-            .query::<Option<String>>(&mut conn)
-            .map(|set| set.is_some())
-            .map_err(redis_error)?;
-        let epoch: u64 = conn.get(keys::EPOCH).map_err(redis_error)?;
-        Ok(RedisStore {
-            client,
-            conn: Mutex::new(Some(conn)),
-            epoch,
-        })
+    /// Connects to the cluster's Redis instances (`urls`, comma-separated)
+    /// and takes each one's epoch, setting it where this is the first node
+    /// of an empty instance.
+    pub(crate) fn open(urls: &str) -> Result<RedisStore, StoreError> {
+        let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+        let mut instances = Vec::with_capacity(urls.len());
+        for url in urls {
+            instances.push(Instance::open(url)?);
+        }
+        Ok(RedisStore { instances })
     }
 
-    /// The client, for the node's asynchronous connections.
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// The instances' clients, for the node's asynchronous connections.
+    pub(crate) fn clients(&self) -> Vec<redis::Client> {
+        self.instances.iter().map(|i| i.client.clone()).collect()
+    }
+
+    /// Each instance's epoch, in order.
+    pub(crate) fn epochs(&self) -> Vec<u64> {
+        self.instances.iter().map(|i| i.epoch).collect()
+    }
+
+    /// The instance that holds `conversation`.
+    fn of(&self, conversation: &ConversationId) -> usize {
+        super::spread::instance_of(&conversation.key(), self.instances.len())
     }
 
     fn with_conn<T>(
         &self,
+        instance: usize,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let instance = &self.instances[instance];
+        let mut slot = instance.conn.lock().unwrap_or_else(|e| e.into_inner());
         let conn = match &mut *slot {
             Some(conn) => conn,
-            None => slot.insert(self.client.get_connection().map_err(redis_error)?),
+            None => slot.insert(instance.client.get_connection().map_err(redis_error)?),
         };
         let result = f(conn);
         if result
@@ -101,6 +108,32 @@ impl RedisStore {
     }
 }
 
+impl Instance {
+    fn open(url: &str) -> Result<Instance, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Open {
+            path: url.into(),
+            why: e.to_string(),
+        })?;
+        let mut conn = client.get_connection().map_err(|e| StoreError::Open {
+            path: url.into(),
+            why: format!("cannot reach Redis: {e}"),
+        })?;
+        let now = crate::clock::now_ms();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(keys::EPOCH)
+            .arg(now)
+            .arg("NX")
+            .query(&mut conn)
+            .map_err(redis_error)?;
+        let epoch: u64 = conn.get(keys::EPOCH).map_err(redis_error)?;
+        Ok(Instance {
+            client,
+            conn: Mutex::new(Some(conn)),
+            epoch,
+        })
+    }
+}
+
 impl Store for RedisStore {
     fn is_durable(&self) -> bool {
         // Messages are written by the sequencing script, not by batches
@@ -109,7 +142,9 @@ impl Store for RedisStore {
     }
 
     fn epoch(&self) -> u64 {
-        self.epoch
+        // An instance that lost its data has a newer epoch than it had:
+        // so does the node, and clients start their positions over.
+        self.epochs().into_iter().max().unwrap_or(0)
     }
 
     fn write(&self, _batch: &Batch, _keep: &RetentionPolicy) -> Result<(), StoreError> {
@@ -135,13 +170,14 @@ impl Store for RedisStore {
         if from > to {
             return Ok(Vec::new());
         }
-        let entries: redis::streams::StreamRangeReply = self.with_conn(|c| {
-            c.xrange(
-                keys::log(conversation),
-                format!("0-{from}"),
-                format!("0-{to}"),
-            )
-        })?;
+        let entries: redis::streams::StreamRangeReply =
+            self.with_conn(self.of(conversation), |c| {
+                c.xrange(
+                    keys::log(conversation),
+                    format!("0-{from}"),
+                    format!("0-{to}"),
+                )
+            })?;
         // Streams are trimmed by count (their ids are seqs, not times): an
         // age limit applies to what is read.
         let max_age_ms = keep.for_conversation(conversation).max_age_ms;
@@ -157,7 +193,7 @@ impl Store for RedisStore {
 
     fn last(&self, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
         // The stream's last id is `0-LAST`, kept even when trimmed empty.
-        self.with_conn(|c| {
+        self.with_conn(self.of(conversation), |c| {
             let info: redis::RedisResult<redis::streams::StreamInfoStreamReply> =
                 c.xinfo_stream(keys::log(conversation));
             match info {
@@ -173,11 +209,13 @@ impl Store for RedisStore {
     }
 
     fn acked(&self, user: &str, conversation: &ConversationId) -> Result<Option<u64>, StoreError> {
-        self.with_conn(|c| c.hget(keys::acks(conversation), user))
+        self.with_conn(self.of(conversation), |c| {
+            c.hget(keys::acks(conversation), user)
+        })
     }
 
     fn revoke(&self, user: &str, until_ms: u64) -> Result<(), StoreError> {
-        self.with_conn(|c| {
+        self.with_conn(0, |c| {
             if until_ms > crate::clock::now_ms() {
                 c.hset(REVOKED, user, until_ms)
             } else {
@@ -187,7 +225,7 @@ impl Store for RedisStore {
     }
 
     fn revocations(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
-        let all: Vec<(String, u64)> = self.with_conn(|c| c.hgetall(REVOKED))?;
+        let all: Vec<(String, u64)> = self.with_conn(0, |c| c.hgetall(REVOKED))?;
         Ok(all
             .into_iter()
             .filter(|(_, until)| *until > now_ms)
@@ -202,7 +240,7 @@ impl Store for RedisStore {
         max: usize,
     ) -> Result<SubscriptionChange, StoreError> {
         let key = subs_key(user);
-        self.with_conn(|c| {
+        self.with_conn(0, |c| {
             if !on {
                 let removed: usize = c.srem(&key, channel)?;
                 return Ok(if removed > 0 {
@@ -225,13 +263,13 @@ impl Store for RedisStore {
     }
 
     fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        let mut channels: Vec<String> = self.with_conn(|c| c.smembers(subs_key(user)))?;
+        let mut channels: Vec<String> = self.with_conn(0, |c| c.smembers(subs_key(user)))?;
         channels.sort();
         Ok(channels)
     }
 
     fn has_subscriptions(&self) -> Result<bool, StoreError> {
-        self.with_conn(|c| c.exists(SUBS_USED))
+        self.with_conn(0, |c| c.exists(SUBS_USED))
     }
 }
 

@@ -303,8 +303,12 @@ settings! {
     @[arg(num_args = 0..=1, default_missing_value = "true")]
     http_tls ("APM_HTTP_TLS"): bool = false;
     /// Cluster mode: the Redis URL (`redis://HOST:PORT`) this node shares
-    /// with the others. Redis sequences every conversation and keeps its
-    /// messages (the store setting is not used). Empty: one node.
+    /// with the others, or several comma-separated (the same list, in the
+    /// same order, on every node): each conversation lives on one of them,
+    /// by consistent hash; presence, revocations and server-side
+    /// subscriptions on the first. Redis sequences every conversation and
+    /// keeps its messages (the store setting is not used). Empty: one
+    /// node.
     cluster ("APM_CLUSTER"): String = String::new();
     /// Cluster mode: milliseconds a node's presence outlives its last
     /// word with Redis. Nodes renew it every third of that; a node killed

@@ -335,5 +335,6 @@ async fn history_read_from_redis_keeps_to_the_age_limit() {
 }
 
 mod faults;
+mod instances;
 mod moving;
 mod presence;
