@@ -145,7 +145,9 @@ fn serve(config: Config) -> ExitCode {
         let http_listen = config.http_listen.0;
         let dev_mode = config.dev_mode();
         let shards = config.shard_count();
+        // In cluster mode Redis is the store: the setting is not used.
         match config.store {
+            _ if !config.cluster.is_empty() => {}
             apm_server::StoreKind::Disk => log_data_dir(&config.data_dir),
             apm_server::StoreKind::Memory => {
                 warn!("memory store: history and offline messages are lost on restart")

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use apm_benches::load::nats_cluster::NatsCluster;
 use apm_benches::load::report::{Report, Run};
 use apm_benches::load::scenario::{self, Figure, Settings};
 use apm_benches::load::server::{self, SpawnedServer};
@@ -65,6 +66,12 @@ struct Cli {
     /// The peer's address (default: its standard loopback port).
     #[arg(long, global = true)]
     peer_addr: Option<String>,
+    /// With `--vs nats`: start a NATS cluster of this many nodes (routed
+    /// to each other, on free loopback ports) for each round, and spread
+    /// clients over them as over apm's nodes, instead of using the NATS at
+    /// `--peer-addr`.
+    #[arg(long, global = true, default_value_t = 0)]
+    nats_nodes: usize,
     /// Measured time.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -258,14 +265,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
-    if nodes > 1 && matches!(cli.scenario, Scenario::Connections { .. }) {
-        return Err("the connections scenario loads one node".into());
-    }
     let mut spawned: Vec<SpawnedServer> = Vec::new();
+    let mut nats: Option<NatsCluster> = None;
     let mut runs = Vec::new();
     for round in 0..rounds {
         for &target in &targets {
-            let (ep, pids) = match target {
+            let (ep, pids, node_pids) = match target {
                 Target::Apm | Target::ApmTls => match &cli.apm_addr {
                     Some(addrs) => (
                         Endpoint {
@@ -280,6 +285,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                             .into_iter()
                             .chain(cli.count_cpu_of.iter().copied())
                             .collect::<Vec<_>>(),
+                        procfs::find_process(target.process_name())
+                            .into_iter()
+                            .collect::<Vec<_>>(),
                     ),
                     None => {
                         // Fresh servers per round, so runs do not inherit
@@ -293,14 +301,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                             nodes: spawned.iter().map(|s| s.addr.to_string()).collect(),
                             ..Endpoint::new(target, spawned[0].addr.to_string())
                         };
-                        let pids = spawned
+                        let node_pids: Vec<u32> = spawned.iter().map(|s| s.pid()).collect();
+                        let pids = node_pids
                             .iter()
-                            .map(|s| s.pid())
+                            .copied()
                             .chain(cli.count_cpu_of.iter().copied())
                             .collect();
-                        (ep, pids)
+                        (ep, pids, node_pids)
                     }
                 },
+                Target::Nats if cli.nats_nodes > 0 => {
+                    nats.take();
+                    let cluster = NatsCluster::start(cli.nats_nodes).await?;
+                    let ep = Endpoint {
+                        nodes: cluster.addrs.clone(),
+                        ..Endpoint::new(Target::Nats, cluster.addrs[0].clone())
+                    };
+                    let pids = cluster.pids();
+                    nats = Some(cluster);
+                    (ep, pids.clone(), pids)
+                }
                 peer => (
                     Endpoint::new(
                         peer,
@@ -311,6 +331,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     procfs::find_process(peer.process_name())
                         .into_iter()
                         .collect(),
+                    Vec::new(),
                 ),
             };
             let settings = Settings {
@@ -347,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 Scenario::Rtt => scenario::round_trip(&ep, &settings).await?,
                 Scenario::Connections { count, workers } => {
-                    connections::run(&ep, *count, *workers, pids.first().copied()).await?
+                    connections::run(&ep, *count, *workers, &node_pids, &pids).await?
                 }
                 Scenario::Worker { .. } | Scenario::Durable { .. } => {
                     unreachable!("handled above")
@@ -365,6 +386,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     spawned.clear();
+    drop(nats);
     let label = format!(
         "{:?}, payload {} B, {:?} measured after {:?} warm-up, {} round(s)",
         cli.scenario, cli.payload, cli.duration, cli.warmup, rounds

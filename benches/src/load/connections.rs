@@ -1,6 +1,7 @@
 //! The `connections` scenario: many idle, authenticated, subscribed
 //! connections spread over worker processes and source addresses, so that
-//! no process passes its open-file limit.
+//! no process passes its open-file limit, and over a cluster's nodes
+//! (worker by worker, in turn).
 
 use std::net::IpAddr;
 use std::process::Stdio;
@@ -92,12 +93,16 @@ pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunE
     Ok(())
 }
 
-/// Runs `total` connections over `workers` processes against `ep`.
+/// Runs `total` connections over `workers` processes against `ep` (its
+/// nodes in turn). `node_pids` are the server's processes whose RSS is
+/// measured (a cluster's nodes); `cpu_pids` those whose CPU is counted
+/// (with a cluster's Redis).
 pub async fn run(
     ep: &Endpoint,
     total: usize,
     workers: usize,
-    server_pid: Option<u32>,
+    node_pids: &[u32],
+    cpu_pids: &[u32],
 ) -> Result<Vec<Figure>, RunError> {
     let workers = workers.max(1);
     // Connected first, so it has its place even when the run fills the
@@ -105,9 +110,10 @@ pub async fn run(
     let mut publisher = Publisher::connect(ep, "idle-announcer")
         .await
         .map_err(|e| e.to_string())?;
-    let rss_before = server_pid.and_then(procfs::rss_bytes);
+    let rss = || -> Option<Vec<u64>> { node_pids.iter().map(|p| procfs::rss_bytes(*p)).collect() };
+    let rss_before = rss();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let server_cpu = procfs::CpuMeter::start(server_pid);
+    let server_cpu = procfs::CpuMeter::start(cpu_pids.iter().copied());
     let own_cpu_before = procfs::cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut children = Vec::new();
@@ -116,11 +122,12 @@ pub async fn run(
         // 127.0.0.2, .3, ...: each source address has its own ephemeral
         // ports.
         let source = format!("127.0.0.{}", 2 + w);
+        let node = &ep.nodes[w % ep.nodes.len().max(1)];
         let mut child = Command::new(&exe)
             .args([
                 "worker",
                 "--addr",
-                &ep.addr,
+                node,
                 "--count",
                 &count.to_string(),
                 "--source",
@@ -155,7 +162,7 @@ pub async fn run(
             .unwrap_or(0);
     }
     let all_up = started.elapsed();
-    let rss_after = server_pid.and_then(procfs::rss_bytes);
+    let rss_after = rss();
     // Prove the connections are live: one message reaches every one.
     publisher
         .publish_sync(CHANNEL, crate::load::tally::payload(32))
@@ -232,16 +239,30 @@ pub async fn run(
             });
         }
     }
-    if let (Some(a), Some(b)) = (rss_before, rss_after) {
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        let grew: u64 = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| b.saturating_sub(*a))
+            .sum();
         figures.push(Figure {
             name: "server RSS".into(),
-            value: b as f64 / (1 << 20) as f64,
+            value: after.iter().sum::<u64>() as f64 / (1 << 20) as f64,
             unit: "MiB",
             higher_is_better: false,
         });
+        if after.len() > 1 {
+            figures.push(Figure {
+                name: "largest node RSS".into(),
+                value: after.iter().copied().max().unwrap_or(0) as f64 / (1 << 20) as f64,
+                unit: "MiB",
+                higher_is_better: false,
+            });
+        }
+        // Over all nodes: what a connection costs the node that holds it.
         figures.push(Figure {
             name: "server RSS/conn".into(),
-            value: b.saturating_sub(a) as f64 / connected.max(1) as f64,
+            value: grew as f64 / connected.max(1) as f64,
             unit: "B",
             higher_is_better: false,
         });

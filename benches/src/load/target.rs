@@ -94,8 +94,9 @@ pub struct Endpoint {
     pub target: Target,
     /// `host:port`.
     pub addr: String,
-    /// apm in cluster mode: every node's `host:port` (the first is
-    /// `addr`); each client goes to one, by its name.
+    /// A cluster's nodes (apm, or NATS started by this tool): every
+    /// node's `host:port` (the first is `addr`); each client goes to one,
+    /// by its name.
     pub nodes: Vec<String>,
     /// For apm over TLS: the CA certificate(s) to trust, PEM; `None`
     /// trusts the system's roots.
@@ -217,7 +218,7 @@ impl Publisher {
                 async_nats::ConnectOptions::new()
                     .name(name)
                     .client_capacity(65_536)
-                    .connect(ep.addr.as_str())
+                    .connect(ep.node_for(name))
                     .await
                     .map_err(|e| err(e.to_string()))?,
             ),
@@ -376,7 +377,7 @@ pub async fn subscribe(
             let c = async_nats::ConnectOptions::new()
                 .name(name)
                 .subscription_capacity(1 << 16)
-                .connect(ep.addr.as_str())
+                .connect(ep.node_for(name))
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let mut all: Vec<Payloads> = Vec::new();
