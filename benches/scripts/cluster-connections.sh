@@ -3,7 +3,10 @@
 # Redis: 5 nodes with 19,900 each (99,500; a node may hold 20,000 open
 # files, its Redis links and listener included) and 6 nodes with 16,667
 # each (100,000). One load worker per node, each from its own source
-# address. Results in $OUT as JSON.
+# address. The load workers share the two cores with the nodes: a client
+# may take longer than the default 5 s to send its Hello, so every
+# configuration runs with a handshake timeout of 60 s. Results in $OUT as
+# JSON.
 set -u
 B=${B:-target/release}
 OUT=${OUT:-/tmp/cluster_connections}
@@ -21,6 +24,7 @@ for r in $(seq 1 "$ROUNDS"); do
       five) args=(--count 99500 --workers 5 --nodes 5) ;;
       six) args=(--count 100000 --workers 6 --nodes 6) ;;
     esac
+    args+=(--apm-arg=--handshake-timeout-ms --apm-arg=60000)
     if [ "$cfg" != one ]; then
       args+=(--count-cpu-of "$RPID" --apm-arg=--cluster --apm-arg="redis://127.0.0.1:$PORT")
     fi

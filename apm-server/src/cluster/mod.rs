@@ -262,6 +262,11 @@ impl Cluster {
         self.up.iter().all(|up| up.load(Ordering::Relaxed))
     }
 
+    /// How many Redis instances the cluster spreads over.
+    pub(crate) fn instances(&self) -> usize {
+        self.clients.len()
+    }
+
     /// The instance that holds `conversation`.
     pub(crate) fn instance_of(&self, conversation: &ConversationId) -> usize {
         spread::instance_of(&conversation.key(), self.clients.len())

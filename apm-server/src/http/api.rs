@@ -104,7 +104,7 @@ async fn one(api: &Api, caller: &Arc<str>, method: &str, params: Value) -> Resul
         "subscriptions" => subscriptions::list(api, parse(params)?).await,
         "info" => {
             let _: NoParams = parse(params)?;
-            Ok(reads::info(hub))
+            reads::info(hub).await
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

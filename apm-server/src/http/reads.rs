@@ -173,14 +173,39 @@ pub(crate) async fn unread(hub: &Hub, p: UnreadParams) -> Result<Value, ApiError
     Ok(json!({ "user": p.user, "epoch": hub.epoch(), "counts": counts }))
 }
 
-/// `info`: the server's version, epoch, uptime, connections and shards.
-pub(crate) fn info(hub: &Hub) -> Value {
-    json!({
+/// `info`: the server's version, epoch, uptime, connections and shards;
+/// in cluster mode also the cluster's nodes as their presence leases show
+/// them.
+pub(crate) async fn info(hub: &Hub) -> Result<Value, ApiError> {
+    let mut info = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "epoch": hub.epoch(),
         "uptime_secs": hub.started.elapsed().as_secs(),
         "connections": hub.metrics.connections_open.load(Ordering::Relaxed),
         "shards": hub.shards.len(),
         "store": if hub.store.is_durable() { "disk" } else { "memory" },
-    })
+    });
+    let Some(cluster) = &hub.cluster else {
+        return Ok(info);
+    };
+    let mut conn = cluster
+        .conn()
+        .ok_or_else(|| ApiError::internal("the cluster link has not started"))?;
+    let nodes = crate::cluster::presence::query::nodes(&mut conn)
+        .await
+        .map_err(|e| ApiError::internal(format!("the cluster's Redis: {e}")))?;
+    let now = crate::clock::now_ms();
+    info["store"] = json!("redis");
+    info["cluster"] = json!({
+        "node": cluster.presence.node(),
+        "redis_instances": cluster.instances(),
+        "connections": nodes.iter().map(|n| n.connections).sum::<u64>(),
+        "nodes": nodes.iter().map(|n| json!({
+            "node": n.node,
+            "connections": n.connections,
+            "lease_until_ms": n.lease_until_ms,
+            "lapsed": n.lease_until_ms < now,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(info)
 }

@@ -39,6 +39,9 @@ pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunE
                 .credentials(format!("idle-{source}-{i}"), "")
                 .local_ip(source)
                 .connect_timeout(Duration::from_secs(30))
+                // Tens of thousands of handshakes on two shared cores: an
+                // answer may take longer than the SDK's default allows.
+                .request_timeout(Duration::from_secs(60))
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;

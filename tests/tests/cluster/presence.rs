@@ -219,3 +219,36 @@ async fn users_who_move_off_a_stopping_node_are_not_announced_as_leaving() {
     assert_eq!(is_online(&mut q, "mover").await, 1);
     assert_eq!(members(&mut q, "room").await, ["mover"]);
 }
+
+#[tokio::test]
+async fn the_api_s_info_lists_the_cluster_s_nodes_and_presence_answers_for_all() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url.clone();
+    let a = apm_tests::TestServer::start_http(|c| c.cluster = url).await;
+    let b = node(&redis, |_| {}).await;
+    let mut watcher = a.client("watcher").await;
+    watcher.sub("$presence").await;
+    // Each node's last renewal carried its connections: a's with the
+    // watcher and the mark, b's with x.
+    let _mark = a.client("mark").await;
+    let _x = b.client("x").await;
+    events_until(&mut watcher, &[online("mark"), online("x")]).await;
+
+    let api = a.http();
+    let info = api.ok("info", serde_json::json!({})).await;
+    assert_eq!(info["store"], "redis");
+    let cluster = &info["cluster"];
+    assert_eq!(cluster["redis_instances"], 1);
+    assert_eq!(cluster["connections"], 3, "{info}");
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{info}");
+    assert!(nodes.iter().any(|n| n["node"] == cluster["node"]));
+    assert!(nodes.iter().all(|n| n["lapsed"] == false));
+    // Presence over the API answers for both nodes.
+    let online = api
+        .ok("is_online", serde_json::json!({ "user": "x" }))
+        .await;
+    assert_eq!(online["connections"], 1, "{online}");
+}

@@ -185,7 +185,11 @@ pub(super) async fn run(hub: Arc<Hub>, mut conn: ConnectionManager, finish: Canc
             }
             continue;
         }
-        match apply(&mut conn, &scripts, &presence, &changes).await {
+        let open = hub
+            .metrics
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match apply(&mut conn, &scripts, &presence, &changes, open).await {
             Ok(Applied::Lapsed(nodes)) => {
                 for node in nodes {
                     reap(&hub, &mut conn, &scripts, &node).await;
@@ -220,6 +224,7 @@ async fn apply(
     scripts: &Scripts,
     presence: &Presence,
     changes: &Changes,
+    open: u64,
 ) -> redis::RedisResult<Applied> {
     let users: Vec<(&Arc<str>, i64)> = changes
         .users
@@ -241,7 +246,7 @@ async fn apply(
     }
     for (users, members) in calls {
         let mut call = scripts.apply.prepare_invoke();
-        args(&mut call, presence, users, members);
+        args(&mut call, presence, open, users, members);
         let answer: redis::Value = call.invoke_async(conn).await?;
         match answer {
             redis::Value::Int(-1) => return Ok(Applied::Lost),
@@ -279,7 +284,7 @@ async fn sync(
     let members: Vec<(&Member, (i64, u64))> = held.members.iter().map(|(m, v)| (m, *v)).collect();
     for (users, members) in chunks(&users, &members) {
         let mut call = scripts.sync_set.prepare_invoke();
-        args(&mut call, presence, users, members);
+        args(&mut call, presence, 0, users, members);
         call.invoke_async::<i64>(conn).await?;
     }
     scripts
@@ -337,16 +342,19 @@ fn chunks<'a, U, M>(users: &'a [U], members: &'a [M]) -> impl Iterator<Item = (&
     user_chunks.chain(member_chunks)
 }
 
-/// A call's arguments: node, lease, user count, users, members.
+/// A call's arguments: node, lease, user count, the node's open
+/// connections, users, members.
 fn args(
     call: &mut redis::ScriptInvocation<'_>,
     presence: &Presence,
+    open: u64,
     users: &[(&Arc<str>, i64)],
     members: &[(&Member, (i64, u64))],
 ) {
     call.arg(&presence.node)
         .arg(presence.lease.as_millis() as u64)
-        .arg(users.len());
+        .arg(users.len())
+        .arg(open);
     for (user, n) in users {
         call.arg(&***user).arg(*n);
     }

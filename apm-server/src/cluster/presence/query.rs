@@ -80,3 +80,37 @@ pub(crate) async fn channels(
     let counts: Vec<u32> = pipe.query_async(conn).await?;
     Ok(channels.into_iter().zip(counts).collect())
 }
+
+/// A node of the cluster as its presence lease shows it.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) node: String,
+    /// When its lease ends (ms since the Unix epoch, Redis's clock).
+    pub(crate) lease_until_ms: u64,
+    /// Its open connections as of its last renewal.
+    pub(crate) connections: u64,
+}
+
+/// Every node holding a presence lease (a lapsed one until it is taken
+/// off).
+pub(crate) async fn nodes(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Node>> {
+    let leases: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg("apm:p:nodes")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await?;
+    let load: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("apm:p:load")
+        .query_async(conn)
+        .await?;
+    Ok(leases
+        .into_iter()
+        .map(|(node, lease)| Node {
+            connections: load.get(&node).copied().unwrap_or(0),
+            lease_until_ms: lease as u64,
+            node,
+        })
+        .collect())
+}

@@ -7,7 +7,8 @@
 //! Redis for longer than the lease) is taken off by whichever node finds
 //! it first, its users and members subtracted as if they had left.
 //!
-//! Keys (all under `apm:p:`): `nodes` (node -> lease end, ms), `users`
+//! Keys (all under `apm:p:`): `nodes` (node -> lease end, ms), `load`
+//! (node -> its open connections, as of its last call), `users`
 //! and `conns` (online users; user -> connections), `chans` (channels
 //! with members), `m:CH` and `mc:CH` (a channel's members; member ->
 //! connections), `n:NODE:u` and `n:NODE:m` (a node's own counts; a member
@@ -101,8 +102,9 @@ end
 
 /// Applies a node's changes and renews its lease.
 ///
-/// ARGV: the node, the lease (ms), how many user changes follow, then per
-/// user `USER DELTA`, then per member `CHANNEL USER DELTA CONN`.
+/// ARGV: the node, the lease (ms), how many user changes follow, the
+/// node's open connections, then per user `USER DELTA`, then per member
+/// `CHANNEL USER DELTA CONN`.
 ///
 /// Answers -1 without applying anything when the node's lease is gone or
 /// lapsed (it must sync), else the nodes whose lease lapsed (at most 4),
@@ -118,8 +120,9 @@ if not lease or tonumber(lease) < now then
   return -1
 end
 redis.call('ZADD', P .. 'nodes', now + tonumber(ARGV[2]), node)
+redis.call('HSET', P .. 'load', node, ARGV[4])
 local hu, hm = P .. 'n:' .. node .. ':u', P .. 'n:' .. node .. ':m'
-local i = 4
+local i = 5
 for _ = 1, tonumber(ARGV[3]) do
   local d = tonumber(ARGV[i + 1])
   bump(hu, ARGV[i], d)
@@ -154,6 +157,7 @@ local left = drain(P .. 'n:' .. node .. ':u', P .. 'n:' .. node .. ':m', tonumbe
 publish()
 if left == 0 then
   redis.call('ZREM', P .. 'nodes', node)
+  redis.call('HDEL', P .. 'load', node)
 end
 return left
 "#
@@ -183,7 +187,7 @@ pub(super) fn sync_set() -> String {
         r#"
 local node = ARGV[1]
 local hu, hm = P .. 'n:' .. node .. ':u', P .. 'n:' .. node .. ':m'
-local i = 4
+local i = 5
 for _ = 1, tonumber(ARGV[3]) do
   local n = tonumber(ARGV[i + 1])
   local d = n - tonumber(redis.call('HGET', hu, ARGV[i]) or '0')
