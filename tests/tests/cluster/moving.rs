@@ -67,6 +67,42 @@ async fn an_sdk_client_whose_node_stops_resumes_on_another_with_nothing_missing(
 }
 
 #[tokio::test]
+async fn an_sdk_client_whose_node_is_killed_resumes_on_another_with_nothing_missing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut doomed =
+        apm_tests::process::ServerProcess::spawn(["--cluster", redis.url.as_str()]).await;
+    let survivor = nodes(&redis, 1).await.remove(0);
+    let addrs = [doomed.addr.to_string(), survivor.addr.to_string()];
+    let client = quick_sdk_nodes(&addrs, "mover").await;
+    let mut events = client.events();
+    let mut sub = client.subscribe("room").await.unwrap();
+    let publisher = quick_sdk(survivor.addr, "publisher").await;
+    for k in 1..=3 {
+        publisher.publish("room", format!("m{k}")).await.unwrap();
+    }
+    for seq in 1..=3 {
+        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
+    }
+    // No drain notice: the connection just ends.
+    doomed.child.start_kill().expect("kill -9");
+    within(async { while !matches!(events.next().await, Some(Event::Disconnected { .. })) {} })
+        .await;
+    for k in 4..=6 {
+        publisher.publish("room", format!("m{k}")).await.unwrap();
+    }
+    // Sent while moving: goes out on the new node, once.
+    let own = client.publish("room", "from the mover").await.unwrap();
+    assert_eq!(own.seq, 7);
+    for seq in 4..=6 {
+        let d = within(sub.next()).await.unwrap();
+        assert_eq!(d.seq, seq, "nothing missing, nothing twice");
+    }
+    assert_eq!(client.node(), addrs[1]);
+}
+
+#[tokio::test]
 async fn an_sdk_client_starts_on_the_first_node_that_answers() {
     let Some(redis) = RedisServer::start().await else {
         return;
