@@ -182,18 +182,20 @@ impl Session {
         let timer = tokio::time::sleep_until(self.next_check(idle));
         tokio::pin!(woken, stop, timer);
         let mut closing = false;
+        // The rare paths' futures are boxed: inline, they would size every
+        // connection's task for as long as it lives.
         if self.takes_server_subs && self.hub.subscriptions_used() {
-            self.sync_server_subs().await;
+            Box::pin(self.sync_server_subs()).await;
         }
         // Frames that came in the same read as Hello.
         self.decode_buffered().await;
         loop {
             if conn.take_subscriptions_changed() && self.takes_server_subs && !closing {
-                self.sync_server_subs().await;
+                Box::pin(self.sync_server_subs()).await;
             }
             if let Some(code) = conn.close_code() {
                 if code == ErrorCode::SlowConsumer {
-                    self.abandon(code).await;
+                    Box::pin(self.abandon(code)).await;
                     return Ok(());
                 }
                 if !closing {
@@ -221,8 +223,7 @@ impl Session {
                 && (self.hub.cluster.is_none()
                     || (self.allowance.all_handled(&conn) && conn.in_cluster() == 0))
             {
-                self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))
-                    .await;
+                Box::pin(self.finish(conn.close_code().unwrap_or(ErrorCode::Normal))).await;
                 return Ok(());
             }
             let event = tokio::select! {
@@ -293,7 +294,15 @@ impl Session {
                 Metrics::add(&self.hub.metrics.bytes_in, n as u64);
                 self.last_read = Instant::now();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Readiness said readable and nothing was there (it does
+                // after the read that emptied the socket): an idle
+                // connection keeps no read buffer.
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
+                return Ok(true);
+            }
             Err(e) => return Err(e),
         }
         self.decode_buffered().await;
