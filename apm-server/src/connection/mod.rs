@@ -6,6 +6,7 @@
 //! - [`queries`]: questions asked of several shards at once.
 //! - [`outbound`]: queued frames to the socket, and closing frames.
 //! - [`transport`]: the socket, plain or TLS.
+//! - [`channels`]: the channels a connection holds.
 //!
 //! One task per connection (not a reader and a writer) keeps an idle
 //! connection down to one task and no buffers: read and write buffers exist
@@ -26,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field, info, info_span};
 
+mod channels;
 mod dispatch;
 mod handshake;
 mod outbound;
@@ -101,7 +103,7 @@ struct Session {
     /// Frames taken off the queue, not yet in `out`.
     pending: VecDeque<Bytes>,
     /// The channels this connection holds.
-    subs: BTreeSet<Arc<str>>,
+    subs: channels::Channels,
     /// Those of `subs` that are its user's server-side subscriptions.
     server_subs: BTreeSet<Arc<str>>,
     /// The session was granted `SERVER_SUBS`: it holds its user's
@@ -145,7 +147,7 @@ impl Session {
             rbuf,
             out: Bytes::new(),
             pending: VecDeque::new(),
-            subs: BTreeSet::new(),
+            subs: channels::Channels::default(),
             server_subs: BTreeSet::new(),
             takes_server_subs: false,
             last_read: Instant::now(),

@@ -33,7 +33,7 @@ impl Session {
         let new: Vec<Arc<str>> = wanted.difference(&self.server_subs).cloned().collect();
         for channel in gone {
             self.server_subs.remove(&channel);
-            self.subs.remove(&channel);
+            self.subs.take(&channel);
             let shard = self.hub.shard_of(&channel);
             let cmd = Command::Unsub {
                 conn: self.conn.clone(),
