@@ -401,6 +401,16 @@ impl Config {
         if self.presence_ttl_ms < 300 {
             return bad("presence_ttl_ms must be at least 300");
         }
+        if !self.cluster.is_empty() {
+            for url in self.cluster.split(',').map(str::trim) {
+                if !url.starts_with("redis://") {
+                    return bad(&format!(
+                        "cluster: {url:?} is not a redis://HOST:PORT URL (several instances go \
+                         comma-separated; Redis Cluster is not supported)"
+                    ));
+                }
+            }
+        }
         if self.max_frame_len < 64 {
             return bad("max_frame_len must be at least 64");
         }
@@ -623,6 +633,20 @@ mod tests {
         });
         assert!(!c.echo);
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn cluster_urls_are_redis_instances() {
+        let mut c = Config {
+            cluster: "redis://127.0.0.1:6379, redis://127.0.0.1:6380".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        for bad in ["127.0.0.1:6379", "redis://a:1,", "redis+cluster://a:1"] {
+            c.cluster = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("Redis Cluster is not supported"), "{bad}: {e}");
+        }
     }
 
     #[test]
