@@ -37,33 +37,41 @@ async fn an_sdk_client_whose_node_stops_resumes_on_another_with_nothing_missing(
     let nodes = nodes(&redis, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let client = quick_sdk_nodes(&[a.addr.to_string(), b.addr.to_string()], "mover").await;
+    let publisher = quick_sdk(b.addr, "publisher").await;
+    // Node a drains: its clients are told to go elsewhere.
+    move_off(&client, &publisher, || a.shutdown.cancel()).await;
+    assert_eq!(client.node(), b.addr.to_string());
+}
+
+/// Reads 1..3 from `publisher` in "room" on `client`, takes its node away
+/// with `gone`, then checks that 4..6 arrive on the node it moved to with
+/// nothing missing and nothing twice, and that a message it sent while
+/// moving is sequenced once (7).
+async fn move_off(client: &Client, publisher: &Client, gone: impl FnOnce()) {
     let mut events = client.events();
     let mut sub = client.subscribe("room").await.unwrap();
-    let publisher = quick_sdk(b.addr, "publisher").await;
     for k in 1..=3 {
         publisher.publish("room", format!("m{k}")).await.unwrap();
     }
     for seq in 1..=3 {
         assert_eq!(within(sub.next()).await.unwrap().seq, seq);
     }
-    // Node a drains: its clients are told to go elsewhere.
-    a.shutdown.cancel();
+    gone();
     within(async { while !matches!(events.next().await, Some(Event::Disconnected { .. })) {} })
         .await;
     for k in 4..=6 {
         publisher.publish("room", format!("m{k}")).await.unwrap();
     }
-    // Sent while moving: goes out on the new node.
     let own = client.publish("room", "from the mover").await.unwrap();
     assert_eq!(own.seq, 7);
     for seq in 4..=6 {
         let d = within(sub.next()).await.unwrap();
         assert_eq!(
             (d.seq, d.payload.clone()),
-            (seq, Bytes::from(format!("m{seq}")))
+            (seq, Bytes::from(format!("m{seq}"))),
+            "nothing missing, nothing twice"
         );
     }
-    assert_eq!(client.node(), b.addr.to_string());
 }
 
 #[tokio::test]
@@ -76,29 +84,12 @@ async fn an_sdk_client_whose_node_is_killed_resumes_on_another_with_nothing_miss
     let survivor = nodes(&redis, 1).await.remove(0);
     let addrs = [doomed.addr.to_string(), survivor.addr.to_string()];
     let client = quick_sdk_nodes(&addrs, "mover").await;
-    let mut events = client.events();
-    let mut sub = client.subscribe("room").await.unwrap();
     let publisher = quick_sdk(survivor.addr, "publisher").await;
-    for k in 1..=3 {
-        publisher.publish("room", format!("m{k}")).await.unwrap();
-    }
-    for seq in 1..=3 {
-        assert_eq!(within(sub.next()).await.unwrap().seq, seq);
-    }
     // No drain notice: the connection just ends.
-    doomed.child.start_kill().expect("kill -9");
-    within(async { while !matches!(events.next().await, Some(Event::Disconnected { .. })) {} })
-        .await;
-    for k in 4..=6 {
-        publisher.publish("room", format!("m{k}")).await.unwrap();
-    }
-    // Sent while moving: goes out on the new node, once.
-    let own = client.publish("room", "from the mover").await.unwrap();
-    assert_eq!(own.seq, 7);
-    for seq in 4..=6 {
-        let d = within(sub.next()).await.unwrap();
-        assert_eq!(d.seq, seq, "nothing missing, nothing twice");
-    }
+    move_off(&client, &publisher, || {
+        doomed.child.start_kill().expect("kill -9");
+    })
+    .await;
     assert_eq!(client.node(), addrs[1]);
 }
 
