@@ -35,7 +35,13 @@ pub(crate) fn acks(c: &ConversationId) -> String {
     format!("apm:{{{}}}:acks", c.key())
 }
 
-/// The first copy's seq and time of `sender`'s message `msg_id`.
-pub(crate) fn retry(c: &ConversationId, sender: &str, msg_id: u64) -> String {
-    format!("apm:{{{}}}:r:{msg_id}:{sender}", c.key())
+/// `sender`'s message `msg_id` in `c`, as a field of the retry hashes
+/// (`apm:r:PERIOD`, one per period of `--dedup-keep-secs`, named by the
+/// script from Redis's clock; the field holds the first copy's `"SEQ
+/// TS"`):
+/// the conversation's key after its length, the sender, a space, the id
+/// (the id has no space, so the last one separates them).
+pub(crate) fn retry_field(c: &ConversationId, sender: &str, msg_id: u64) -> String {
+    let key = c.key();
+    format!("{}:{key}{sender} {msg_id}", key.len())
 }

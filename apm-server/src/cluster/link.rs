@@ -132,21 +132,20 @@ async fn call(
     let keep_secs = hub.config.dedup_keep_secs.max(1);
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash())
-        .arg(1 + 2 * batch.len())
+        .arg(1 + batch.len())
         .arg(keys::EPOCH);
     for s in batch {
-        let log_key = keys::log(&s.conversation);
-        let retry_key = match &s.retry {
-            Some((sender, msg_id)) => keys::retry(&s.conversation, sender, *msg_id),
-            None => log_key.clone(),
-        };
-        cmd.arg(log_key).arg(retry_key);
+        cmd.arg(keys::log(&s.conversation));
     }
     cmd.arg(epoch).arg(keep_secs).arg(keys::MESSAGES);
     for s in batch {
+        let retry = match &s.retry {
+            Some((sender, msg_id)) => keys::retry_field(&s.conversation, sender, *msg_id),
+            None => String::new(),
+        };
         cmd.arg(&s.body[..])
             .arg(s.keep)
-            .arg(if s.retry.is_some() { "1" } else { "0" })
+            .arg(retry)
             .arg(s.ts_ms)
             .arg(format!(" {} ", s.body.len()));
     }

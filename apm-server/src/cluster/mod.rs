@@ -3,7 +3,7 @@
 //! conversations: `spread.rs`; each instance has its own link and feed).
 //!
 //! Redis gives each conversation its one order: a script per batch of
-//! messages checks each one's retry key and appends it to its
+//! messages checks each one for a retry and appends it to its
 //! conversation's stream (whose next id is the next seq), then publishes
 //! the batch to every node (`script.rs`, sent by `link.rs`). Every node, the sender's included, delivers what is
 //! published in seq order, filling a gap from the stream before going on
