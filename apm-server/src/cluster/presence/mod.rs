@@ -47,11 +47,11 @@ const REAP_CHUNK: usize = 512;
 /// A (channel, user) pair.
 type Member = (Arc<str>, Arc<str>);
 
-/// Changes not yet sent to Redis: per user and member, how many
-/// connections came (or went, negative), and the latest joining
-/// connection.
+/// Connections per user and per member, with the latest joining
+/// connection: as changes not yet sent to Redis (negative when more went
+/// than came), or as what the node holds (what a sync sets).
 #[derive(Debug, Default)]
-struct Changes {
+struct Counts {
     users: HashMap<Arc<str>, i64>,
     members: HashMap<Member, (i64, u64)>,
 }
@@ -62,7 +62,7 @@ struct Changes {
 pub(crate) struct Presence {
     node: String,
     lease: Duration,
-    pending: Mutex<Changes>,
+    pending: Mutex<Counts>,
     wake: Notify,
 }
 
@@ -75,7 +75,7 @@ impl Presence {
         Presence {
             node: format!("{}-{random:016x}", std::process::id()),
             lease,
-            pending: Mutex::new(Changes::default()),
+            pending: Mutex::new(Counts::default()),
             wake: Notify::new(),
         }
     }
@@ -109,20 +109,14 @@ impl Presence {
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Changes {
+    fn take(&self) -> Counts {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-/// What this node holds: the counts a sync sets.
-#[derive(Debug, Default)]
-struct Held {
-    users: HashMap<Arc<str>, i64>,
-    members: HashMap<Member, (i64, u64)>,
-}
-
-impl Held {
-    fn add(&mut self, changes: &Changes) {
+impl Counts {
+    /// Adds `changes`; what falls to zero goes.
+    fn add(&mut self, changes: &Counts) {
         for (user, d) in &changes.users {
             let n = self.users.entry(user.clone()).or_default();
             *n += d;
@@ -165,7 +159,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut conn: ConnectionManager, finish: Canc
         sync_set: redis::Script::new(&script::sync_set()),
         sync_end: redis::Script::new(&script::sync_end()),
     };
-    let mut held = Held::default();
+    let mut held = Counts::default();
     let mut synced = false;
     let mut ticks = tokio::time::interval(presence.lease / 3);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,7 +217,7 @@ async fn apply(
     conn: &mut ConnectionManager,
     scripts: &Scripts,
     presence: &Presence,
-    changes: &Changes,
+    changes: &Counts,
     open: u64,
 ) -> redis::RedisResult<Applied> {
     let users: Vec<(&Arc<str>, i64)> = changes
@@ -270,16 +264,15 @@ async fn sync(
     conn: &mut ConnectionManager,
     scripts: &Scripts,
     presence: &Presence,
-    held: &Held,
+    held: &Counts,
 ) -> redis::RedisResult<()> {
     let lease = presence.lease.as_millis() as u64;
-    let () = scripts
+    scripts
         .sync_begin
         .arg(&presence.node)
         .arg(lease)
         .invoke_async::<i64>(conn)
-        .await
-        .map(drop)?;
+        .await?;
     let users: Vec<(&Arc<str>, i64)> = held.users.iter().map(|(u, n)| (u, *n)).collect();
     let members: Vec<(&Member, (i64, u64))> = held.members.iter().map(|(m, v)| (m, *v)).collect();
     for (users, members) in chunks(&users, &members) {
