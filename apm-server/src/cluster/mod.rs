@@ -363,7 +363,12 @@ pub(crate) async fn start(
     let _ = cluster.conns.set(conns.clone());
     let rxs = take_once(&cluster.rx)?;
     let acks_rx = take_once(&cluster.acks_rx)?;
-    tasks.spawn(presence::run(hub.clone(), conns[0].clone(), finish.clone()));
+    tasks.spawn(presence::run(
+        hub.clone(),
+        conns[0].clone(),
+        stop.clone(),
+        finish.clone(),
+    ));
     tasks.spawn(acks::run(
         hub.clone(),
         conns.clone(),

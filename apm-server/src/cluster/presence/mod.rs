@@ -147,8 +147,17 @@ struct Scripts {
 }
 
 /// Sends the node's changes and renews its lease until `finish` fires
-/// (the node has no clients left); then the lease lapses by itself.
-pub(super) async fn run(hub: Arc<Hub>, mut conn: ConnectionManager, finish: CancellationToken) {
+/// (the node has no clients left); then the lease lapses by itself. From
+/// `stopping` on (the node drains), changes are no longer sent, only the
+/// lease renewed: a client leaving a draining node may be on another node
+/// already, and its leaving here must not reach Redis before its coming
+/// there.
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    mut conn: ConnectionManager,
+    stopping: CancellationToken,
+    finish: CancellationToken,
+) {
     let Some(presence) = hub.cluster.as_ref().map(|c| c.presence.clone()) else {
         return;
     };
@@ -167,10 +176,13 @@ pub(super) async fn run(hub: Arc<Hub>, mut conn: ConnectionManager, finish: Canc
         tokio::select! {
             biased;
             _ = finish.cancelled() => return,
-            _ = presence.wake.notified() => {}
+            _ = presence.wake.notified(), if !stopping.is_cancelled() => {}
             _ = ticks.tick() => {}
         }
-        let changes = presence.take();
+        let mut changes = presence.take();
+        if stopping.is_cancelled() {
+            changes = Counts::default();
+        }
         held.add(&changes);
         if !synced {
             match sync(&mut conn, &scripts, &presence, &held).await {
