@@ -98,8 +98,9 @@ struct Session {
     conn: Arc<Conn>,
     stream: Transport,
     rbuf: BytesMut,
-    /// Bytes taken off the queue and not yet written.
-    out: Bytes,
+    /// Chunks taken off the queue and not yet written, the first perhaps
+    /// in part.
+    out: VecDeque<Bytes>,
     /// Frames taken off the queue, not yet in `out`.
     pending: VecDeque<Bytes>,
     /// The channels this connection holds.
@@ -145,7 +146,7 @@ impl Session {
             hub,
             stream,
             rbuf,
-            out: Bytes::new(),
+            out: VecDeque::new(),
             pending: VecDeque::new(),
             subs: channels::Channels::default(),
             server_subs: BTreeSet::new(),

@@ -1,10 +1,10 @@
 //! The outbound side of a connection: what the shards queued goes to the
-//! socket in as few writes as it takes (a lone frame straight from its
-//! shared bytes, small ones coalesced), and a closing connection says why
-//! before it goes.
+//! socket in as few writes as it takes (small frames copied together,
+//! larger ones written from their own shared bytes, several in one
+//! vectored write), and a closing connection says why before it goes.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use apm_core::{ErrorCode, Frame, Message};
@@ -16,8 +16,14 @@ use crate::metrics::Metrics;
 
 use super::Session;
 
-/// Coalesce queued frames into writes of up to this many bytes.
+/// Most bytes gathered for one write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Frames smaller than this are copied together into one buffer: a slice
+/// per small frame costs the kernel more than the copy. Larger ones are
+/// written from their own bytes.
+const FLATTEN_BELOW: usize = 4 * 1024;
+/// Most slices in one vectored write.
+const MAX_SLICES: usize = 64;
 /// How long a closing connection waits for its last frame to be taken and
 /// for the client to stop sending.
 const LINGER: Duration = Duration::from_secs(1);
@@ -27,26 +33,35 @@ const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Session {
     /// Takes queued frames and writes as much as the socket takes without
-    /// waiting. A lone frame is written straight from its shared bytes;
-    /// several are copied into one buffer of their exact size (at most
-    /// [`WRITE_BATCH`]) for one syscall. Buffers are let go as soon as they
-    /// are written, so an idle connection holds none.
+    /// waiting, up to [`MAX_SLICES`] chunks in one vectored write (see
+    /// [`gather`]). Buffers are let go as soon as they are written, so an
+    /// idle connection holds none.
     pub(super) fn flush(&mut self) -> io::Result<()> {
         loop {
             if self.out.is_empty() {
                 if self.pending.is_empty() {
                     self.pending = self.conn.take_all();
                     if self.pending.is_empty() {
-                        self.out = Bytes::new();
+                        self.out = VecDeque::new();
                         return self.stream.send_buffered();
                     }
                 }
-                self.out = next_chunk(&mut self.pending);
+                gather(&mut self.pending, &mut self.out);
             }
-            match self.stream.try_write(&self.out) {
+            let written = if self.out.len() == 1 {
+                self.stream.try_write(&self.out[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                for (slice, chunk) in slices.iter_mut().zip(&self.out) {
+                    *slice = IoSlice::new(chunk);
+                }
+                self.stream
+                    .try_write_vectored(&slices[..self.out.len().min(MAX_SLICES)])
+            };
+            match written {
                 Ok(n) => {
                     Metrics::add(&self.hub.metrics.bytes_out, n as u64);
-                    self.out.advance(n);
+                    advance(&mut self.out, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
@@ -61,7 +76,11 @@ impl Session {
     pub(super) async fn abandon(&mut self, code: ErrorCode) {
         self.conn.clear();
         self.pending = VecDeque::new();
-        let out = std::mem::take(&mut self.out);
+        // The first chunk may be part-written; the rest are whole frames
+        // not begun, and go with the queue.
+        let out = std::mem::take(&mut self.out)
+            .pop_front()
+            .unwrap_or_default();
         let close = Frame::new(0, Message::close(code, code.as_str()))
             .to_bytes()
             .expect("small frame");
@@ -124,33 +143,65 @@ impl Session {
     }
 }
 
-/// The next bytes to write from `pending` (not empty): a lone or large
-/// frame as it is, else as many frames as fit in [`WRITE_BATCH`] copied into
-/// one buffer of their exact size.
-fn next_chunk(pending: &mut VecDeque<Bytes>) -> Bytes {
-    let first = pending.pop_front().expect("pending is not empty");
-    if pending.is_empty() || first.len() >= WRITE_BATCH {
-        return first;
-    }
-    let mut size = first.len();
-    let more = pending
-        .iter()
-        .take_while(|f| {
-            size += f.len();
-            size <= WRITE_BATCH
-        })
-        .count();
-    let total = first.len() + pending.iter().take(more).map(Bytes::len).sum::<usize>();
-    let mut batch = BytesMut::with_capacity(total);
-    batch.extend_from_slice(&first);
-    for frame in pending.drain(..more) {
-        batch.extend_from_slice(&frame);
+/// Moves frames from `pending` (not empty) to `out` (empty) as chunks to
+/// write: a run of small frames copied into one buffer of its exact size
+/// (a run of one moved as it is), a frame of [`FLATTEN_BELOW`] or more
+/// moved as it is; at most [`MAX_SLICES`] chunks and about
+/// [`WRITE_BATCH`] bytes (a larger lone frame goes alone).
+fn gather(pending: &mut VecDeque<Bytes>, out: &mut VecDeque<Bytes>) {
+    let mut total = 0;
+    while out.len() < MAX_SLICES
+        && let Some(first) = pending.front()
+    {
+        if total > 0 && total + first.len() > WRITE_BATCH {
+            break;
+        }
+        if first.len() >= FLATTEN_BELOW {
+            total += first.len();
+            out.extend(pending.pop_front());
+            continue;
+        }
+        // A run of small frames that fits what is left of the batch.
+        let mut size = 0;
+        let run = pending
+            .iter()
+            .take_while(|f| {
+                size += f.len();
+                f.len() < FLATTEN_BELOW && total + size <= WRITE_BATCH
+            })
+            .count()
+            .max(1);
+        if run == 1 {
+            total += first.len();
+            out.extend(pending.pop_front());
+            continue;
+        }
+        let mut flat = BytesMut::with_capacity(pending.iter().take(run).map(Bytes::len).sum());
+        for frame in pending.drain(..run) {
+            flat.extend_from_slice(&frame);
+        }
+        total += flat.len();
+        out.push_back(flat.freeze());
     }
     if pending.is_empty() {
         // Let the emptied queue's buffer go: an idle connection holds none.
         *pending = VecDeque::new();
     }
-    batch.freeze()
+}
+
+/// Drops the first `n` written bytes of `out`'s chunks.
+fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else {
+            return;
+        };
+        if n < front.len() {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        out.pop_front();
+    }
 }
 
 #[cfg(test)]
@@ -165,35 +216,76 @@ mod tests {
             .collect()
     }
 
+    fn gathered(pending: &mut VecDeque<Bytes>) -> Vec<usize> {
+        let mut out = VecDeque::new();
+        gather(pending, &mut out);
+        out.iter().map(Bytes::len).collect()
+    }
+
     #[test]
     fn a_lone_frame_goes_as_it_is() {
         let mut pending = frames(&[10]);
         let ptr = pending[0].as_ptr();
-        let chunk = next_chunk(&mut pending);
-        assert_eq!(chunk.as_ptr(), ptr, "no copy");
+        let mut out = VecDeque::new();
+        gather(&mut pending, &mut out);
+        assert_eq!(out[0].as_ptr(), ptr, "no copy");
         assert!(pending.is_empty());
     }
 
     #[test]
-    fn small_frames_are_coalesced_up_to_the_batch_size() {
+    fn small_frames_are_copied_together_up_to_the_batch_size() {
         let mut pending = frames(&[10, 20, 30]);
-        let chunk = next_chunk(&mut pending);
-        assert_eq!(chunk.len(), 60);
-        assert_eq!(&chunk[..10], &[0u8; 10]);
-        assert_eq!(&chunk[30..], &[2u8; 30]);
+        let mut out = VecDeque::new();
+        gather(&mut pending, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 60);
+        assert_eq!(&out[0][..10], &[0u8; 10]);
+        assert_eq!(&out[0][30..], &[2u8; 30]);
         assert!(pending.is_empty());
 
-        let half = WRITE_BATCH / 2;
-        let mut pending = frames(&[half, half, 1]);
-        assert_eq!(next_chunk(&mut pending).len(), 2 * half);
-        assert_eq!(pending.len(), 1, "what does not fit waits");
+        let mut pending = frames(&[4000; 20]);
+        assert_eq!(gathered(&mut pending), vec![64_000]);
+        assert_eq!(pending.len(), 4, "what does not fit waits");
     }
 
     #[test]
-    fn a_large_frame_is_not_copied() {
-        let mut pending = frames(&[WRITE_BATCH, 5]);
-        let ptr = pending[0].as_ptr();
-        assert_eq!(next_chunk(&mut pending).as_ptr(), ptr);
+    fn large_frames_are_not_copied_and_go_between_the_runs() {
+        let mut pending = frames(&[10, 20, FLATTEN_BELOW, 5, 6_000, 7]);
+        let large = pending[2].as_ptr();
+        let mut out = VecDeque::new();
+        gather(&mut pending, &mut out);
+        let sizes: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, vec![30, FLATTEN_BELOW, 5, 6_000, 7]);
+        assert_eq!(out[1].as_ptr(), large, "no copy");
+        assert_eq!(out[2][0], 3, "the order is kept");
+        assert!(pending.is_empty());
+
+        let mut pending = frames(&[WRITE_BATCH * 2, 5]);
+        assert_eq!(gathered(&mut pending), vec![WRITE_BATCH * 2], "goes alone");
         assert_eq!(pending.len(), 1);
+    }
+
+    #[test]
+    fn at_most_max_slices_chunks_a_write() {
+        let mut pending = frames(&[FLATTEN_BELOW / 2; 3 * MAX_SLICES]);
+        // Alternate small and large so that no two small ones are neighbours.
+        for (i, f) in pending.iter_mut().enumerate() {
+            if i % 2 == 1 {
+                *f = Bytes::from(vec![0u8; FLATTEN_BELOW]);
+            }
+        }
+        let n = gathered(&mut pending).len();
+        assert!(n <= MAX_SLICES, "{n} chunks");
+    }
+
+    #[test]
+    fn advance_drops_what_was_written() {
+        let mut out = frames(&[3, 4, 5]);
+        advance(&mut out, 5);
+        let left: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(left, vec![2, 5]);
+        assert_eq!(out[0][..], [1u8, 1]);
+        advance(&mut out, 7);
+        assert!(out.is_empty());
     }
 }

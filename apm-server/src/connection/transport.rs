@@ -12,7 +12,7 @@
 //!   found the send buffer full): [`Transport::wants_write`] says so, and
 //!   [`Transport::send_buffered`] pushes them out once it is writable.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -145,6 +145,16 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.try_write(buf),
             Transport::Tls(s) => once(|cx| Pin::new(&mut **s).poll_write(cx, buf)),
+        }
+    }
+
+    /// Writes from `bufs` in order without waiting, like
+    /// [`Transport::try_write`]: one `writev` on plain TCP; with TLS,
+    /// rustls takes them into as few records as fit.
+    pub(super) fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.try_write_vectored(bufs),
+            Transport::Tls(s) => once(|cx| Pin::new(&mut **s).poll_write_vectored(cx, bufs)),
         }
     }
 
