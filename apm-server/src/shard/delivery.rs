@@ -43,6 +43,7 @@ impl Shard {
             kind,
             msg_id,
             payload: &payload,
+            ts_ms: self.ctx.now_ms,
         };
         // Only channel members can ask for their own messages back.
         let (admitted, echo) = match &to {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use apm_core::message::DeliverRef;
 
-use crate::clock::now_ms;
 use crate::conversation::ConversationId;
 use crate::dedup::{First, Recent, Window, sender_hash};
 use crate::retention::Retention;
@@ -42,6 +41,9 @@ pub(crate) struct Offer<'a> {
     pub(crate) kind: u16,
     pub(crate) msg_id: u64,
     pub(crate) payload: &'a [u8],
+    /// The server time to stamp it with, milliseconds since the Unix
+    /// epoch.
+    pub(crate) ts_ms: u64,
 }
 
 /// What became of a message offered to a conversation.
@@ -104,6 +106,7 @@ impl Log {
             kind,
             msg_id,
             payload,
+            ts_ms,
         } = offer;
         let hash = if msg_id == 0 { 0 } else { sender_hash(sender) };
         if let Some(first) = self.recent.get(sender, hash, msg_id) {
@@ -115,7 +118,6 @@ impl Log {
         }
         self.seq += 1;
         let seq = self.seq;
-        let ts_ms = now_ms();
         let frame = DeliverRef {
             conversation: conversation.as_ref(),
             seq,
@@ -167,6 +169,7 @@ mod tests {
             kind: 0,
             msg_id,
             payload: b"x",
+            ts_ms: 1,
         }
     }
 

@@ -55,6 +55,9 @@ struct Ctx {
     /// atomic add per loop pass instead of one per message (a locked add
     /// right after encoding a frame stalled on the frame's stores).
     messages_in: u64,
+    /// The time messages are stamped with: read once per pass of the loop
+    /// (a few hundred messages at most) rather than once per message.
+    now_ms: u64,
 }
 
 impl Ctx {
@@ -122,6 +125,7 @@ impl Shard {
                 index,
                 hub,
                 messages_in: 0,
+                now_ms: crate::clock::now_ms(),
             },
             tables,
             nobody: Arc::new(Conn::new(
@@ -253,6 +257,11 @@ impl Shard {
     pub(crate) fn flush_counters(&mut self) {
         self.ctx.flush_counters();
     }
+
+    /// Reads the clock new messages are stamped with.
+    pub(crate) fn tick(&mut self) {
+        self.ctx.now_ms = crate::clock::now_ms();
+    }
 }
 
 /// Runs shard `index`'s forwarding loop until `stop` fires and its queue
@@ -271,6 +280,7 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
     loop {
         let mut handled = 0usize;
         let busy = std::time::Instant::now();
+        shard.tick();
         while let Some(cmd) = ingress.pop() {
             shard.handle(cmd);
             handled += 1;
@@ -279,6 +289,7 @@ pub(crate) async fn run(hub: Arc<Hub>, index: usize, stop: CancellationToken) {
                 shard.flush_counters();
                 // Let connection tasks on this worker write what was queued.
                 tokio::task::yield_now().await;
+                shard.tick();
             }
         }
         if handled > 0 {
