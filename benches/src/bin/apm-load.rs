@@ -46,6 +46,16 @@ struct Cli {
     /// for the run and stopped after.
     #[arg(long, global = true)]
     apm_addr: Option<String>,
+    /// The token secret of the apm server at `--apm-addr`: its clients
+    /// connect with tokens made from it (without one, in dev mode). The
+    /// apm-server this tool starts gets a secret made for the run, so its
+    /// clients authenticate as in production.
+    #[arg(long, global = true, env = "APM_LOAD_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Start apm-server without a secret: clients connect in dev mode,
+    /// with no token to check and no expiry timer.
+    #[arg(long, global = true)]
+    dev_mode: bool,
     /// Extra arguments for the apm-server this tool starts.
     #[arg(long, global = true, allow_hyphen_values = true)]
     apm_arg: Vec<String>,
@@ -190,7 +200,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         source,
     } = &cli.scenario
     {
-        return connections::worker(addr, *count, *source).await;
+        let secret = std::env::var(connections::WORKER_SECRET).ok();
+        return connections::worker(addr, *count, *source, secret.as_deref()).await;
     }
     if let Scenario::Durable {
         publishers,
@@ -265,6 +276,24 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
+    // The servers this tool starts check tokens, as in production.
+    let secret_given = cli
+        .apm_arg
+        .iter()
+        .any(|a| a == "--secret" || a.starts_with("--secret="));
+    let own_secret: Option<std::sync::Arc<str>> = if secret_given {
+        // The server's secret is the one in --apm-arg; --secret says it
+        // to the clients.
+        cli.secret.as_deref().map(Into::into)
+    } else if cli.dev_mode {
+        None
+    } else {
+        Some(cli.secret.clone().unwrap_or_else(run_secret).into())
+    };
+    let mut apm_args = cli.apm_arg.clone();
+    if let Some(secret) = own_secret.as_ref().filter(|_| !secret_given) {
+        apm_args.extend(["--secret".to_owned(), secret.to_string()]);
+    }
     let mut spawned: Vec<SpawnedServer> = Vec::new();
     let mut nats: Option<NatsCluster> = None;
     let mut runs = Vec::new();
@@ -275,6 +304,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     Some(addrs) => (
                         Endpoint {
                             tls_ca: tls_ca.clone(),
+                            secret: cli.secret.as_deref().map(Into::into),
                             nodes: addrs.split(',').map(str::to_owned).collect(),
                             ..Endpoint::new(
                                 target,
@@ -294,10 +324,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                         // each other's state.
                         spawned.clear();
                         for _ in 0..nodes {
-                            spawned.push(server::spawn(&cli.apm_arg, target == Target::ApmTls)?);
+                            spawned.push(server::spawn(&apm_args, target == Target::ApmTls)?);
                         }
                         let ep = Endpoint {
                             tls_ca: spawned[0].tls_ca.clone(),
+                            secret: own_secret.clone(),
                             nodes: spawned.iter().map(|s| s.addr.to_string()).collect(),
                             ..Endpoint::new(target, spawned[0].addr.to_string())
                         };
@@ -426,4 +457,12 @@ fn profile(pids: &[u32], out: &str, time: Duration) -> Result<std::process::Chil
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("--profile: cannot start perf: {e}"))
+}
+
+/// A token secret for the servers of one run: 32 hex digits from the
+/// standard library's per-process random hash keys.
+fn run_secret() -> String {
+    use std::hash::BuildHasher;
+    let key = || std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{:016x}{:016x}", key(), key())
 }

@@ -26,17 +26,26 @@ pub const CHANNEL: &str = "bench.idle";
 /// prints `received <n> <cpu seconds>` (messages delivered to its
 /// connections, waiting up to 10 s for one each, and the CPU time this
 /// process used) and exits.
-pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunError> {
+pub async fn worker(
+    addr: &str,
+    count: usize,
+    source: IpAddr,
+    secret: Option<&str>,
+) -> Result<(), RunError> {
+    let secret: Option<Arc<str>> = secret.map(Arc::from);
     let received = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(200));
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..count {
         let (addr, gate, received) = (addr.to_owned(), gate.clone(), received.clone());
+        let secret = secret.clone();
         connecting.spawn(async move {
             let permit = gate.acquire_owned().await.expect("gate open");
+            let user = format!("idle-{source}-{i}");
+            let token = super::target::token(secret.as_deref(), &user);
             let client = apm_client::Client::builder(addr)
-                .credentials(format!("idle-{source}-{i}"), "")
+                .credentials(user, token)
                 .local_ip(source)
                 .connect_timeout(Duration::from_secs(30))
                 // Tens of thousands of handshakes on two shared cores: an
@@ -96,6 +105,9 @@ pub async fn worker(addr: &str, count: usize, source: IpAddr) -> Result<(), RunE
     Ok(())
 }
 
+/// Where a worker process finds the server's token secret.
+pub const WORKER_SECRET: &str = "APM_LOAD_WORKER_SECRET";
+
 /// Runs `total` connections over `workers` processes against `ep` (its
 /// nodes in turn). `node_pids` are the server's processes whose RSS is
 /// measured (a cluster's nodes); `cpu_pids` those whose CPU is counted
@@ -126,16 +138,21 @@ pub async fn run(
         // ports.
         let source = format!("127.0.0.{}", 2 + w);
         let node = &ep.nodes[w % ep.nodes.len().max(1)];
-        let mut child = Command::new(&exe)
-            .args([
-                "worker",
-                "--addr",
-                node,
-                "--count",
-                &count.to_string(),
-                "--source",
-                &source,
-            ])
+        let mut command = Command::new(&exe);
+        command.args([
+            "worker",
+            "--addr",
+            node,
+            "--count",
+            &count.to_string(),
+            "--source",
+            &source,
+        ]);
+        if let Some(secret) = &ep.secret {
+            // Not on the command line, where `ps` shows it.
+            command.env(WORKER_SECRET, &**secret);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -101,6 +101,21 @@ pub struct Endpoint {
     /// For apm over TLS: the CA certificate(s) to trust, PEM; `None`
     /// trusts the system's roots.
     pub tls_ca: Option<Arc<[u8]>>,
+    /// For apm: the server's token secret; its clients connect with
+    /// tokens made from it. `None` connects them in dev mode.
+    pub secret: Option<Arc<str>>,
+}
+
+/// How long the tokens this tool makes last: longer than any run, so the
+/// server's expiry timers are armed but never fire.
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A user token for `user`, signed with `secret` (dev mode, an empty
+/// token, without one).
+pub fn token(secret: Option<&str>, user: &str) -> String {
+    secret.map_or_else(String::new, |s| {
+        apm_server::auth::mint(s.as_bytes(), user, apm_core::message::Role::User, TOKEN_TTL)
+    })
 }
 
 impl Endpoint {
@@ -112,14 +127,15 @@ impl Endpoint {
             nodes: vec![addr.clone()],
             addr,
             tls_ca: None,
+            secret: None,
         }
     }
 
     /// An apm client for this endpoint, as `name`, over TLS for
     /// [`Target::ApmTls`].
     pub fn apm_builder(&self, name: &str) -> apm_client::ClientBuilder {
-        let builder =
-            apm_client::Client::builder(self.node_for(name).to_owned()).credentials(name, "");
+        let builder = apm_client::Client::builder(self.node_for(name).to_owned())
+            .credentials(name, token(self.secret.as_deref(), name));
         match (self.target, &self.tls_ca) {
             (Target::ApmTls, Some(ca)) => builder.tls_ca_pem(ca.to_vec()),
             (Target::ApmTls, None) => builder.tls(),
