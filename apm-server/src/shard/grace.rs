@@ -94,7 +94,7 @@ impl Shard {
     pub(crate) fn save_presence(&mut self) {
         let departed = std::mem::take(&mut self.tables.departed);
         let mut users: Vec<String> = departed.users.iter().map(|u| u.to_string()).collect();
-        users.extend(self.tables.users.keys().map(|u| u.to_string()));
+        users.extend(self.tables.users.names().iter().map(|u| u.to_string()));
         let mut members: Vec<(String, String)> = departed
             .members
             .iter()

@@ -26,6 +26,7 @@ pub(crate) mod sequencer;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod users;
 
 use std::sync::Arc;
 

@@ -69,8 +69,7 @@ impl Shard {
         let user = conn.user.clone();
         conn.push_reply(welcome);
         self.offline_inbox(&conn, &user, stored);
-        let conns = self.tables.users.entry(user.clone()).or_default();
-        conns.push(conn);
+        let conns = self.tables.users.add(&user, conn);
         let first = conns.len() == 1;
         for c in conns.iter() {
             c.set_user_connections(conns.len() as u32);
@@ -338,9 +337,10 @@ impl Shard {
             PresenceQuery::OnlineUsers { after: a, limit } => Answer::Names(
                 tables
                     .users
+                    .names()
                     .range::<str, _>(after(&a))
                     .take(limit as usize + 1)
-                    .map(|(u, _)| u.to_string())
+                    .map(|u| u.to_string())
                     .collect(),
             ),
             PresenceQuery::ChannelMembers {

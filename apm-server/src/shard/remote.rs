@@ -168,7 +168,7 @@ impl Shard {
                 cluster.catch_up(&hub, c, ch.log.visible + 1);
             }
         }
-        for user in tables.users.keys() {
+        for user in tables.users.names().iter() {
             if let Some(inbox) = tables.inboxes.get(user) {
                 let c = ConversationId::User(user.clone());
                 cluster.catch_up(&hub, c, inbox.visible + 1);

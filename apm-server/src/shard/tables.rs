@@ -11,7 +11,6 @@ use bytes::Bytes;
 use crate::conversation::ConversationId;
 use crate::fanout::Members;
 use crate::hub::Hub;
-use crate::outbox::Conn;
 use crate::retention::Retention;
 
 use super::cache::Cache;
@@ -66,7 +65,7 @@ impl Resuming {
 pub(super) struct Tables {
     pub(super) channels: IndexMap<Arc<str>, Channel>,
     /// User -> its connections registered here.
-    pub(super) users: BTreeMap<Arc<str>, Vec<Arc<Conn>>>,
+    pub(super) users: super::users::Users,
     /// Each user's private conversation.
     pub(super) inboxes: IndexMap<Arc<str>, Log>,
     pub(super) broadcasts: Log,
@@ -91,7 +90,7 @@ impl Tables {
     pub(super) fn new(hub: &Hub) -> Tables {
         Tables {
             channels: IndexMap::default(),
-            users: BTreeMap::new(),
+            users: super::users::Users::default(),
             inboxes: IndexMap::default(),
             broadcasts: Log::default(),
             occupied: BTreeSet::new(),
