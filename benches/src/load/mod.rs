@@ -4,6 +4,7 @@
 
 pub mod connections;
 pub mod durable;
+pub mod floor;
 pub mod nats_cluster;
 pub mod procfs;
 pub mod report;
